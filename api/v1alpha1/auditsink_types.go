@@ -1,0 +1,106 @@
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// AuditSinkType is where audit records go.
+// +kubebuilder:validation:Enum=webhook;syslog;stdout
+type AuditSinkType string
+
+const (
+	AuditSinkWebhook AuditSinkType = "webhook"
+	AuditSinkSyslog  AuditSinkType = "syslog"
+	AuditSinkStdout  AuditSinkType = "stdout"
+)
+
+// AuditSinkSpec describes one destination of audit records.
+// +kubebuilder:validation:XValidation:rule="(self.type == 'webhook') == has(self.webhook)",message="spec.webhook is required when type is webhook, and only then"
+// +kubebuilder:validation:XValidation:rule="(self.type == 'syslog') == has(self.syslog)",message="spec.syslog is required when type is syslog, and only then"
+type AuditSinkSpec struct {
+	// Type of the sink: webhook (HTTPS POST of record batches), syslog (RFC 5424 over
+	// TLS) or stdout (JSON lines in the gateway's log).
+	Type AuditSinkType `json:"type"`
+
+	// Webhook settings, for type webhook.
+	// +optional
+	Webhook *WebhookSink `json:"webhook,omitempty"`
+
+	// Syslog settings, for type syslog.
+	// +optional
+	Syslog *SyslogSink `json:"syslog,omitempty"`
+}
+
+// WebhookSink posts record batches over HTTPS.
+type WebhookSink struct {
+	// URL of the receiver, https only.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https://[^\s/?#]+(/[^\s]*)?$`
+	URL string `json:"url"`
+
+	// Credentials for the receiver.
+	// +optional
+	Credentials *WebhookCredentials `json:"credentials,omitempty"`
+}
+
+// WebhookCredentials are a bearer token and/or an HMAC-SHA256 signing key.
+// +kubebuilder:validation:XValidation:rule="has(self.bearerToken) || has(self.signingKey)",message="webhook.credentials needs bearerToken or signingKey"
+type WebhookCredentials struct {
+	// BearerToken sent as Authorization: Bearer.
+	// +optional
+	BearerToken *CredentialSource `json:"bearerToken,omitempty"`
+
+	// SigningKey for an HMAC-SHA256 signature header over each batch.
+	// +optional
+	SigningKey *CredentialSource `json:"signingKey,omitempty"`
+}
+
+// SyslogSink sends RFC 5424 records over TLS.
+type SyslogSink struct {
+	// Address as host:port.
+	// +kubebuilder:validation:MaxLength=260
+	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9]([-.a-zA-Z0-9]*[a-zA-Z0-9])?:[0-9]{1,5}$`
+	Address string `json:"address"`
+}
+
+// AuditSinkStatus reports whether the sink can receive records.
+type AuditSinkStatus struct {
+	// ObservedGeneration is the spec generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// UsedBy lists the VoiceAgents that write to this sink.
+	// +optional
+	UsedBy []string `json:"usedBy,omitempty"`
+}
+
+// AuditSink is a destination for VoiceAgent audit records.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=voice
+// +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type AuditSink struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   AuditSinkSpec   `json:"spec,omitempty"`
+	Status AuditSinkStatus `json:"status,omitempty"`
+}
+
+// AuditSinkList is a list of AuditSinks.
+// +kubebuilder:object:root=true
+type AuditSinkList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AuditSink `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&AuditSink{}, &AuditSinkList{})
+}

@@ -1,0 +1,35 @@
+package v1alpha1
+
+// Condition types of a VoiceAgent.
+const (
+	ConditionReady            = "Ready"
+	ConditionCredentialsReady = "CredentialsReady"
+	ConditionCertificateReady = "CertificateReady"
+	ConditionNetworkIsolated  = "NetworkIsolated"
+	ConditionAuditReady       = "AuditReady"
+	ConditionAvailable        = "Available"
+)
+
+// Condition reasons. Each says what was observed; the message says what to do.
+const (
+	ReasonAllConditionsMet          = "AllConditionsMet"
+	ReasonNotReady                  = "ConditionsNotMet"
+	ReasonCredentialsSynced         = "CredentialsSynced"
+	ReasonSecretNotFound            = "SecretNotFound"
+	ReasonExternalSecretNotSynced   = "ExternalSecretNotSynced"
+	ReasonExternalSecretsNotInstall = "ExternalSecretsNotInstalled"
+	ReasonCertificateIssued         = "CertificateIssued"
+	ReasonCertificateNotReady       = "CertificateNotReady"
+	ReasonCertManagerNotInstalled   = "CertManagerNotInstalled"
+	ReasonTLSNotRequested           = "TLSNotRequested"
+	ReasonNetworkPolicyApplied      = "NetworkPolicyApplied"
+	ReasonSinksReady                = "SinksReady"
+	ReasonNoSinksConfigured         = "NoSinksConfigured"
+	ReasonSinkNotFound              = "SinkNotFound"
+	ReasonSinkNotReady              = "SinkNotReady"
+	ReasonDeploymentAvailable       = "DeploymentAvailable"
+	ReasonDeploymentUnavailable     = "DeploymentUnavailable"
+	ReasonRenderFailed              = "InvalidSpec"
+	ReasonApplyFailed               = "ApplyFailed"
+	ReasonSinkConfigured            = "SinkConfigured"
+)

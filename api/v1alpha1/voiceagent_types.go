@@ -1,0 +1,542 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// VoiceAgentSpec declares one LLM voice agent and the controls around it.
+type VoiceAgentSpec struct {
+	// Image is the agent's container image. Pin it by digest (…@sha256:…) in production
+	// so that what runs is what was reviewed.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	Image string `json:"image"`
+
+	// Replicas is the number of agent pods. Limits and budgets are for the whole
+	// VoiceAgent and are shared out between the replicas.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Port is the agent container's own port. Clients reach it through the TLS port of
+	// the Service, terminated by the gateway, never directly.
+	// +kubebuilder:default=8080
+	// +kubebuilder:validation:Minimum=1024
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+
+	// Resources of the agent container. Defaults: requests 100m CPU and 128Mi memory,
+	// limit 512Mi memory.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// Env holds plain settings for the agent container. A literal value for a name that
+	// looks like a credential (ending in KEY, TOKEN, SECRET, PASSWORD, CREDENTIALS) is
+	// rejected, and so is valueFrom.secretKeyRef: credentials belong in spec.model,
+	// spec.integrations[].credentials, where the gateway holds them.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !has(e.value) || e.value == '' || !e.name.matches('(?i)(key|token|secret|password|passwd|credentials?)$'))",message="spec.env: a literal value for a credential-like name (…KEY, …TOKEN, …SECRET, …PASSWORD) is not allowed; move it to credentials (secretRef or externalSecret) so that only the gateway holds it"
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !has(e.valueFrom) || !has(e.valueFrom.secretKeyRef))",message="spec.env: valueFrom.secretKeyRef would put a Secret into the agent's environment; use credentials (secretRef or externalSecret) so that only the gateway holds it"
+	// +optional
+	Env []corev1.EnvVar `json:"env,omitempty"`
+
+	// Model is the primary LLM and the fallbacks tried, in order, when it fails.
+	Model ModelSpec `json:"model"`
+
+	// Integrations are the external systems the agent calls. HTTP integrations are
+	// reached through the gateway at http://127.0.0.1:<gateway port>/integrations/<name>/
+	// with credentials injected by the gateway.
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Integrations []Integration `json:"integrations,omitempty"`
+
+	// RateLimits for the whole VoiceAgent, across all replicas.
+	// +optional
+	RateLimits *RateLimits `json:"rateLimits,omitempty"`
+
+	// CostLimits caps model spend in US dollars.
+	// +optional
+	CostLimits *CostLimits `json:"costLimits,omitempty"`
+
+	// CircuitBreaker stops calls to an upstream that keeps failing, and fails over.
+	// +kubebuilder:default={failureThreshold: 5, openDuration: "30s"}
+	// +optional
+	CircuitBreaker *CircuitBreaker `json:"circuitBreaker,omitempty"`
+
+	// Encryption in transit (TLS for the Service) and at rest (the agent's session key).
+	// +optional
+	Encryption *Encryption `json:"encryption,omitempty"`
+
+	// Network adds to the default-deny NetworkPolicy.
+	// +optional
+	Network *NetworkSpec `json:"network,omitempty"`
+
+	// Audit configures the audit trail of every model and integration call.
+	// +kubebuilder:default={redactPII: true, failurePolicy: FailClosed}
+	// +optional
+	Audit *AuditSpec `json:"audit,omitempty"`
+}
+
+// ModelProvider names an LLM API.
+// +kubebuilder:validation:Enum=gemini;openai;anthropic;openai-compatible
+type ModelProvider string
+
+const (
+	ProviderGemini           ModelProvider = "gemini"
+	ProviderOpenAI           ModelProvider = "openai"
+	ProviderAnthropic        ModelProvider = "anthropic"
+	ProviderOpenAICompatible ModelProvider = "openai-compatible"
+)
+
+// ModelSpec is the primary model with its fallbacks.
+type ModelSpec struct {
+	ModelTarget `json:",inline"`
+
+	// Fallbacks are tried in order when the primary fails or its circuit is open.
+	// +kubebuilder:validation:MaxItems=5
+	// +optional
+	Fallbacks []ModelTarget `json:"fallbacks,omitempty"`
+}
+
+// ModelTarget is one provider and model with its credentials and pricing.
+// +kubebuilder:validation:XValidation:rule="self.provider != 'openai-compatible' || has(self.endpoint)",message="endpoint is required when provider is openai-compatible"
+type ModelTarget struct {
+	// Provider of the model API.
+	Provider ModelProvider `json:"provider"`
+
+	// Name of the model, e.g. gemini-2.5-flash.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	Name string `json:"name"`
+
+	// Endpoint is the provider's base URL, https only. Defaults per provider.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https://[^\s/?#]+(/[^\s]*)?$`
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// Timeout of one call to the provider.
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// Credentials hold the provider API key; only the gateway container sees it.
+	Credentials CredentialSource `json:"credentials"`
+
+	// Pricing of the model, used to count spend against spec.costLimits.
+	// +optional
+	Pricing *Pricing `json:"pricing,omitempty"`
+}
+
+// Pricing is the model's price in US dollars per million tokens, as decimal strings.
+type Pricing struct {
+	// InputPerMillionTokens, e.g. "0.30".
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,9}(\.[0-9]{1,9})?$`
+	InputPerMillionTokens string `json:"inputPerMillionTokens"`
+
+	// OutputPerMillionTokens, e.g. "2.50".
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,9}(\.[0-9]{1,9})?$`
+	OutputPerMillionTokens string `json:"outputPerMillionTokens"`
+}
+
+// IntegrationType is the kind of system an integration reaches.
+// +kubebuilder:validation:Enum=rest;graphql;slack;whatsapp;email;database
+type IntegrationType string
+
+const (
+	IntegrationREST     IntegrationType = "rest"
+	IntegrationGraphQL  IntegrationType = "graphql"
+	IntegrationSlack    IntegrationType = "slack"
+	IntegrationWhatsApp IntegrationType = "whatsapp"
+	IntegrationEmail    IntegrationType = "email"
+	IntegrationDatabase IntegrationType = "database"
+)
+
+// Integration is one external system the agent calls.
+// +kubebuilder:validation:XValidation:rule="self.type == 'database' || has(self.endpoint)",message="endpoint is required for HTTP integrations (every type but database)"
+// +kubebuilder:validation:XValidation:rule="self.type != 'database' || (has(self.host) && has(self.port))",message="host and port are required for database integrations"
+// +kubebuilder:validation:XValidation:rule="self.type != 'database' || !has(self.endpoint)",message="endpoint is for HTTP integrations; a database integration takes host and port"
+// +kubebuilder:validation:XValidation:rule="self.type == 'database' || (!has(self.host) && !has(self.port))",message="host and port are for database integrations; an HTTP integration takes endpoint"
+type Integration struct {
+	// Name is a DNS label, unique in the VoiceAgent; the agent reaches an HTTP
+	// integration at /integrations/<name>/ on the gateway.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// Type of the integration. database is plain TCP: the gateway does not proxy it,
+	// its credentials are mounted as files into the agent container.
+	Type IntegrationType `json:"type"`
+
+	// Endpoint is the base URL of an HTTP integration, https only.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https://[^\s/?#]+(/[^\s]*)?$`
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// Host of a database integration: a DNS name or an IP address.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9]([-.a-zA-Z0-9]*[a-zA-Z0-9])?$|^[0-9a-fA-F:]+$`
+	// +optional
+	Host string `json:"host,omitempty"`
+
+	// Port of a database integration.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port *int32 `json:"port,omitempty"`
+
+	// Auth is how the gateway presents the credentials to an HTTP integration.
+	// +optional
+	Auth *IntegrationAuth `json:"auth,omitempty"`
+
+	// Credentials for the integration.
+	// +optional
+	Credentials *CredentialSource `json:"credentials,omitempty"`
+
+	// RateLimit for calls to this integration, for the whole VoiceAgent.
+	// +optional
+	RateLimit *IntegrationRateLimit `json:"rateLimit,omitempty"`
+}
+
+// AuthType is how a credential is presented to an HTTP integration.
+// +kubebuilder:validation:Enum=bearer;header;basic
+type AuthType string
+
+const (
+	AuthBearer AuthType = "bearer"
+	AuthHeader AuthType = "header"
+	AuthBasic  AuthType = "basic"
+)
+
+// IntegrationAuth says how the gateway authenticates to an integration.
+// +kubebuilder:validation:XValidation:rule="self.type != 'header' || has(self.headerName)",message="auth.headerName is required when auth.type is header"
+type IntegrationAuth struct {
+	// Type: bearer (Authorization: Bearer), header (a custom header), or basic (the
+	// credential holds "user:password").
+	Type AuthType `json:"type"`
+
+	// HeaderName for type header, e.g. X-Api-Key.
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9-]+$`
+	// +optional
+	HeaderName string `json:"headerName,omitempty"`
+}
+
+// IntegrationRateLimit limits calls to one integration.
+type IntegrationRateLimit struct {
+	// RequestsPerMinute sustained.
+	// +kubebuilder:validation:Minimum=1
+	RequestsPerMinute int32 `json:"requestsPerMinute"`
+
+	// Burst is how many requests may go at once above the sustained rate.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:default=1
+	// +optional
+	Burst int32 `json:"burst,omitempty"`
+}
+
+// RateLimits for the whole VoiceAgent; each replica's gateway enforces its share.
+type RateLimits struct {
+	// RequestsPerSecond sustained, across replicas.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	RequestsPerSecond *int32 `json:"requestsPerSecond,omitempty"`
+
+	// Burst above the sustained rate, across replicas.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	Burst *int32 `json:"burst,omitempty"`
+
+	// MaxConcurrentCalls to the model, across replicas.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxConcurrentCalls *int32 `json:"maxConcurrentCalls,omitempty"`
+
+	// TokensPerMinute of model input plus output, across replicas.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	TokensPerMinute *int64 `json:"tokensPerMinute,omitempty"`
+}
+
+// BudgetAction is what happens when a budget is spent.
+// +kubebuilder:validation:Enum=Block;AlertOnly
+type BudgetAction string
+
+const (
+	BudgetBlock     BudgetAction = "Block"
+	BudgetAlertOnly BudgetAction = "AlertOnly"
+)
+
+// CostLimits caps model spend, in US dollars as decimal strings.
+// +kubebuilder:validation:XValidation:rule="has(self.dailyBudget) || has(self.monthlyBudget)",message="costLimits needs dailyBudget or monthlyBudget"
+type CostLimits struct {
+	// DailyBudget per UTC day, e.g. "50.00". Must be greater than zero.
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,9}(\.[0-9]{1,6})?$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^0*([.]0*)?$')",message="costLimits.dailyBudget must be greater than zero"
+	// +optional
+	DailyBudget string `json:"dailyBudget,omitempty"`
+
+	// MonthlyBudget per UTC calendar month, e.g. "1000.00". Must be greater than zero.
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,9}(\.[0-9]{1,6})?$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^0*([.]0*)?$')",message="costLimits.monthlyBudget must be greater than zero"
+	// +optional
+	MonthlyBudget string `json:"monthlyBudget,omitempty"`
+
+	// OnExceeded: Block refuses model calls once a budget is spent; AlertOnly allows
+	// them and raises an alert.
+	// +kubebuilder:default=Block
+	// +optional
+	OnExceeded BudgetAction `json:"onExceeded,omitempty"`
+
+	// AlertAtPercent of a budget raises an alert before it is spent.
+	// +kubebuilder:default=80
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	AlertAtPercent int32 `json:"alertAtPercent,omitempty"`
+}
+
+// CircuitBreaker settings, per upstream.
+type CircuitBreaker struct {
+	// FailureThreshold consecutive failures open the circuit.
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	FailureThreshold int32 `json:"failureThreshold,omitempty"`
+
+	// OpenDuration before a half-open probe is let through.
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +optional
+	OpenDuration *metav1.Duration `json:"openDuration,omitempty"`
+}
+
+// Encryption settings.
+type Encryption struct {
+	// InTransit asks cert-manager for a certificate; the gateway terminates TLS with it
+	// on the Service's only port. Without it the Service serves plain HTTP.
+	// +optional
+	InTransit *InTransitEncryption `json:"inTransit,omitempty"`
+
+	// AtRest is the AES-256-GCM key for the agent's session store, mounted read-only
+	// into the agent container. Omitted: the operator generates a random key once.
+	// +optional
+	AtRest *AtRestEncryption `json:"atRest,omitempty"`
+}
+
+// IssuerKind is the kind of a cert-manager issuer.
+// +kubebuilder:validation:Enum=Issuer;ClusterIssuer
+type IssuerKind string
+
+// IssuerReference names a cert-manager issuer.
+type IssuerReference struct {
+	// Kind: Issuer (same namespace) or ClusterIssuer.
+	// +kubebuilder:default=Issuer
+	// +optional
+	Kind IssuerKind `json:"kind,omitempty"`
+
+	// Name of the issuer.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Group of the issuer.
+	// +kubebuilder:default="cert-manager.io"
+	// +optional
+	Group string `json:"group,omitempty"`
+}
+
+// InTransitEncryption configures the Service's certificate.
+type InTransitEncryption struct {
+	// IssuerRef is the cert-manager issuer that signs the certificate.
+	IssuerRef IssuerReference `json:"issuerRef"`
+
+	// DNSNames of the certificate. Default: <name>.<namespace>.svc and
+	// <name>.<namespace>.svc.cluster.local.
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:items:MaxLength=253
+	// +optional
+	DNSNames []string `json:"dnsNames,omitempty"`
+
+	// Duration of the certificate.
+	// +kubebuilder:default="2160h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +optional
+	Duration *metav1.Duration `json:"duration,omitempty"`
+
+	// RenewBefore expiry.
+	// +kubebuilder:default="360h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +optional
+	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
+}
+
+// AtRestEncryption names the session-store key.
+type AtRestEncryption struct {
+	// KeyFrom is a 32-byte key. Omitted: the operator generates one.
+	// +optional
+	KeyFrom *CredentialSource `json:"keyFrom,omitempty"`
+}
+
+// NetworkSpec adds to the default-deny NetworkPolicy.
+type NetworkSpec struct {
+	// AllowIngressFrom are the only peers that may connect to the Service port.
+	// Empty: nothing may connect.
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	AllowIngressFrom []networkingv1.NetworkPolicyPeer `json:"allowIngressFrom,omitempty"`
+
+	// AllowEgressTo are extra egress rules beyond those derived from the model,
+	// integrations and audit sinks.
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	AllowEgressTo []networkingv1.NetworkPolicyEgressRule `json:"allowEgressTo,omitempty"`
+}
+
+// AuditFailurePolicy decides what happens when the audit trail cannot be kept.
+// +kubebuilder:validation:Enum=FailClosed;FailOpen
+type AuditFailurePolicy string
+
+const (
+	AuditFailClosed AuditFailurePolicy = "FailClosed"
+	AuditFailOpen   AuditFailurePolicy = "FailOpen"
+)
+
+// LocalObjectReference names an object in the same namespace.
+type LocalObjectReference struct {
+	// Name of the object.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// AuditSpec configures the audit trail.
+type AuditSpec struct {
+	// SinkRefs are AuditSink objects in the same namespace that receive every record.
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	SinkRefs []LocalObjectReference `json:"sinkRefs,omitempty"`
+
+	// RedactPII removes e-mail addresses, phone and card numbers from recorded content.
+	// +kubebuilder:default=true
+	// +optional
+	RedactPII *bool `json:"redactPII,omitempty"`
+
+	// FailurePolicy: FailClosed denies calls when the audit trail cannot be kept;
+	// FailOpen serves them and counts the lost records.
+	// +kubebuilder:default=FailClosed
+	// +optional
+	FailurePolicy AuditFailurePolicy `json:"failurePolicy,omitempty"`
+
+	// RecordContent stores redacted prompts and responses in the records too.
+	// +kubebuilder:default=false
+	// +optional
+	RecordContent bool `json:"recordContent,omitempty"`
+}
+
+// VoiceAgentStatus is what the operator observed and enforces; auditors read it.
+type VoiceAgentStatus struct {
+	// ObservedGeneration is the spec generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready, CredentialsReady, CertificateReady, NetworkIsolated,
+	// AuditReady, Available.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Replicas of the agent Deployment.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// ReadyReplicas of the agent Deployment.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// Endpoint is the URL clients use.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// Security is the evidence of what is enforced.
+	// +optional
+	Security *SecurityStatus `json:"security,omitempty"`
+}
+
+// SecurityStatus is evidence of the controls in force, for auditors.
+type SecurityStatus struct {
+	// PodSecurityLevel the rendered pods meet.
+	PodSecurityLevel string `json:"podSecurityLevel"`
+
+	// CredentialsInAgentContainer is true only when a database integration's
+	// credentials are mounted into the agent (plain TCP cannot be proxied).
+	CredentialsInAgentContainer bool `json:"credentialsInAgentContainer"`
+
+	// EgressEnforcement: cidr (NetworkPolicy) or fqdn (CiliumNetworkPolicy too).
+	EgressEnforcement string `json:"egressEnforcement"`
+
+	// EgressAllowed lists the destinations the pods may reach.
+	// +optional
+	EgressAllowed []string `json:"egressAllowed,omitempty"`
+
+	// TLSSecretName holds the Service's certificate.
+	// +optional
+	TLSSecretName string `json:"tlsSecretName,omitempty"`
+
+	// CertificateNotAfter is when the current certificate expires.
+	// +optional
+	CertificateNotAfter *metav1.Time `json:"certificateNotAfter,omitempty"`
+
+	// AuditSinks the gateway writes to.
+	// +optional
+	AuditSinks []string `json:"auditSinks,omitempty"`
+}
+
+// VoiceAgent runs one LLM voice agent with its gateway sidecar, network isolation,
+// TLS, external credentials and audit trail.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=va,categories=voice
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 40 characters starting with a letter: it names the Service and the other children"
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Model",type=string,JSONPath=`.spec.model.name`
+// +kubebuilder:printcolumn:name="Replicas",type=string,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Budget",type=string,JSONPath=`.spec.costLimits.dailyBudget`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type VoiceAgent struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   VoiceAgentSpec   `json:"spec,omitempty"`
+	Status VoiceAgentStatus `json:"status,omitempty"`
+}
+
+// VoiceAgentList is a list of VoiceAgents.
+// +kubebuilder:object:root=true
+type VoiceAgentList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []VoiceAgent `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&VoiceAgent{}, &VoiceAgentList{})
+}

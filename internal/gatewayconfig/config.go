@@ -1,0 +1,275 @@
+// Package gatewayconfig is the contract between the operator, which renders a
+// VoiceAgent's gateway configuration into a ConfigMap, and the gateway sidecar, which
+// reads it from the mounted file and reloads it when it changes. It holds no secret:
+// credentials are referred to by file path only.
+package gatewayconfig
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// FileName is the key of the gateway configuration in its ConfigMap and the file name
+// under MountDir.
+const FileName = "gateway.json"
+
+// Well-known ports and paths shared by the rendered pod and the gateway.
+const (
+	MountDir        = "/etc/voiceagent/gateway"
+	CredentialsDir  = "/var/run/voiceagent/credentials"
+	TLSDir          = "/var/run/voiceagent/tls"
+	StateDir        = "/var/lib/voiceagent"
+	ProxyPort       = 15001 // loopback only: the agent's way out
+	TLSPort         = 8443  // the Service's only port when TLS is on
+	AdminPort       = 15020 // health, readiness and metrics
+	CredentialFile  = "value"
+	ContentsVersion = 1
+)
+
+// Config is one gateway's configuration. Limits and budgets are already this replica's
+// share of the VoiceAgent's totals.
+type Config struct {
+	Version    int    `json:"version"`
+	VoiceAgent string `json:"voiceAgent"`
+	Namespace  string `json:"namespace"`
+	Replicas   int32  `json:"replicas"`
+
+	Listen       Listen            `json:"listen"`
+	Inbound      *Inbound          `json:"inbound,omitempty"`
+	Models       []Model           `json:"models"`
+	Integrations []HTTPIntegration `json:"integrations,omitempty"`
+	Limits       Limits            `json:"limits"`
+	Budget       *Budget           `json:"budget,omitempty"`
+	Breaker      Breaker           `json:"circuitBreaker"`
+	Audit        Audit             `json:"audit"`
+	StateDir     string            `json:"stateDir"`
+}
+
+// Listen holds the gateway's listen addresses.
+type Listen struct {
+	Proxy string `json:"proxy"` // always loopback
+	Admin string `json:"admin"`
+}
+
+// Inbound is TLS termination in front of the agent.
+type Inbound struct {
+	Listen   string `json:"listen"`
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+	Upstream string `json:"upstream"` // the agent on loopback
+}
+
+// Model is one model upstream; the first is the primary, the rest fallbacks in order.
+type Model struct {
+	Provider       string   `json:"provider"`
+	Name           string   `json:"name"`
+	Endpoint       string   `json:"endpoint"`
+	Timeout        Duration `json:"timeout"`
+	CredentialFile string   `json:"credentialFile"`
+	Pricing        *Pricing `json:"pricing,omitempty"`
+}
+
+// Pricing in US dollars per million tokens, as decimal strings.
+type Pricing struct {
+	InputPerMillionTokens  string `json:"inputPerMillionTokens"`
+	OutputPerMillionTokens string `json:"outputPerMillionTokens"`
+}
+
+// HTTPIntegration is one proxied integration.
+type HTTPIntegration struct {
+	Name              string  `json:"name"`
+	Type              string  `json:"type"`
+	Endpoint          string  `json:"endpoint"`
+	AuthType          string  `json:"authType,omitempty"`
+	HeaderName        string  `json:"headerName,omitempty"`
+	CredentialFile    string  `json:"credentialFile,omitempty"`
+	RequestsPerMinute float64 `json:"requestsPerMinute,omitempty"`
+	Burst             int     `json:"burst,omitempty"`
+}
+
+// Limits are this replica's share; zero means unlimited.
+type Limits struct {
+	RequestsPerSecond  float64 `json:"requestsPerSecond,omitempty"`
+	Burst              int     `json:"burst,omitempty"`
+	MaxConcurrentCalls int     `json:"maxConcurrentCalls,omitempty"`
+	TokensPerMinute    float64 `json:"tokensPerMinute,omitempty"`
+}
+
+// Budget is this replica's share of spend, in US dollars as decimal strings.
+type Budget struct {
+	Daily          string `json:"daily,omitempty"`
+	Monthly        string `json:"monthly,omitempty"`
+	OnExceeded     string `json:"onExceeded"`
+	AlertAtPercent int    `json:"alertAtPercent"`
+}
+
+// Breaker is the per-upstream circuit breaker.
+type Breaker struct {
+	FailureThreshold int      `json:"failureThreshold"`
+	OpenDuration     Duration `json:"openDuration"`
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	RedactPII     bool   `json:"redactPII"`
+	FailurePolicy string `json:"failurePolicy"`
+	RecordContent bool   `json:"recordContent"`
+	QueueDir      string `json:"queueDir"`
+	Sinks         []Sink `json:"sinks,omitempty"`
+}
+
+// Sink is one audit destination.
+type Sink struct {
+	Name            string `json:"name"`
+	Type            string `json:"type"`
+	URL             string `json:"url,omitempty"`
+	Address         string `json:"address,omitempty"`
+	BearerTokenFile string `json:"bearerTokenFile,omitempty"`
+	SigningKeyFile  string `json:"signingKeyFile,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string.
+type Duration struct{ time.Duration }
+
+// MarshalJSON writes the duration as a string such as "30s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Parse decodes and validates a configuration file's contents. Unknown fields are
+// errors, so that a gateway older than its operator fails loudly rather than ignoring
+// a control.
+func Parse(data []byte) (*Config, error) {
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("gateway config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Marshal encodes the configuration deterministically.
+func (c *Config) Marshal() ([]byte, error) {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// Validate checks what the gateway relies on; every error names the field.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Version != ContentsVersion {
+		add("version: %d is not supported (want %d)", c.Version, ContentsVersion)
+	}
+	if !strings.HasPrefix(c.Listen.Proxy, "127.0.0.1:") && !strings.HasPrefix(c.Listen.Proxy, "[::1]:") {
+		add("listen.proxy: %q must be a loopback address so that only the agent can reach the gateway", c.Listen.Proxy)
+	}
+	if len(c.Models) == 0 {
+		add("models: at least one model is required")
+	}
+	for i, m := range c.Models {
+		if err := httpsURL(m.Endpoint); err != nil {
+			add("models[%d].endpoint: %v", i, err)
+		}
+		if m.CredentialFile == "" {
+			add("models[%d].credentialFile: required", i)
+		}
+		if m.Timeout.Duration <= 0 {
+			add("models[%d].timeout: must be positive", i)
+		}
+		if m.Pricing != nil {
+			for name, v := range map[string]string{"inputPerMillionTokens": m.Pricing.InputPerMillionTokens, "outputPerMillionTokens": m.Pricing.OutputPerMillionTokens} {
+				if _, ok := new(big.Rat).SetString(v); !ok {
+					add("models[%d].pricing.%s: %q is not a decimal", i, name, v)
+				}
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for i, in := range c.Integrations {
+		if seen[in.Name] {
+			add("integrations[%d].name: %q is duplicated", i, in.Name)
+		}
+		seen[in.Name] = true
+		if err := httpsURL(in.Endpoint); err != nil {
+			add("integrations[%d].endpoint: %v", i, err)
+		}
+		if in.AuthType == "header" && in.HeaderName == "" {
+			add("integrations[%d].headerName: required for authType header", i)
+		}
+	}
+	if c.Limits.RequestsPerSecond < 0 || c.Limits.Burst < 0 || c.Limits.MaxConcurrentCalls < 0 || c.Limits.TokensPerMinute < 0 {
+		add("limits: values must not be negative")
+	}
+	if c.Budget != nil {
+		for name, v := range map[string]string{"daily": c.Budget.Daily, "monthly": c.Budget.Monthly} {
+			if v == "" {
+				continue
+			}
+			r, ok := new(big.Rat).SetString(v)
+			if !ok || r.Sign() <= 0 {
+				add("budget.%s: %q must be a positive decimal", name, v)
+			}
+		}
+		if c.Budget.OnExceeded != "Block" && c.Budget.OnExceeded != "AlertOnly" {
+			add("budget.onExceeded: %q must be Block or AlertOnly", c.Budget.OnExceeded)
+		}
+	}
+	if c.Breaker.FailureThreshold < 1 {
+		add("circuitBreaker.failureThreshold: must be at least 1")
+	}
+	if c.Audit.FailurePolicy != "FailClosed" && c.Audit.FailurePolicy != "FailOpen" {
+		add("audit.failurePolicy: %q must be FailClosed or FailOpen", c.Audit.FailurePolicy)
+	}
+	return errors.Join(errs...)
+}
+
+func httpsURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL", s)
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("%q must be an https:// URL", s)
+	}
+	return nil
+}
+
+// Share divides a whole-VoiceAgent decimal amount between replicas, rounding down to
+// the micro-dollar so that the shares never add up to more than the total.
+func Share(total string, replicas int32) (string, error) {
+	r, ok := new(big.Rat).SetString(total)
+	if !ok {
+		return "", fmt.Errorf("%q is not a decimal", total)
+	}
+	if replicas < 1 {
+		replicas = 1
+	}
+	r.Quo(r, new(big.Rat).SetInt64(int64(replicas)))
+	micros := new(big.Int).Quo(new(big.Int).Mul(r.Num(), big.NewInt(1_000_000)), r.Denom())
+	return new(big.Rat).SetFrac(micros, big.NewInt(1_000_000)).FloatString(6), nil
+}

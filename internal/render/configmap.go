@@ -1,0 +1,188 @@
+package render
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+)
+
+// DefaultEndpoints are the providers' public API base URLs.
+var DefaultEndpoints = map[v1alpha1.ModelProvider]string{
+	v1alpha1.ProviderGemini:    "https://generativelanguage.googleapis.com",
+	v1alpha1.ProviderOpenAI:    "https://api.openai.com/v1",
+	v1alpha1.ProviderAnthropic: "https://api.anthropic.com",
+}
+
+// ModelEndpoint is the model's endpoint, defaulted per provider.
+func ModelEndpoint(m v1alpha1.ModelTarget) string {
+	if m.Endpoint != "" {
+		return m.Endpoint
+	}
+	return DefaultEndpoints[m.Provider]
+}
+
+func durationOr(d *metav1.Duration, def time.Duration) gw.Duration {
+	if d == nil {
+		return gw.Duration{Duration: def}
+	}
+	return gw.Duration{Duration: d.Duration}
+}
+
+// GatewayConfig renders va's gateway configuration, giving this replica its share of
+// the VoiceAgent-wide limits and budgets.
+func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []Credential) (*gw.Config, error) {
+	replicas := Replicas(va)
+	if replicas < 1 {
+		replicas = 1
+	}
+	files := map[string]string{}
+	for _, c := range creds {
+		files[c.Slot] = c.File()
+	}
+	cfg := &gw.Config{
+		Version:    gw.ContentsVersion,
+		VoiceAgent: va.Name,
+		Namespace:  va.Namespace,
+		Replicas:   Replicas(va),
+		Listen: gw.Listen{
+			Proxy: net.JoinHostPort("127.0.0.1", strconv.Itoa(gw.ProxyPort)),
+			Admin: net.JoinHostPort("", strconv.Itoa(gw.AdminPort)),
+		},
+		StateDir: gw.StateDir,
+	}
+	if TLSEnabled(va) {
+		cfg.Inbound = &gw.Inbound{
+			Listen:   net.JoinHostPort("", strconv.Itoa(gw.TLSPort)),
+			CertFile: gw.TLSDir + "/tls.crt",
+			KeyFile:  gw.TLSDir + "/tls.key",
+			Upstream: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(AgentPort(va)))),
+		}
+	}
+	model := func(m v1alpha1.ModelTarget, slot string) gw.Model {
+		out := gw.Model{
+			Provider: string(m.Provider), Name: m.Name, Endpoint: ModelEndpoint(m),
+			Timeout: durationOr(m.Timeout, 30*time.Second), CredentialFile: files[slot],
+		}
+		if m.Pricing != nil {
+			out.Pricing = &gw.Pricing{InputPerMillionTokens: m.Pricing.InputPerMillionTokens, OutputPerMillionTokens: m.Pricing.OutputPerMillionTokens}
+		}
+		return out
+	}
+	cfg.Models = append(cfg.Models, model(va.Spec.Model.ModelTarget, "model"))
+	for i, fb := range va.Spec.Model.Fallbacks {
+		cfg.Models = append(cfg.Models, model(fb, fallbackSlot(i)))
+	}
+	for _, in := range va.Spec.Integrations {
+		if in.Type == v1alpha1.IntegrationDatabase {
+			continue
+		}
+		hi := gw.HTTPIntegration{Name: in.Name, Type: string(in.Type), Endpoint: in.Endpoint, CredentialFile: files[integrationSlot(in)]}
+		if in.Auth != nil {
+			hi.AuthType, hi.HeaderName = string(in.Auth.Type), in.Auth.HeaderName
+		}
+		if rl := in.RateLimit; rl != nil {
+			hi.RequestsPerMinute = float64(rl.RequestsPerMinute) / float64(replicas)
+			hi.Burst = shareInt(rl.Burst, replicas)
+		}
+		cfg.Integrations = append(cfg.Integrations, hi)
+	}
+	if rl := va.Spec.RateLimits; rl != nil {
+		if rl.RequestsPerSecond != nil {
+			cfg.Limits.RequestsPerSecond = float64(*rl.RequestsPerSecond) / float64(replicas)
+		}
+		if rl.Burst != nil {
+			cfg.Limits.Burst = shareInt(*rl.Burst, replicas)
+		}
+		if rl.MaxConcurrentCalls != nil {
+			cfg.Limits.MaxConcurrentCalls = shareInt(*rl.MaxConcurrentCalls, replicas)
+		}
+		if rl.TokensPerMinute != nil {
+			cfg.Limits.TokensPerMinute = float64(*rl.TokensPerMinute) / float64(replicas)
+		}
+	}
+	if cl := va.Spec.CostLimits; cl != nil {
+		b := &gw.Budget{OnExceeded: string(cl.OnExceeded), AlertAtPercent: int(cl.AlertAtPercent)}
+		if b.OnExceeded == "" {
+			b.OnExceeded = string(v1alpha1.BudgetBlock)
+		}
+		if b.AlertAtPercent == 0 {
+			b.AlertAtPercent = 80
+		}
+		var err error
+		if cl.DailyBudget != "" {
+			if b.Daily, err = gw.Share(cl.DailyBudget, replicas); err != nil {
+				return nil, fmt.Errorf("spec.costLimits.dailyBudget: %w", err)
+			}
+		}
+		if cl.MonthlyBudget != "" {
+			if b.Monthly, err = gw.Share(cl.MonthlyBudget, replicas); err != nil {
+				return nil, fmt.Errorf("spec.costLimits.monthlyBudget: %w", err)
+			}
+		}
+		cfg.Budget = b
+	}
+	cfg.Breaker = gw.Breaker{FailureThreshold: 5, OpenDuration: gw.Duration{Duration: 30 * time.Second}}
+	if cb := va.Spec.CircuitBreaker; cb != nil {
+		if cb.FailureThreshold > 0 {
+			cfg.Breaker.FailureThreshold = int(cb.FailureThreshold)
+		}
+		cfg.Breaker.OpenDuration = durationOr(cb.OpenDuration, 30*time.Second)
+	}
+	cfg.Audit = gw.Audit{RedactPII: true, FailurePolicy: string(v1alpha1.AuditFailClosed), QueueDir: gw.StateDir + "/audit"}
+	if a := va.Spec.Audit; a != nil {
+		if a.RedactPII != nil {
+			cfg.Audit.RedactPII = *a.RedactPII
+		}
+		if a.FailurePolicy != "" {
+			cfg.Audit.FailurePolicy = string(a.FailurePolicy)
+		}
+		cfg.Audit.RecordContent = a.RecordContent
+	}
+	for _, s := range sinks {
+		sink := gw.Sink{Name: s.Name, Type: string(s.Spec.Type)}
+		if s.Spec.Webhook != nil {
+			sink.URL = s.Spec.Webhook.URL
+			sink.BearerTokenFile = files["sink-"+s.Name+"-bearer-token"]
+			sink.SigningKeyFile = files["sink-"+s.Name+"-signing-key"]
+		}
+		if s.Spec.Syslog != nil {
+			sink.Address = s.Spec.Syslog.Address
+		}
+		cfg.Audit.Sinks = append(cfg.Audit.Sinks, sink)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// shareInt is one replica's share of a whole-VoiceAgent count, rounded down so that
+// the shares never exceed the total, but at least 1 so that a replica can serve.
+func shareInt(total, replicas int32) int {
+	n := int(total / replicas)
+	if n < 1 {
+		return 1
+	}
+	return n
+}
+
+// ConfigMap holds the gateway configuration. It carries no secret: credentials are
+// named by file path only.
+func ConfigMap(va *v1alpha1.VoiceAgent, cfg *gw.Config) (*corev1.ConfigMap, error) {
+	data, err := cfg.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("gateway config: %w", err)
+	}
+	return &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: objectMeta(va, ConfigMapName(va)),
+		Data:       map[string]string{gw.FileName: string(data)},
+	}, nil
+}

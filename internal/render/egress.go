@@ -1,0 +1,195 @@
+package render
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+)
+
+// Destination is one host the pod must reach.
+type Destination struct {
+	Host string
+	Port int32
+}
+
+func (d Destination) String() string { return net.JoinHostPort(d.Host, strconv.Itoa(int(d.Port))) }
+
+// Non-public address ranges. A public host name may resolve anywhere, so egress to it
+// is opened to public addresses only: a poisoned DNS answer or an SSRF through the
+// gateway cannot reach the cluster network or the cloud metadata endpoint.
+var (
+	privateIPv4 = []string{
+		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+		"172.16.0.0/12", "192.168.0.0/16",
+	}
+	privateIPv6 = []string{"::1/128", "::ffff:0:0/96", "64:ff9b::/96", "fc00::/7", "fe80::/10"}
+)
+
+// Destinations derives va's egress destinations from its model, fallbacks,
+// integrations and the AuditSinks it uses.
+func Destinations(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink) ([]Destination, error) {
+	var out []Destination
+	addURL := func(field, raw string) error {
+		d, err := urlDestination(raw)
+		if err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		out = append(out, d)
+		return nil
+	}
+	if err := addURL("spec.model.endpoint", ModelEndpoint(va.Spec.Model.ModelTarget)); err != nil {
+		return nil, err
+	}
+	for i, fb := range va.Spec.Model.Fallbacks {
+		if err := addURL(fmt.Sprintf("spec.model.fallbacks[%d].endpoint", i), ModelEndpoint(fb)); err != nil {
+			return nil, err
+		}
+	}
+	for i, in := range va.Spec.Integrations {
+		if in.Type == v1alpha1.IntegrationDatabase {
+			out = append(out, Destination{Host: in.Host, Port: int32Or(in.Port, 0)})
+			continue
+		}
+		if err := addURL(fmt.Sprintf("spec.integrations[%d].endpoint", i), in.Endpoint); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range sinks {
+		switch {
+		case s.Spec.Webhook != nil:
+			if err := addURL("auditsink "+s.Name+" spec.webhook.url", s.Spec.Webhook.URL); err != nil {
+				return nil, err
+			}
+		case s.Spec.Syslog != nil:
+			host, port, err := net.SplitHostPort(s.Spec.Syslog.Address)
+			if err != nil {
+				return nil, fmt.Errorf("auditsink %s spec.syslog.address: %w", s.Name, err)
+			}
+			p, _ := strconv.Atoi(port)
+			out = append(out, Destination{Host: host, Port: int32(p)})
+		}
+	}
+	return dedupe(out), nil
+}
+
+func urlDestination(raw string) (Destination, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Hostname() == "" {
+		return Destination{}, fmt.Errorf("%q is not a URL with a host", raw)
+	}
+	port := int32(443)
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return Destination{}, fmt.Errorf("%q has an invalid port", raw)
+		}
+		port = int32(n)
+	}
+	return Destination{Host: u.Hostname(), Port: port}, nil
+}
+
+func dedupe(ds []Destination) []Destination {
+	seen := map[Destination]bool{}
+	out := ds[:0]
+	for _, d := range ds {
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// inClusterNamespace returns the namespace of an in-cluster service host name
+// (<svc>.<ns>.svc or <svc>.<ns>.svc.<cluster domain>).
+func inClusterNamespace(host, clusterDomain string) (string, bool) {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	h = strings.TrimSuffix(h, "."+clusterDomain)
+	if !strings.HasSuffix(h, ".svc") {
+		return "", false
+	}
+	parts := strings.Split(strings.TrimSuffix(h, ".svc"), ".")
+	if len(parts) < 2 {
+		return "", false
+	}
+	return parts[len(parts)-1], true
+}
+
+// EgressRules turns destinations into NetworkPolicy egress rules, DNS first. It
+// returns the rules and the human-readable list for status.security.egressAllowed.
+func EgressRules(ds []Destination, clusterDomain string) ([]networkingv1.NetworkPolicyEgressRule, []string) {
+	rules := []networkingv1.NetworkPolicyEgressRule{dnsRule()}
+	allowed := []string{"dns:53"}
+	publicPorts := map[int32]bool{}
+	for _, d := range ds {
+		allowed = append(allowed, d.String())
+		port := []networkingv1.NetworkPolicyPort{tcpPort(d.Port)}
+		if ip := net.ParseIP(d.Host); ip != nil {
+			bits := "/32"
+			if ip.To4() == nil {
+				bits = "/128"
+			}
+			rules = append(rules, networkingv1.NetworkPolicyEgressRule{
+				Ports: port,
+				To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: ip.String() + bits}}},
+			})
+			continue
+		}
+		if ns, ok := inClusterNamespace(d.Host, clusterDomain); ok {
+			rules = append(rules, networkingv1.NetworkPolicyEgressRule{
+				Ports: port,
+				To: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{
+					MatchLabels: map[string]string{corev1.LabelMetadataName: ns},
+				}}},
+			})
+			continue
+		}
+		publicPorts[d.Port] = true
+	}
+	if len(publicPorts) > 0 {
+		ports := make([]int32, 0, len(publicPorts))
+		for p := range publicPorts {
+			ports = append(ports, p)
+		}
+		sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
+		rule := networkingv1.NetworkPolicyEgressRule{To: []networkingv1.NetworkPolicyPeer{
+			{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0", Except: privateIPv4}},
+			{IPBlock: &networkingv1.IPBlock{CIDR: "::/0", Except: privateIPv6}},
+		}}
+		for _, p := range ports {
+			rule.Ports = append(rule.Ports, tcpPort(p))
+		}
+		rules = append(rules, rule)
+	}
+	return rules, allowed
+}
+
+// dnsRule lets the pod resolve names through the cluster DNS service only.
+func dnsRule() networkingv1.NetworkPolicyEgressRule {
+	udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
+	port := intstr.FromInt32(53)
+	return networkingv1.NetworkPolicyEgressRule{
+		Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &port}, {Protocol: &tcp, Port: &port}},
+		To: []networkingv1.NetworkPolicyPeer{{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "kube-system"}},
+			PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "kube-dns"}},
+		}},
+	}
+}
+
+func tcpPort(p int32) networkingv1.NetworkPolicyPort {
+	tcp := corev1.ProtocolTCP
+	port := intstr.FromInt32(p)
+	return networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &port}
+}
