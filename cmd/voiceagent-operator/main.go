@@ -1,0 +1,41 @@
+// Command voiceagent-operator is the one binary of the project. Its subcommands:
+//
+//	manager   run the operator
+//	gateway   run the gateway sidecar of a VoiceAgent pod
+//	audit     audit trail tools (verify)
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "manager":
+		err = runManager(os.Args[2:])
+	case "-h", "--help", "help":
+		usage()
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "unknown subcommand %q\n", os.Args[1])
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage: voiceagent-operator <subcommand> [flags]
+
+subcommands:
+  manager   run the operator (reconciles VoiceAgents and AuditSinks)`)
+}

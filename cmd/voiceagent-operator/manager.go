@@ -1,0 +1,33 @@
+package main
+
+import (
+	"flag"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/manager"
+)
+
+func runManager(args []string) error {
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	var opts manager.Options
+	fs.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint; 0 disables it")
+	fs.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect a leader so that only one replica reconciles")
+	fs.StringVar(&opts.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")
+	fs.StringVar(&opts.GatewayImage, "gateway-image", os.Getenv("GATEWAY_IMAGE"), "image of the gateway sidecar: the operator's own image (env GATEWAY_IMAGE)")
+	fs.StringVar(&opts.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, for in-cluster egress and certificate names")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	mgr, err := manager.New(ctrl.GetConfigOrDie(), opts)
+	if err != nil {
+		return err
+	}
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

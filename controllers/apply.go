@@ -1,0 +1,144 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
+)
+
+// applyResult says what an apply did.
+type applyResult int
+
+const (
+	applyUnchanged applyResult = iota // the live object already had every field we own
+	applyCreated
+	applyUpdated // the live object differed (a spec change or drift) and was corrected
+)
+
+// toUnstructured converts a typed object for server-side apply, dropping the fields a
+// typed Go struct always carries but that we must not claim ownership of.
+func toUnstructured(obj client.Object) (*unstructured.Unstructured, error) {
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		return u.DeepCopy(), nil
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil, err
+	}
+	delete(m, "status")
+	if meta, ok := m["metadata"].(map[string]any); ok {
+		delete(meta, "creationTimestamp")
+	}
+	if spec, ok := m["spec"].(map[string]any); ok {
+		if tmpl, ok := spec["template"].(map[string]any); ok {
+			if meta, ok := tmpl["metadata"].(map[string]any); ok {
+				delete(meta, "creationTimestamp")
+			}
+		}
+	}
+	return &unstructured.Unstructured{Object: m}, nil
+}
+
+// applyChild makes the live object carry every field of desired, with one field owner.
+// It first compares desired with the cached live object and makes no request when
+// nothing differs: a steady-state reconcile writes nothing.
+func applyChild(ctx context.Context, c client.Client, desired client.Object) (applyResult, error) {
+	want, err := toUnstructured(desired)
+	if err != nil {
+		return applyUnchanged, fmt.Errorf("convert %T: %w", desired, err)
+	}
+	live := &unstructured.Unstructured{}
+	live.SetGroupVersionKind(want.GroupVersionKind())
+	err = c.Get(ctx, client.ObjectKeyFromObject(want), live)
+	exists := err == nil
+	if err != nil && !isNotFound(err) {
+		return applyUnchanged, fmt.Errorf("get %s %s: %w", want.GetKind(), want.GetName(), err)
+	}
+	if exists && contains(normalise(live.Object), normalise(want.Object)) {
+		return applyUnchanged, nil
+	}
+	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(want),
+		client.FieldOwner(render.FieldOwner), client.ForceOwnership); err != nil {
+		return applyUnchanged, fmt.Errorf("apply %s %s: %w", want.GetKind(), want.GetName(), err)
+	}
+	if exists {
+		return applyUpdated, nil
+	}
+	return applyCreated, nil
+}
+
+// normalise round-trips a value through JSON so that numbers and nested types compare
+// equal whatever path (typed conversion or decoding) produced them.
+func normalise(v any) any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return v
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return v
+	}
+	return out
+}
+
+// contains reports whether every field set in want has the same value in live. Lists
+// must have the same length and contain element-wise; fields the API server defaults
+// (present in live only) are ignored.
+func contains(live, want any) bool {
+	switch w := want.(type) {
+	case map[string]any:
+		l, ok := live.(map[string]any)
+		if !ok {
+			return false
+		}
+		for k, wv := range w {
+			lv, ok := l[k]
+			if !ok {
+				if isEmpty(wv) {
+					continue
+				}
+				return false
+			}
+			if !contains(lv, wv) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		l, ok := live.([]any)
+		if !ok {
+			return len(w) == 0 && live == nil
+		}
+		if len(l) != len(w) {
+			return false
+		}
+		for i := range w {
+			if !contains(l[i], w[i]) {
+				return false
+			}
+		}
+		return true
+	default:
+		return reflect.DeepEqual(live, want)
+	}
+}
+
+// isEmpty matches values the API server drops when stored (empty maps and lists).
+func isEmpty(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return true
+	case map[string]any:
+		return len(x) == 0
+	case []any:
+		return len(x) == 0
+	}
+	return false
+}

@@ -1,0 +1,71 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
+)
+
+// observed is what a reconcile reads from the cluster before rendering. Secrets are
+// read as metadata only: the operator never holds a credential's value.
+type observed struct {
+	sinks        []v1alpha1.AuditSink // referenced sinks that exist, in spec order
+	missingSinks []string
+	// secrets maps the name of every Secret in the namespace to its resourceVersion.
+	secrets              map[string]string
+	certManagerInstalled bool
+	esoInstalled         bool
+}
+
+func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAgent) (*observed, error) {
+	obs := &observed{secrets: map[string]string{}}
+	for _, name := range referencedSinks(va) {
+		sink := &v1alpha1.AuditSink{}
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: va.Namespace, Name: name}, sink)
+		switch {
+		case isNotFound(err):
+			obs.missingSinks = append(obs.missingSinks, name)
+		case err != nil:
+			return nil, fmt.Errorf("get AuditSink %s: %w", name, err)
+		default:
+			obs.sinks = append(obs.sinks, *sink)
+		}
+	}
+	secrets := &metav1.PartialObjectMetadataList{}
+	secrets.SetGroupVersionKind(secretListGVK)
+	if err := r.Client.List(ctx, secrets, client.InNamespace(va.Namespace)); err != nil {
+		return nil, fmt.Errorf("list Secret metadata: %w", err)
+	}
+	for _, s := range secrets.Items {
+		obs.secrets[s.Name] = s.ResourceVersion
+	}
+	var err error
+	if obs.certManagerInstalled, err = r.optional.installed(ctx, render.CertificateCRD, render.CertificateGVK); err != nil {
+		return nil, fmt.Errorf("discover cert-manager: %w", err)
+	}
+	if obs.esoInstalled, err = r.optional.installed(ctx, render.ExternalSecretCRD, render.ExternalSecretGVK); err != nil {
+		return nil, fmt.Errorf("discover External Secrets: %w", err)
+	}
+	return obs, nil
+}
+
+var secretListGVK = corev1.SchemeGroupVersion.WithKind("SecretList")
+
+func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain string) render.Inputs {
+	versions := map[string]string{}
+	for _, name := range render.AgentSecrets(va, render.Credentials(va, obs.sinks)) {
+		versions[name] = obs.secrets[name]
+	}
+	return render.Inputs{
+		GatewayImage:        image,
+		Sinks:               obs.sinks,
+		AgentSecretVersions: versions,
+		ClusterDomain:       clusterDomain,
+	}
+}

@@ -1,0 +1,329 @@
+// Package controllers holds the reconcilers. They are thin: fetch, render (package
+// render), apply, report. What a child looks like is decided in package render.
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
+)
+
+// Field indexes on VoiceAgents, so that a Secret or AuditSink event finds its users.
+const (
+	indexSecrets    = "voiceagent.dev/secrets"
+	indexAuditSinks = "voiceagent.dev/auditsinks"
+)
+
+// RequeueWhileWaiting is how often a VoiceAgent waiting on something that has no watch
+// of its own (an uninstalled CRD) is looked at again.
+const RequeueWhileWaiting = 30 * time.Second
+
+// VoiceAgentReconciler reconciles VoiceAgents.
+type VoiceAgentReconciler struct {
+	Client       client.Client
+	Scheme       *runtime.Scheme
+	Recorder     events.EventRecorder
+	GatewayImage string
+	// ClusterDomain is the cluster's DNS suffix; "cluster.local" when empty.
+	ClusterDomain string
+
+	optional *optionalAPIs
+}
+
+// +kubebuilder:rbac:groups=voiceagent.dev,resources=voiceagents,verbs=get;list;watch
+// +kubebuilder:rbac:groups=voiceagent.dev,resources=voiceagents/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=voiceagent.dev,resources=auditsinks,verbs=get;list;watch
+// +kubebuilder:rbac:groups=voiceagent.dev,resources=auditsinks/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=serviceaccounts;configmaps;services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=list;watch;create
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=external-secrets.io,resources=externalsecrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings va's children and status in line with its spec.
+func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	va := &v1alpha1.VoiceAgent{}
+	if err := r.Client.Get(ctx, req.NamespacedName, va); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !va.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // owner references let the garbage collector delete children
+	}
+	before := va.Status.DeepCopy()
+
+	obs, err := r.observe(ctx, va)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	children, err := render.Render(va, obs.renderInputs(va, r.GatewayImage, r.ClusterDomain))
+	if err != nil {
+		// The API server's validation lets nothing through that render rejects, short of a
+		// bug; say so in status rather than retrying forever.
+		log.FromContext(ctx).Error(err, "render failed")
+		setCondition(va, v1alpha1.ConditionReady, false, v1alpha1.ReasonRenderFailed,
+			"The spec cannot be rendered: "+err.Error()+". Fix the named field.")
+		return ctrl.Result{}, r.writeStatus(ctx, va, before)
+	}
+
+	applyErr := r.applyAll(ctx, va, obs, children)
+	if applyErr != nil {
+		log.FromContext(ctx).Error(applyErr, "apply failed")
+	}
+	requeue := r.updateStatus(ctx, va, obs, children, applyErr)
+	if err := r.writeStatus(ctx, va, before); err != nil {
+		return ctrl.Result{}, err
+	}
+	if applyErr != nil {
+		return ctrl.Result{}, applyErr
+	}
+	if requeue {
+		return ctrl.Result{RequeueAfter: RequeueWhileWaiting}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// applyAll applies every wanted child and deletes the ones no longer wanted.
+func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed, ch *render.Children) error {
+	if err := r.ensureSessionKey(ctx, va, obs); err != nil {
+		return err
+	}
+	core := []client.Object{ch.ServiceAccount, ch.ConfigMap, ch.Service, ch.NetworkPolicy, ch.Deployment}
+	if ch.PodDisruptionBudget != nil {
+		core = append(core, ch.PodDisruptionBudget)
+	}
+	if obs.esoInstalled {
+		for _, es := range ch.ExternalSecrets {
+			core = append(core, es)
+		}
+	}
+	if obs.certManagerInstalled && ch.Certificate != nil {
+		core = append(core, ch.Certificate)
+	}
+	for _, obj := range core {
+		res, err := applyChild(ctx, r.Client, obj)
+		if err != nil {
+			return err
+		}
+		r.recordApply(va, obj, res)
+	}
+	return r.pruneStale(ctx, va, obs, ch)
+}
+
+func (r *VoiceAgentReconciler) recordApply(va *v1alpha1.VoiceAgent, obj client.Object, res applyResult) {
+	kind := obj.GetObjectKind().GroupVersionKind().Kind
+	switch res {
+	case applyCreated:
+		r.event(va, corev1.EventTypeNormal, "Created", "Create", "Created %s %s", kind, obj.GetName())
+	case applyUpdated:
+		r.event(va, corev1.EventTypeNormal, "Updated", "Update",
+			"Applied %s %s: it differed from the spec (a spec change or a manual edit, now reverted)", kind, obj.GetName())
+	}
+}
+
+func (r *VoiceAgentReconciler) event(va *v1alpha1.VoiceAgent, typ, reason, action, format string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(va, nil, typ, reason, action, format, args...)
+	}
+}
+
+// ensureSessionKey creates the generated session key once. The operator never reads it
+// back: it only learns from metadata that it exists.
+func (r *VoiceAgentReconciler) ensureSessionKey(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed) error {
+	if !render.GeneratesSessionKey(va) {
+		return nil
+	}
+	if _, ok := obs.secrets[render.SessionKeySecretName(va)]; ok {
+		return nil
+	}
+	key := make([]byte, render.SessionKeySize)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("generate session key: %w", err)
+	}
+	secret := render.SessionKeySecret(va, key)
+	if err := r.Client.Create(ctx, secret, client.FieldOwner(render.FieldOwner)); err != nil && !isAlreadyExists(err) {
+		return fmt.Errorf("create session key Secret: %w", err)
+	}
+	r.event(va, corev1.EventTypeNormal, "SessionKeyGenerated", "Create",
+		"Generated the AES-256-GCM session key in Secret %s", secret.Name)
+	return nil
+}
+
+// pruneStale deletes children of va that the spec no longer wants: the Certificate when
+// TLS is turned off, an ExternalSecret of a removed integration, the PDB at one replica.
+func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed, ch *render.Children) error {
+	wanted := map[string]bool{}
+	if ch.PodDisruptionBudget != nil {
+		wanted["PodDisruptionBudget/"+ch.PodDisruptionBudget.Name] = true
+	}
+	if ch.Certificate != nil {
+		wanted["Certificate/"+ch.Certificate.GetName()] = true
+	}
+	for _, es := range ch.ExternalSecrets {
+		wanted["ExternalSecret/"+es.GetName()] = true
+	}
+	kinds := []schema.GroupVersionKind{policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget")}
+	if obs.certManagerInstalled {
+		kinds = append(kinds, render.CertificateGVK)
+	}
+	if obs.esoInstalled {
+		kinds = append(kinds, render.ExternalSecretGVK)
+	}
+	for _, gvk := range kinds {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := r.Client.List(ctx, list, client.InNamespace(va.Namespace),
+			client.MatchingLabels{render.LabelVoiceAgent: va.Name}); err != nil {
+			return fmt.Errorf("list %s: %w", gvk.Kind, err)
+		}
+		for i := range list.Items {
+			item := &list.Items[i]
+			if wanted[gvk.Kind+"/"+item.GetName()] || !metav1.IsControlledBy(item, va) {
+				continue
+			}
+			if err := r.Client.Delete(ctx, item, client.Preconditions{UID: ptrUID(item.GetUID())}); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("delete %s %s: %w", gvk.Kind, item.GetName(), err)
+			}
+			r.event(va, corev1.EventTypeNormal, "Deleted", "Delete", "Deleted %s %s: no longer wanted by the spec", gvk.Kind, item.GetName())
+		}
+	}
+	return nil
+}
+
+func ptrUID(u types.UID) *types.UID { return &u }
+
+// writeStatus writes status once, and only when it changed.
+func (r *VoiceAgentReconciler) writeStatus(ctx context.Context, va *v1alpha1.VoiceAgent, before *v1alpha1.VoiceAgentStatus) error {
+	va.Status.ObservedGeneration = va.Generation
+	if equality.Semantic.DeepEqual(before, &va.Status) {
+		return nil
+	}
+	if err := r.Client.Status().Update(ctx, va); err != nil {
+		return fmt.Errorf("update status: %w", err)
+	}
+	return nil
+}
+
+// SetupWithManager registers the controller, its watches and field indexes.
+func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	ctx := context.Background()
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &v1alpha1.VoiceAgent{}, indexSecrets, func(o client.Object) []string {
+		return referencedSecrets(o.(*v1alpha1.VoiceAgent))
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1alpha1.VoiceAgent{}, indexAuditSinks, func(o client.Object) []string {
+		return referencedSinks(o.(*v1alpha1.VoiceAgent))
+	}); err != nil {
+		return err
+	}
+	r.optional = newOptionalAPIs(mgr.GetCache())
+
+	c, err := ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.VoiceAgent{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Service{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexSecrets))).
+		Watches(&v1alpha1.AuditSink{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexAuditSinks))).
+		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.allVoiceAgentsOnCRD)).
+		Named("voiceagent").
+		Build(r)
+	if err != nil {
+		return err
+	}
+	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.VoiceAgent{}, handler.OnlyControllerOwner())
+	r.optional.startWatch = watchStarter(c, mgr, owner)
+	return nil
+}
+
+// watchStarter starts a watch on an optional kind once its CRD is found.
+func watchStarter(c controller.Controller, mgr ctrl.Manager, h handler.EventHandler) func(schema.GroupVersionKind) error {
+	return func(gvk schema.GroupVersionKind) error {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(gvk)
+		return c.Watch(source.Kind[client.Object](mgr.GetCache(), u, h))
+	}
+}
+
+func (r *VoiceAgentReconciler) voiceAgentsForIndex(index string) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		list := &v1alpha1.VoiceAgentList{}
+		if err := r.Client.List(ctx, list, client.InNamespace(obj.GetNamespace()),
+			client.MatchingFields{index: obj.GetName()}); err != nil {
+			log.FromContext(ctx).Error(err, "list VoiceAgents by index", "index", index)
+			return nil
+		}
+		return requestsFor(list.Items)
+	}
+}
+
+// allVoiceAgentsOnCRD re-reconciles every VoiceAgent when cert-manager's or External
+// Secrets' CRD appears or goes, so that their conditions follow.
+func (r *VoiceAgentReconciler) allVoiceAgentsOnCRD(ctx context.Context, obj client.Object) []reconcile.Request {
+	if n := obj.GetName(); n != render.CertificateCRD && n != render.ExternalSecretCRD {
+		return nil
+	}
+	list := &v1alpha1.VoiceAgentList{}
+	if err := r.Client.List(ctx, list); err != nil {
+		log.FromContext(ctx).Error(err, "list VoiceAgents")
+		return nil
+	}
+	return requestsFor(list.Items)
+}
+
+func requestsFor(items []v1alpha1.VoiceAgent) []reconcile.Request {
+	out := make([]reconcile.Request, 0, len(items))
+	for _, va := range items {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: va.Namespace, Name: va.Name}})
+	}
+	return out
+}
+
+func referencedSecrets(va *v1alpha1.VoiceAgent) []string {
+	names := render.SecretNames(render.Credentials(va, nil))
+	names = append(names, render.SessionKeySecretName(va), render.TLSSecretName(va))
+	return names
+}
+
+func referencedSinks(va *v1alpha1.VoiceAgent) []string {
+	if va.Spec.Audit == nil {
+		return nil
+	}
+	out := make([]string, 0, len(va.Spec.Audit.SinkRefs))
+	for _, s := range va.Spec.Audit.SinkRefs {
+		out = append(out, s.Name)
+	}
+	return out
+}

@@ -1,0 +1,98 @@
+// Package manager wires the operator: scheme, cache, controllers, health checks.
+package manager
+
+import (
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+	"github.com/voiceagent-dev/voiceagent-operator/controllers"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
+)
+
+// Options configure the manager.
+type Options struct {
+	MetricsAddr      string
+	ProbeAddr        string
+	LeaderElection   bool
+	LeaderElectionNS string
+	GatewayImage     string
+	ClusterDomain    string
+}
+
+// Scheme knows every type the operator reads or writes.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	must(clientgoscheme.AddToScheme(s))
+	must(apiextensionsv1.AddToScheme(s))
+	must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+// New builds a manager with both controllers registered.
+func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
+	if opts.GatewayImage == "" {
+		return nil, fmt.Errorf("--gateway-image is required: the operator's own image, which runs the gateway sidecar")
+	}
+	// Children are cached only when they carry our label, so that the operator's memory
+	// does not grow with every ConfigMap and Deployment in the cluster.
+	ours := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.FieldOwner})
+	byObject := map[client.Object]cache.ByObject{}
+	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &corev1.ConfigMap{}, &corev1.Service{},
+		&appsv1.Deployment{}, &networkingv1.NetworkPolicy{}, &policyv1.PodDisruptionBudget{}} {
+		byObject[obj] = cache.ByObject{Label: ours}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  Scheme(),
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.ProbeAddr,
+		LeaderElection:          opts.LeaderElection,
+		LeaderElectionID:        "voiceagent-operator.voiceagent.dev",
+		LeaderElectionNamespace: opts.LeaderElectionNS,
+		Cache:                   cache.Options{ByObject: byObject},
+		Client:                  client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create manager: %w", err)
+	}
+	va := &controllers.VoiceAgentReconciler{
+		Client:        mgr.GetClient(),
+		Scheme:        mgr.GetScheme(),
+		Recorder:      mgr.GetEventRecorder("voiceagent-operator"),
+		GatewayImage:  opts.GatewayImage,
+		ClusterDomain: opts.ClusterDomain,
+	}
+	if err := va.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up VoiceAgent controller: %w", err)
+	}
+	if err := (&controllers.AuditSinkReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up AuditSink controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
