@@ -40,8 +40,12 @@ verify-generated: manifests generate ## Fail when generated files are stale.
 controlplane: ## Build etcd and kube-apiserver for envtest into bin/ (once).
 	hack/build-controlplane.sh etcd kube-apiserver
 
+.PHONY: thirdparty-crds
+thirdparty-crds: ## Copy the real CRDs of cert-manager and External Secrets into bin/crds.
+	hack/thirdparty-crds.sh
+
 .PHONY: test
-test: controlplane vet ## Unit and envtest integration tests against a real API server.
+test: controlplane thirdparty-crds vet ## Unit and envtest integration tests against a real API server.
 	KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
 
 ##@ Build

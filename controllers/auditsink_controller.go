@@ -34,7 +34,8 @@ func (r *AuditSinkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.Client.Get(ctx, req.NamespacedName, sink); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	before := sink.Status.DeepCopy()
+	beforeObj := sink.DeepCopy()
+	before := &beforeObj.Status
 	esoInstalled, err := r.optional.installed(ctx, render.ExternalSecretCRD, render.ExternalSecretGVK)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -78,7 +79,7 @@ func (r *AuditSinkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{}, r.Client.Status().Update(ctx, sink)
+	return ctrl.Result{}, r.Client.Status().Patch(ctx, sink, client.MergeFrom(beforeObj))
 }
 
 func (r *AuditSinkReconciler) credentialsPresent(ctx context.Context, sink *v1alpha1.AuditSink, creds []render.Credential) (bool, string, string) {
@@ -128,10 +129,15 @@ func auditSinkExternalSecret(sink *v1alpha1.AuditSink, c render.Credential) *uns
 // VoiceAgentReconciler.SetupWithManager creates.
 func (r *AuditSinkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.optional = newOptionalAPIs(mgr.GetCache())
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.AuditSink{}, indexSecrets, func(o client.Object) []string {
+		return render.SecretNames(render.SinkCredentials(o.(*v1alpha1.AuditSink)))
+	}); err != nil {
+		return err
+	}
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.AuditSink{}).
 		Watches(&v1alpha1.VoiceAgent{}, handler.EnqueueRequestsFromMapFunc(sinksOfVoiceAgent)).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(sinkOfSecret)).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.sinksOfSecret)).
 		Named("auditsink").
 		Build(r)
 	if err != nil {
@@ -154,13 +160,15 @@ func sinksOfVoiceAgent(_ context.Context, obj client.Object) []reconcile.Request
 	return out
 }
 
-// sinkOfSecret maps a synced sink Secret (named <sink>-auditsink-<slot>) to its sink.
-func sinkOfSecret(_ context.Context, obj client.Object) []reconcile.Request {
-	name := obj.GetName()
-	for _, suffix := range []string{"-auditsink-bearer-token", "-auditsink-signing-key"} {
-		if len(name) > len(suffix) && name[len(name)-len(suffix):] == suffix {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name[:len(name)-len(suffix)]}}}
-		}
+// sinksOfSecret maps a Secret to the AuditSinks whose credentials it holds.
+func (r *AuditSinkReconciler) sinksOfSecret(ctx context.Context, obj client.Object) []reconcile.Request {
+	list := &v1alpha1.AuditSinkList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{indexSecrets: obj.GetName()}); err != nil {
+		return nil
 	}
-	return nil
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for _, s := range list.Items {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Name}})
+	}
+	return out
 }

@@ -47,4 +47,3 @@ func (o *optionalAPIs) installed(ctx context.Context, crdName string, gvk schema
 	o.watching[gvk] = true
 	return true, nil
 }
-

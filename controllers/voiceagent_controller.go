@@ -70,6 +70,9 @@ type VoiceAgentReconciler struct {
 
 // Reconcile brings va's children and status in line with its spec.
 func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if r.optional == nil {
+		r.optional = newOptionalAPIs(r.Client)
+	}
 	va := &v1alpha1.VoiceAgent{}
 	if err := r.Client.Get(ctx, req.NamespacedName, va); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -77,10 +80,13 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if !va.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // owner references let the garbage collector delete children
 	}
-	before := va.Status.DeepCopy()
+	before := va.DeepCopy()
 
 	obs, err := r.observe(ctx, va)
 	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.ensureSessionKey(ctx, va, obs); err != nil {
 		return ctrl.Result{}, err
 	}
 	children, err := render.Render(va, obs.renderInputs(va, r.GatewayImage, r.ClusterDomain))
@@ -112,9 +118,6 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 // applyAll applies every wanted child and deletes the ones no longer wanted.
 func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed, ch *render.Children) error {
-	if err := r.ensureSessionKey(ctx, va, obs); err != nil {
-		return err
-	}
 	core := []client.Object{ch.ServiceAccount, ch.ConfigMap, ch.Service, ch.NetworkPolicy, ch.Deployment}
 	if ch.PodDisruptionBudget != nil {
 		core = append(core, ch.PodDisruptionBudget)
@@ -168,9 +171,13 @@ func (r *VoiceAgentReconciler) ensureSessionKey(ctx context.Context, va *v1alpha
 		return fmt.Errorf("generate session key: %w", err)
 	}
 	secret := render.SessionKeySecret(va, key)
-	if err := r.Client.Create(ctx, secret, client.FieldOwner(render.FieldOwner)); err != nil && !isAlreadyExists(err) {
+	if err := r.Client.Create(ctx, secret, client.FieldOwner(render.FieldOwner)); err != nil {
+		if isAlreadyExists(err) {
+			return nil // the cache was behind; the next event brings its version
+		}
 		return fmt.Errorf("create session key Secret: %w", err)
 	}
+	obs.secrets[secret.Name] = secret.ResourceVersion
 	r.event(va, corev1.EventTypeNormal, "SessionKeyGenerated", "Create",
 		"Generated the AES-256-GCM session key in Secret %s", secret.Name)
 	return nil
@@ -219,13 +226,14 @@ func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.Voic
 
 func ptrUID(u types.UID) *types.UID { return &u }
 
-// writeStatus writes status once, and only when it changed.
-func (r *VoiceAgentReconciler) writeStatus(ctx context.Context, va *v1alpha1.VoiceAgent, before *v1alpha1.VoiceAgentStatus) error {
+// writeStatus writes status once, and only when it changed. A merge patch carries no
+// resourceVersion: status is ours alone, so a stale cache cannot cause a conflict loop.
+func (r *VoiceAgentReconciler) writeStatus(ctx context.Context, va *v1alpha1.VoiceAgent, before *v1alpha1.VoiceAgent) error {
 	va.Status.ObservedGeneration = va.Generation
-	if equality.Semantic.DeepEqual(before, &va.Status) {
+	if equality.Semantic.DeepEqual(&before.Status, &va.Status) {
 		return nil
 	}
-	if err := r.Client.Status().Update(ctx, va); err != nil {
+	if err := r.Client.Status().Patch(ctx, va, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("update status: %w", err)
 	}
 	return nil

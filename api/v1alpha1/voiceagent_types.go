@@ -35,15 +35,15 @@ type VoiceAgentSpec struct {
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 
-	// Env holds plain settings for the agent container. A literal value for a name that
-	// looks like a credential (ending in KEY, TOKEN, SECRET, PASSWORD, CREDENTIALS) is
-	// rejected, and so is valueFrom.secretKeyRef: credentials belong in spec.model,
-	// spec.integrations[].credentials, where the gateway holds them.
+	// Env holds plain settings for the agent container. Credentials do not belong here:
+	// a literal value for a credential-like name and valueFrom.secretKeyRef are rejected;
+	// use spec.model.credentials or spec.integrations[].credentials, which only the
+	// gateway sees.
 	// +kubebuilder:validation:MaxItems=64
-	// +kubebuilder:validation:XValidation:rule="self.all(e, !has(e.value) || e.value == '' || !e.name.matches('(?i)(key|token|secret|password|passwd|credentials?)$'))",message="spec.env: a literal value for a credential-like name (…KEY, …TOKEN, …SECRET, …PASSWORD) is not allowed; move it to credentials (secretRef or externalSecret) so that only the gateway holds it"
-	// +kubebuilder:validation:XValidation:rule="self.all(e, !has(e.valueFrom) || !has(e.valueFrom.secretKeyRef))",message="spec.env: valueFrom.secretKeyRef would put a Secret into the agent's environment; use credentials (secretRef or externalSecret) so that only the gateway holds it"
+	// +listType=map
+	// +listMapKey=name
 	// +optional
-	Env []corev1.EnvVar `json:"env,omitempty"`
+	Env []EnvVar `json:"env,omitempty"`
 
 	// Model is the primary LLM and the fallbacks tried, in order, when it fails.
 	Model ModelSpec `json:"model"`
@@ -82,6 +82,48 @@ type VoiceAgentSpec struct {
 	// +kubebuilder:default={redactPII: true, failurePolicy: FailClosed}
 	// +optional
 	Audit *AuditSpec `json:"audit,omitempty"`
+}
+
+// EnvVar is a plain setting of the agent container: the subset of a core EnvVar that
+// cannot carry a credential.
+// +kubebuilder:validation:XValidation:rule="!has(self.value) || self.value == '' || !self.name.matches('(?i)(key|token|secret|password|passwd|credentials?)$')",message="spec.env: a literal value for a credential-like name (ending in KEY, TOKEN, SECRET, PASSWORD, CREDENTIALS) is not allowed; move it to credentials (secretRef or externalSecret) so that only the gateway holds it"
+// +kubebuilder:validation:XValidation:rule="!(has(self.value) && has(self.valueFrom))",message="spec.env: set value or valueFrom, not both"
+type EnvVar struct {
+	// Name of the variable.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z][-._a-zA-Z0-9]*$`
+	Name string `json:"name"`
+
+	// Value of the variable.
+	// +kubebuilder:validation:MaxLength=4096
+	// +optional
+	Value string `json:"value,omitempty"`
+
+	// ValueFrom reads the value from a ConfigMap or the pod's own fields.
+	// +optional
+	ValueFrom *EnvVarSource `json:"valueFrom,omitempty"`
+}
+
+// EnvVarSource is where an EnvVar's value comes from. Secrets are not a source: they
+// would put a credential into the agent's environment.
+// +kubebuilder:validation:XValidation:rule="!has(self.secretKeyRef)",message="spec.env: valueFrom.secretKeyRef would put a Secret into the agent's environment; use credentials (secretRef or externalSecret) so that only the gateway holds it"
+type EnvVarSource struct {
+	// ConfigMapKeyRef selects a key of a ConfigMap.
+	// +optional
+	ConfigMapKeyRef *corev1.ConfigMapKeySelector `json:"configMapKeyRef,omitempty"`
+
+	// FieldRef selects a field of the pod.
+	// +optional
+	FieldRef *corev1.ObjectFieldSelector `json:"fieldRef,omitempty"`
+
+	// ResourceFieldRef selects a resource of the container.
+	// +optional
+	ResourceFieldRef *corev1.ResourceFieldSelector `json:"resourceFieldRef,omitempty"`
+
+	// SecretKeyRef is always rejected; it exists so that the error can say why.
+	// +optional
+	SecretKeyRef *corev1.SecretKeySelector `json:"secretKeyRef,omitempty"`
 }
 
 // ModelProvider names an LLM API.

@@ -144,7 +144,7 @@ func agentContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Contain
 		}
 		env = append(env, corev1.EnvVar{Name: prefix + "_URL", Value: proxy + "/integrations/" + i.Name + "/"})
 	}
-	env = append(env, va.Spec.Env...)
+	env = append(env, userEnv(va.Spec.Env)...)
 
 	mounts := []corev1.VolumeMount{
 		{Name: "tmp", MountPath: agentTmpDir},
@@ -255,3 +255,17 @@ func secretVolume(volume, secret, key, file string) corev1.Volume {
 func envName(s string) string { return strings.ToUpper(strings.ReplaceAll(s, "-", "_")) }
 
 func itoa32(i int32) string { return strconv.Itoa(int(i)) }
+
+// userEnv converts the user's plain settings. secretKeyRef never gets here: the API
+// server rejects it.
+func userEnv(in []v1alpha1.EnvVar) []corev1.EnvVar {
+	out := make([]corev1.EnvVar, 0, len(in))
+	for _, e := range in {
+		ev := corev1.EnvVar{Name: e.Name, Value: e.Value}
+		if f := e.ValueFrom; f != nil {
+			ev.ValueFrom = &corev1.EnvVarSource{ConfigMapKeyRef: f.ConfigMapKeyRef, FieldRef: f.FieldRef, ResourceFieldRef: f.ResourceFieldRef}
+		}
+		out = append(out, ev)
+	}
+	return out
+}

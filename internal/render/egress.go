@@ -32,7 +32,7 @@ var (
 		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
 		"172.16.0.0/12", "192.168.0.0/16",
 	}
-	privateIPv6 = []string{"::1/128", "::ffff:0:0/96", "64:ff9b::/96", "fc00::/7", "fe80::/10"}
+	privateIPv6 = []string{"::1/128", "64:ff9b::/96", "fc00::/7", "fe80::/10"}
 )
 
 // Destinations derives va's egress destinations from its model, fallbacks,

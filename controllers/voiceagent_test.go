@@ -1,0 +1,290 @@
+package controllers_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
+)
+
+func TestVoiceAgentCreatesHardenedChildrenAndBecomesReady(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "not-a-real-key")
+	va := minimalVoiceAgent(ns, "hello")
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello"}}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello"}}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello-gateway"}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello"}}
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello"}}
+	key := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello-session-key"}}
+	for _, obj := range []client.Object{dep, sa, cm, svc, np, key} {
+		eventually(t, waitFor, exists(obj))
+	}
+	for _, obj := range []client.Object{dep, sa, cm, svc, np} {
+		if !metav1.IsControlledBy(obj, getVA(t, ns, "hello")) {
+			t.Errorf("%T %s is not controlled by the VoiceAgent", obj, obj.GetName())
+		}
+	}
+	if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+		t.Error("ServiceAccount automounts its token")
+	}
+	if _, err := gatewayconfig.Parse([]byte(cm.Data[gatewayconfig.FileName])); err != nil {
+		t.Errorf("the gateway cannot parse the rendered config: %v", err)
+	}
+	if len(np.Spec.PolicyTypes) != 2 || len(np.Spec.Ingress) != 0 {
+		t.Errorf("NetworkPolicy is not default-deny: %+v", np.Spec)
+	}
+	pod := dep.Spec.Template.Spec
+	if len(pod.Containers) != 2 || pod.Containers[1].Image != testImage {
+		t.Fatalf("containers: %+v", pod.Containers)
+	}
+
+	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionCredentialsReady, metav1.ConditionTrue, v1alpha1.ReasonCredentialsSynced))
+	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionNetworkIsolated, metav1.ConditionTrue, ""))
+	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionAvailable, metav1.ConditionFalse, v1alpha1.ReasonDeploymentUnavailable))
+	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonNotReady))
+
+	markDeploymentAvailable(t, ns, "hello")
+	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonAllConditionsMet))
+	got := getVA(t, ns, "hello")
+	if got.Status.ObservedGeneration != got.Generation || got.Status.ReadyReplicas != 1 {
+		t.Errorf("status: observedGeneration %d (gen %d), readyReplicas %d", got.Status.ObservedGeneration, got.Generation, got.Status.ReadyReplicas)
+	}
+	sec := got.Status.Security
+	if sec == nil || sec.PodSecurityLevel != "restricted" || sec.CredentialsInAgentContainer || sec.EgressEnforcement != "cidr" ||
+		strings.Join(sec.EgressAllowed, ",") != "dns:53,generativelanguage.googleapis.com:443" {
+		t.Errorf("status.security = %+v", sec)
+	}
+	if got.Status.Endpoint != "http://hello."+ns+".svc:80" {
+		t.Errorf("endpoint %s", got.Status.Endpoint)
+	}
+	eventually(t, waitFor, func() error {
+		evs := &eventsv1.EventList{}
+		if err := k8s.List(ctx, evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		reasons := map[string]bool{}
+		for _, e := range evs.Items {
+			reasons[e.Reason] = true
+		}
+		if !reasons["Created"] || !reasons["Ready"] || !reasons["SessionKeyGenerated"] {
+			return fmt.Errorf("events so far: %v", reasons)
+		}
+		return nil
+	})
+}
+
+func fullVoiceAgent(ns, name string) *v1alpha1.VoiceAgent {
+	va := minimalVoiceAgent(ns, name)
+	va.Spec.Replicas = ptr.To[int32](2)
+	va.Spec.Model.Credentials = *externalRef("prod/gemini")
+	va.Spec.Integrations = []v1alpha1.Integration{
+		{Name: "crm", Type: v1alpha1.IntegrationREST, Endpoint: "https://crm.example.com/api",
+			Auth: &v1alpha1.IntegrationAuth{Type: v1alpha1.AuthBearer}, Credentials: externalRef("prod/crm")},
+		{Name: "orders-db", Type: v1alpha1.IntegrationDatabase, Host: "orders-db.data.svc.cluster.local", Port: ptr.To[int32](5432)},
+	}
+	va.Spec.Encryption = &v1alpha1.Encryption{InTransit: &v1alpha1.InTransitEncryption{
+		IssuerRef: v1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: "internal-ca"},
+	}}
+	return va
+}
+
+func TestTLSAndExternalSecretsAgainstRealCRDs(t *testing.T) {
+	ns := newNamespace(t)
+	va := fullVoiceAgent(ns, "support")
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	cert := unstructuredKey(render.CertificateGVK, ns, "support")
+	esModel := unstructuredKey(render.ExternalSecretGVK, ns, "support-model")
+	esCRM := unstructuredKey(render.ExternalSecretGVK, ns, "support-integration-crm")
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "support"}}
+	for _, obj := range []client.Object{cert, esModel, esCRM, pdb} {
+		eventually(t, waitFor, exists(obj))
+	}
+	if dns, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames"); strings.Join(dns, ",") != "support."+ns+".svc,support."+ns+".svc.cluster.local" {
+		t.Errorf("certificate dnsNames %v", dns)
+	}
+	eventually(t, waitFor, conditionIs(ns, "support", v1alpha1.ConditionCertificateReady, metav1.ConditionFalse, v1alpha1.ReasonCertificateNotReady))
+	eventually(t, waitFor, conditionIs(ns, "support", v1alpha1.ConditionCredentialsReady, metav1.ConditionFalse, v1alpha1.ReasonExternalSecretNotSynced))
+
+	// Play cert-manager and External Secrets: issue the certificate, sync the secrets.
+	setReadyStatus(t, cert, map[string]any{"notAfter": "2027-02-22T00:00:00Z"})
+	for _, es := range []*unstructured.Unstructured{esModel, esCRM} {
+		setReadyStatus(t, es, nil)
+		createSecret(t, ns, es.GetName(), "value", "synced")
+	}
+	eventually(t, waitFor, conditionIs(ns, "support", v1alpha1.ConditionCertificateReady, metav1.ConditionTrue, v1alpha1.ReasonCertificateIssued))
+	eventually(t, waitFor, conditionIs(ns, "support", v1alpha1.ConditionCredentialsReady, metav1.ConditionTrue, v1alpha1.ReasonCredentialsSynced))
+	got := getVA(t, ns, "support")
+	if s := got.Status.Security; s == nil || s.CertificateNotAfter == nil || s.CertificateNotAfter.UTC().Format("2006-01-02") != "2027-02-22" || s.TLSSecretName != "support-tls" {
+		t.Errorf("status.security = %+v", got.Status.Security)
+	}
+	if got.Status.Endpoint != "https://support."+ns+".svc:8443" {
+		t.Errorf("endpoint = %s", got.Status.Endpoint)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "support"}}
+	eventually(t, waitFor, exists(svc))
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8443 {
+		t.Errorf("service ports %+v, want only 8443", svc.Spec.Ports)
+	}
+}
+
+func TestDriftIsReverted(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	if err := k8s.Create(ctx, minimalVoiceAgent(ns, "drift")); err != nil {
+		t.Fatal(err)
+	}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drift"}}
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drift"}}
+	eventually(t, waitFor, exists(dep))
+	eventually(t, waitFor, exists(np))
+
+	// Someone loosens the gateway's security context and removes the NetworkPolicy.
+	patch := client.MergeFrom(dep.DeepCopy())
+	dep.Spec.Template.Spec.Containers[1].SecurityContext.ReadOnlyRootFilesystem = ptr.To(false)
+	if err := k8s.Patch(ctx, dep, patch, client.FieldOwner("kubectl-edit")); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(ctx, np); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		d := &appsv1.Deployment{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(dep), d); err != nil {
+			return err
+		}
+		if ro := d.Spec.Template.Spec.Containers[1].SecurityContext.ReadOnlyRootFilesystem; ro == nil || !*ro {
+			return fmt.Errorf("readOnlyRootFilesystem still false")
+		}
+		return nil
+	})
+	eventually(t, waitFor, exists(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drift"}}))
+}
+
+func TestRemovedFeaturesDeleteTheirChildren(t *testing.T) {
+	ns := newNamespace(t)
+	va := fullVoiceAgent(ns, "shrink")
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	cert := unstructuredKey(render.CertificateGVK, ns, "shrink")
+	esCRM := unstructuredKey(render.ExternalSecretGVK, ns, "shrink-integration-crm")
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shrink"}}
+	for _, obj := range []client.Object{cert, esCRM, pdb} {
+		eventually(t, waitFor, exists(obj))
+	}
+	eventually(t, waitFor, func() error {
+		cur := getVA(t, ns, "shrink")
+		cur.Spec.Encryption = nil
+		cur.Spec.Integrations = cur.Spec.Integrations[1:]
+		cur.Spec.Replicas = ptr.To[int32](1)
+		return k8s.Update(ctx, cur)
+	})
+	for _, obj := range []client.Object{cert, esCRM, pdb} {
+		eventually(t, waitFor, gone(obj))
+	}
+	eventually(t, waitFor, conditionIs(ns, "shrink", v1alpha1.ConditionCertificateReady, metav1.ConditionTrue, v1alpha1.ReasonTLSNotRequested))
+	// The model's ExternalSecret is still wanted.
+	eventually(t, waitFor, exists(unstructuredKey(render.ExternalSecretGVK, ns, "shrink-model")))
+}
+
+func TestAuditSinkReferences(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	va := minimalVoiceAgent(ns, "audited")
+	va.Spec.Audit = &v1alpha1.AuditSpec{SinkRefs: []v1alpha1.LocalObjectReference{{Name: "soc"}}}
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, conditionIs(ns, "audited", v1alpha1.ConditionAuditReady, metav1.ConditionFalse, v1alpha1.ReasonSinkNotFound))
+
+	sink := &v1alpha1.AuditSink{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "soc"}, Spec: v1alpha1.AuditSinkSpec{
+		Type: v1alpha1.AuditSinkWebhook, Webhook: &v1alpha1.WebhookSink{URL: "https://siem.example.com/ingest",
+			Credentials: &v1alpha1.WebhookCredentials{BearerToken: &v1alpha1.CredentialSource{SecretRef: &v1alpha1.SecretKeyReference{Name: "siem", Key: "token"}}}},
+	}}
+	if err := k8s.Create(ctx, sink); err != nil {
+		t.Fatal(err)
+	}
+	// The sink's token is missing: the sink is not Ready, nor is the agent's audit.
+	eventually(t, waitFor, conditionIs(ns, "audited", v1alpha1.ConditionAuditReady, metav1.ConditionFalse, v1alpha1.ReasonSinkNotReady))
+	createSecret(t, ns, "siem", "token", "x")
+	eventually(t, waitFor, conditionIs(ns, "audited", v1alpha1.ConditionAuditReady, metav1.ConditionTrue, v1alpha1.ReasonSinksReady))
+	eventually(t, waitFor, func() error {
+		s := &v1alpha1.AuditSink{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(sink), s); err != nil {
+			return err
+		}
+		if strings.Join(s.Status.UsedBy, ",") != "audited" {
+			return fmt.Errorf("usedBy = %v", s.Status.UsedBy)
+		}
+		return nil
+	})
+	got := getVA(t, ns, "audited")
+	if s := got.Status.Security; s == nil || strings.Join(s.AuditSinks, ",") != "soc" || !contains2(s.EgressAllowed, "siem.example.com:443") {
+		t.Errorf("status.security = %+v", got.Status.Security)
+	}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "audited"}}
+	eventually(t, waitFor, exists(dep))
+	if !mountsVolume(dep.Spec.Template.Spec.Containers[1], "cred-sink-soc-bearer-token") || mountsVolume(dep.Spec.Template.Spec.Containers[0], "cred-sink-soc-bearer-token") {
+		t.Error("the sink token must be mounted into the gateway only")
+	}
+}
+
+func contains2(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func mountsVolume(c corev1.Container, name string) bool {
+	for _, m := range c.VolumeMounts {
+		if m.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func TestDeletingTheVoiceAgentLeavesOwnedChildrenToGC(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	va := minimalVoiceAgent(ns, "bye")
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bye"}}
+	eventually(t, waitFor, exists(dep))
+	if err := k8s.Delete(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, gone(va))
+	// envtest runs no garbage collector (the kwok suite checks real deletion); what
+	// matters here is that every child carries the controller reference GC follows.
+	owner := dep.GetOwnerReferences()
+	if len(owner) != 1 || owner[0].UID != va.UID || !ptr.Deref(owner[0].BlockOwnerDeletion, false) {
+		t.Errorf("owner references %+v", owner)
+	}
+}
