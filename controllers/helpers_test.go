@@ -64,9 +64,13 @@ func getVA(t *testing.T, ns, name string) *v1alpha1.VoiceAgent {
 
 // conditionIs checks one condition's status and reason, for the current generation.
 func conditionIs(ns, name, typ string, status metav1.ConditionStatus, reason string) func() error {
+	return conditionOn(k8s, ns, name, typ, status, reason)
+}
+
+func conditionOn(c client.Client, ns, name, typ string, status metav1.ConditionStatus, reason string) func() error {
 	return func() error {
 		va := &v1alpha1.VoiceAgent{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, va); err != nil {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, va); err != nil {
 			return err
 		}
 		c := meta.FindStatusCondition(va.Status.Conditions, typ)

@@ -16,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -32,6 +33,8 @@ type Options struct {
 	LeaderElectionNS string
 	GatewayImage     string
 	ClusterDomain    string
+	// SkipNameValidation lets tests run two managers in one process.
+	SkipNameValidation bool
 }
 
 // Scheme knows every type the operator reads or writes.
@@ -71,6 +74,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		LeaderElectionNamespace: opts.LeaderElectionNS,
 		Cache:                   cache.Options{ByObject: byObject},
 		Client:                  client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		Controller:              config.Controller{SkipNameValidation: &opts.SkipNameValidation},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
