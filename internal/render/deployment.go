@@ -200,6 +200,9 @@ func gatewayContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Conta
 		Image:           in.GatewayImage,
 		ImagePullPolicy: corev1.PullIfNotPresent,
 		Args:            []string{"gateway", "--config", path.Join(gw.MountDir, gw.FileName)},
+		Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"},
+		}}},
 		Ports:           ports,
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
