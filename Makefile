@@ -48,6 +48,20 @@ thirdparty-crds: ## Copy the real CRDs of cert-manager and External Secrets into
 test: controlplane thirdparty-crds vet ## Unit and envtest integration tests against a real API server.
 	KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
 
+.PHONY: test-e2e
+test-e2e: ## End-to-end tests on a kwok cluster with the real ESO and cert-manager controllers.
+	$(GO) test -tags e2e ./test/e2e/ -count=1 -timeout 30m -v
+
+##@ Demo
+
+.PHONY: demo
+demo: ## A kwok cluster with real controllers, the operator and a Ready VoiceAgent.
+	hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Remove everything `make demo` started.
+	hack/demo.sh down
+
 ##@ Build
 
 .PHONY: build

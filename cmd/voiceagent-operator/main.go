@@ -19,6 +19,8 @@ func main() {
 	switch os.Args[1] {
 	case "manager":
 		err = runManager(os.Args[2:])
+	case "gateway":
+		err = runGateway(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -37,5 +39,6 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage: voiceagent-operator <subcommand> [flags]
 
 subcommands:
-  manager   run the operator (reconciles VoiceAgents and AuditSinks)`)
+  manager   run the operator (reconciles VoiceAgents and AuditSinks)
+  gateway   run the gateway sidecar: --config FILE`)
 }

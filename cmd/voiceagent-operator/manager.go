@@ -19,12 +19,18 @@ func runManager(args []string) error {
 	fs.StringVar(&opts.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")
 	fs.StringVar(&opts.GatewayImage, "gateway-image", os.Getenv("GATEWAY_IMAGE"), "image of the gateway sidecar: the operator's own image (env GATEWAY_IMAGE)")
 	fs.StringVar(&opts.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, for in-cluster egress and certificate names")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file; default: $KUBECONFIG, then in-cluster")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if *kubeconfig != "" {
+		if err := os.Setenv("KUBECONFIG", *kubeconfig); err != nil {
+			return err
+		}
+	}
 	mgr, err := manager.New(ctrl.GetConfigOrDie(), opts)
 	if err != nil {
 		return err

@@ -1,0 +1,145 @@
+// Package breaker owns the per-upstream circuit breaker: after enough consecutive
+// failures it stops sending traffic to an upstream for a while, so that a failing model
+// or integration API is not hammered and callers fail over or fail fast, then lets a
+// single probe through to find out whether the upstream has recovered.
+package breaker
+
+import (
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Clock returns the current time. Tests inject a fake one; nil means time.Now.
+type Clock func() time.Time
+
+// State is where a breaker is in its cycle. The numeric values are stable, so the
+// gateway can export them as a gauge: 0 closed, 1 open, 2 half-open.
+type State int
+
+const (
+	// Closed lets every call through and counts consecutive failures.
+	Closed State = iota
+	// Open refuses every call until the open duration has passed.
+	Open
+	// HalfOpen has let one probe through and refuses the rest until it reports.
+	HalfOpen
+)
+
+func (s State) String() string {
+	switch s {
+	case Closed:
+		return "Closed"
+	case Open:
+		return "Open"
+	case HalfOpen:
+		return "HalfOpen"
+	}
+	return "State(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Breaker is one upstream's circuit breaker. It is safe for concurrent use.
+//
+// Reports are not tied to the call that produced them: a Success or Failure arriving
+// while Open (from a call admitted before the breaker opened) is ignored, and one
+// arriving while HalfOpen is taken as the probe's answer.
+type Breaker struct {
+	mu        sync.Mutex
+	now       Clock
+	threshold int
+	openFor   time.Duration
+	state     State
+	failures  int       // consecutive, while Closed
+	since     time.Time // when Open or HalfOpen was entered
+}
+
+// New returns a closed breaker that opens after failureThreshold consecutive failures
+// (a threshold below 1 acts as 1) and stays open for openDuration (0 or less: the
+// next Allow after a trip is already the half-open probe).
+func New(failureThreshold int, openDuration time.Duration, now Clock) *Breaker {
+	if now == nil {
+		now = time.Now
+	}
+	b := &Breaker{now: now}
+	b.set(failureThreshold, openDuration)
+	return b
+}
+
+// set stores the limits. A threshold below 1 needs no clamping: the first failure
+// already reaches it, exactly as with 1.
+func (b *Breaker) set(threshold int, openDuration time.Duration) {
+	b.threshold, b.openFor = threshold, openDuration
+}
+
+// Allow reports whether a call may go to the upstream now. Once the open duration has
+// passed, the first caller becomes the half-open probe and the others are refused until
+// it reports. A probe that never reports (its caller forgot, or crashed) would leave the
+// breaker half-open forever, so after another open duration without an answer it is
+// presumed failed and the next caller becomes the new probe.
+func (b *Breaker) Allow() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case Closed:
+		return true
+	case Open, HalfOpen:
+		now := b.now()
+		if now.Sub(b.since) < b.openFor {
+			return false
+		}
+		b.state, b.since = HalfOpen, now
+		return true
+	}
+	return false
+}
+
+// Success reports a call that worked. It resets the failure count, and the answer of a
+// half-open probe closes the breaker.
+func (b *Breaker) Success() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case Closed:
+		b.failures = 0
+	case HalfOpen:
+		b.state, b.failures = Closed, 0
+	}
+}
+
+// Failure reports a call that failed. Enough consecutive failures open a closed
+// breaker; a failed half-open probe re-opens it for another open duration.
+func (b *Breaker) Failure() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case Closed:
+		b.failures++
+		if b.failures >= b.threshold {
+			b.trip()
+		}
+	case HalfOpen:
+		b.trip()
+	}
+}
+
+// trip opens the breaker; the caller holds mu.
+func (b *Breaker) trip() {
+	b.state, b.since, b.failures = Open, b.now(), 0
+}
+
+// State reports the current state without changing it: an Open breaker whose open
+// duration has passed still reads Open until a caller's Allow makes it HalfOpen.
+func (b *Breaker) State() State {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.state
+}
+
+// Update changes the threshold and open duration, for a configuration reload, keeping
+// the state. A new open duration applies to a breaker that is already open (it is
+// measured from when it opened); a lower threshold takes effect at the next failure.
+func (b *Breaker) Update(failureThreshold int, openDuration time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.set(failureThreshold, openDuration)
+}

@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// fakeProviderUpstream is a hand-written stand-in for the Gemini, OpenAI and Anthropic
+// APIs, which cannot be reached from here. It speaks each provider's wire format
+// (plain JSON and Server-Sent Events), reports fixed token usage, and records the
+// credentials it receives so that tests can assert the gateway injected the mounted
+// key and nothing the agent sent.
+type fakeProviderUpstream struct {
+	*httptest.Server
+	wantKey string
+
+	mu       sync.Mutex
+	keysSeen []string
+	calls    atomic.Int64
+	// failNext makes the next N calls answer with failStatus.
+	failNext   atomic.Int64
+	failStatus int
+	retryAfter string
+}
+
+const (
+	fakeInputTokens  = 1000
+	fakeOutputTokens = 500
+)
+
+func newFakeProviderUpstream(t *testing.T, wantKey string) *fakeProviderUpstream {
+	f := &fakeProviderUpstream{wantKey: wantKey, failStatus: http.StatusServiceUnavailable}
+	f.Server = httptest.NewTLSServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeProviderUpstream) keys() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.keysSeen...)
+}
+
+func (f *fakeProviderUpstream) serve(w http.ResponseWriter, r *http.Request) {
+	f.calls.Add(1)
+	var key string
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/v1beta/"):
+		key = r.Header.Get("X-Goog-Api-Key")
+	case r.URL.Path == "/v1/messages", strings.HasPrefix(r.URL.Path, "/crm"):
+		key = r.Header.Get("X-Api-Key")
+	default:
+		key = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	f.mu.Lock()
+	f.keysSeen = append(f.keysSeen, key)
+	f.mu.Unlock()
+	if key != f.wantKey || r.URL.Query().Get("key") != "" {
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, `{"error":{"code":401,"message":"API key '%s' not valid at internal-host-7.corp:8443","status":"UNAUTHENTICATED"}}`, key)
+		return
+	}
+	if f.failNext.Load() > 0 {
+		f.failNext.Add(-1)
+		if f.retryAfter != "" {
+			w.Header().Set("Retry-After", f.retryAfter)
+		}
+		w.WriteHeader(f.failStatus)
+		_, _ = io.WriteString(w, `{"error":{"message":"overloaded at 10.3.4.5 goroutine 12 [running]: panic","type":"overloaded_error"}}`)
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	var req struct {
+		Stream bool `json:"stream"`
+	}
+	_ = json.Unmarshal(body, &req)
+	switch {
+	case strings.HasSuffix(r.URL.Path, ":generateContent"):
+		writeJSON(w, `{"candidates":[{"content":{"role":"model","parts":[{"text":"hello from gemini"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":1000,"candidatesTokenCount":500,"totalTokenCount":1500}}`)
+	case strings.HasSuffix(r.URL.Path, ":streamGenerateContent"):
+		sse(w, "", []string{
+			`{"candidates":[{"content":{"role":"model","parts":[{"text":"hello "}]}}],"usageMetadata":{"promptTokenCount":1000,"candidatesTokenCount":200}}`,
+			`{"candidates":[{"content":{"role":"model","parts":[{"text":"from gemini"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":1000,"candidatesTokenCount":500,"totalTokenCount":1500}}`,
+		})
+	case r.URL.Path == "/v1/chat/completions" && !req.Stream:
+		writeJSON(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello from openai"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}}`)
+	case r.URL.Path == "/v1/chat/completions":
+		sse(w, "", []string{
+			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":"hello "}}]}`,
+			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"from openai"},"finish_reason":"stop"}]}`,
+			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}}`,
+			`[DONE]`,
+		})
+	case r.URL.Path == "/v1/messages" && !req.Stream:
+		writeJSON(w, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"hello from anthropic"}],"stop_reason":"end_turn","usage":{"input_tokens":1000,"output_tokens":500}}`)
+	case r.URL.Path == "/v1/messages":
+		w.Header().Set("Content-Type", "text/event-stream")
+		events := []struct{ name, data string }{
+			{"message_start", `{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[],"usage":{"input_tokens":1000,"output_tokens":1}}}`},
+			{"content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`},
+			{"content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hello from anthropic"}}`},
+			{"content_block_stop", `{"type":"content_block_stop","index":0}`},
+			{"message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":500}}`},
+			{"message_stop", `{"type":"message_stop"}`},
+		}
+		for _, e := range events {
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.name, e.data)
+			w.(http.Flusher).Flush()
+		}
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"error":{"message":"no route","type":"not_found"}}`)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, body)
+}
+
+func sse(w http.ResponseWriter, _ string, datas []string) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	for _, d := range datas {
+		fmt.Fprintf(w, "data: %s\n\n", d)
+		w.(http.Flusher).Flush()
+	}
+}

@@ -1,0 +1,369 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/breaker"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
+	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/ratelimit"
+)
+
+// Options are the gateway's process-level settings; everything about the VoiceAgent
+// comes from the configuration file.
+type Options struct {
+	ConfigPath string
+	// Now is the clock; tests inject one.
+	Now func() time.Time
+	// AuditOut receives audit records as JSON lines; stdout by default.
+	AuditOut io.Writer
+	// PodName identifies this replica in audit records.
+	PodName string
+	// Transport for upstream calls; tests inject one that trusts their CA.
+	Transport http.RoundTripper
+	Logger    *slog.Logger
+	// ReloadInterval is how often the config file is checked; 2s by default.
+	ReloadInterval time.Duration
+	// Retry tuning; zero values mean the defaults.
+	MaxRetries  int
+	BackoffBase time.Duration
+}
+
+// Gateway is one running gateway.
+type Gateway struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	audit   *auditLog
+	client  *http.Client
+
+	cfg     atomic.Pointer[gw.Config]
+	rawCfg  []byte
+	ready   atomic.Bool
+	reloadM sync.Mutex
+
+	requests    *ratelimit.Bucket
+	tokens      *ratelimit.Bucket
+	concurrency *ratelimit.Concurrency
+	budget      *budget.Tracker
+
+	mu           sync.Mutex
+	breakers     map[string]*breaker.Breaker
+	integBuckets map[string]*ratelimit.Bucket
+	credentials  map[string]*credentialFile
+}
+
+// New loads the configuration and prepares the limiters. It fails on an invalid
+// configuration: a gateway must never run with controls it could not read.
+func New(opts Options) (*Gateway, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.AuditOut == nil {
+		opts.AuditOut = os.Stdout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if opts.ReloadInterval == 0 {
+		opts.ReloadInterval = 2 * time.Second
+	}
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = 2
+	}
+	if opts.BackoffBase == 0 {
+		opts.BackoffBase = 100 * time.Millisecond
+	}
+	if opts.Transport == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		t.ResponseHeaderTimeout = 0 // the per-model timeout bounds the call
+		opts.Transport = t
+	}
+	now := ratelimit.Clock(opts.Now)
+	g := &Gateway{
+		opts:         opts,
+		log:          opts.Logger,
+		metrics:      newMetrics(),
+		audit:        newAuditLog(opts.AuditOut),
+		client:       &http.Client{Transport: opts.Transport, CheckRedirect: noRedirects},
+		requests:     ratelimit.NewBucket(0, 0, now),
+		tokens:       ratelimit.NewBucket(0, 0, now),
+		concurrency:  ratelimit.NewConcurrency(0),
+		breakers:     map[string]*breaker.Breaker{},
+		integBuckets: map[string]*ratelimit.Bucket{},
+		credentials:  map[string]*credentialFile{},
+	}
+	cfg, raw, err := g.readConfig()
+	if err != nil {
+		return nil, err
+	}
+	tracker, err := budget.Open(filepath.Join(cfg.StateDir, "budget.json"), budget.Clock(opts.Now))
+	if err != nil {
+		return nil, fmt.Errorf("open budget state: %w", err)
+	}
+	g.budget = tracker
+	g.apply(cfg, raw)
+	return g, nil
+}
+
+// noRedirects keeps the gateway from following an upstream's redirect to a host the
+// NetworkPolicy and the configuration never allowed.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+func (g *Gateway) readConfig() (*gw.Config, []byte, error) {
+	raw, err := os.ReadFile(g.opts.ConfigPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read gateway config: %w", err)
+	}
+	cfg, err := gw.Parse(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, raw, nil
+}
+
+// Reload re-reads the configuration file and applies it if it changed. An invalid file
+// is refused and the running configuration stays in force.
+func (g *Gateway) Reload() error {
+	g.reloadM.Lock()
+	defer g.reloadM.Unlock()
+	raw, err := os.ReadFile(g.opts.ConfigPath)
+	if err != nil {
+		g.metrics.configReloads.WithLabelValues("error").Inc()
+		return fmt.Errorf("read gateway config: %w", err)
+	}
+	if bytes.Equal(raw, g.rawCfg) {
+		return nil
+	}
+	cfg, err := gw.Parse(raw)
+	if err != nil {
+		g.metrics.configReloads.WithLabelValues("invalid").Inc()
+		return err
+	}
+	g.apply(cfg, raw)
+	g.metrics.configReloads.WithLabelValues("applied").Inc()
+	g.log.Info("configuration reloaded", "voiceAgent", cfg.VoiceAgent)
+	return nil
+}
+
+// apply puts a configuration in force. Limiters keep their state across reloads.
+func (g *Gateway) apply(cfg *gw.Config, raw []byte) {
+	g.requests.Update(cfg.Limits.RequestsPerSecond, cfg.Limits.Burst)
+	g.tokens.Update(cfg.Limits.TokensPerMinute/60, int(cfg.Limits.TokensPerMinute))
+	g.concurrency.SetMax(cfg.Limits.MaxConcurrentCalls)
+	g.budget.SetLimits(budgetLimits(cfg.Budget))
+	g.mu.Lock()
+	for _, m := range cfg.Models {
+		g.breakerLocked(m.Endpoint).Update(cfg.Breaker.FailureThreshold, cfg.Breaker.OpenDuration.Duration)
+	}
+	for _, in := range cfg.Integrations {
+		g.breakerLocked(in.Endpoint).Update(cfg.Breaker.FailureThreshold, cfg.Breaker.OpenDuration.Duration)
+		b, ok := g.integBuckets[in.Name]
+		if !ok {
+			b = ratelimit.NewBucket(0, 0, ratelimit.Clock(g.opts.Now))
+			g.integBuckets[in.Name] = b
+		}
+		b.Update(in.RequestsPerMinute/60, in.Burst)
+	}
+	g.mu.Unlock()
+	g.rawCfg = raw
+	g.cfg.Store(cfg)
+}
+
+func budgetLimits(b *gw.Budget) budget.Limits {
+	if b == nil {
+		return budget.Limits{}
+	}
+	l := budget.Limits{AlertAtPercent: b.AlertAtPercent, Block: b.OnExceeded != "AlertOnly"}
+	if b.Daily != "" {
+		l.Daily, _ = budget.ParseMicros(b.Daily) // validated by gatewayconfig.Parse
+	}
+	if b.Monthly != "" {
+		l.Monthly, _ = budget.ParseMicros(b.Monthly)
+	}
+	return l
+}
+
+func (g *Gateway) breakerLocked(upstream string) *breaker.Breaker {
+	b, ok := g.breakers[upstream]
+	if !ok {
+		cfg := g.cfg.Load()
+		threshold, open := 5, 30*time.Second
+		if cfg != nil {
+			threshold, open = cfg.Breaker.FailureThreshold, cfg.Breaker.OpenDuration.Duration
+		}
+		b = breaker.New(threshold, open, breaker.Clock(g.opts.Now))
+		g.breakers[upstream] = b
+	}
+	return b
+}
+
+func (g *Gateway) breaker(upstream string) *breaker.Breaker {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.breakerLocked(upstream)
+}
+
+func (g *Gateway) credential(path string) *credentialFile {
+	if path == "" {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c, ok := g.credentials[path]
+	if !ok {
+		c = newCredentialFile(path)
+		g.credentials[path] = c
+	}
+	return c
+}
+
+// Handler is the loopback proxy the agent calls.
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/model/", g.serveModel)
+	mux.HandleFunc("/integrations/", g.serveIntegration)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "unknown route: use /model/ or /integrations/<name>/", requestID(r))
+	})
+	return mux
+}
+
+// AdminHandler serves health, readiness and metrics.
+func (g *Gateway) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := g.checkReady(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// checkReady is true when every credential file of the configuration is readable.
+func (g *Gateway) checkReady() error {
+	cfg := g.cfg.Load()
+	for _, m := range cfg.Models {
+		if _, err := g.credential(m.CredentialFile).Value(); err != nil {
+			return errors.New("model credential not readable")
+		}
+	}
+	return nil
+}
+
+// Run serves until ctx ends.
+func (g *Gateway) Run(ctx context.Context) error {
+	cfg := g.cfg.Load()
+	servers := []*http.Server{
+		{Addr: cfg.Listen.Proxy, Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second},
+		{Addr: cfg.Listen.Admin, Handler: g.AdminHandler(), ReadHeaderTimeout: 10 * time.Second},
+	}
+	if cfg.Inbound != nil {
+		in, err := newInbound(cfg.Inbound)
+		if err != nil {
+			return err
+		}
+		servers = append(servers, in)
+	}
+	proxyListener, err := listenLoopback(cfg.Listen.Proxy)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, len(servers))
+	for i, s := range servers {
+		go func(i int, s *http.Server) {
+			var err error
+			switch {
+			case i == 0:
+				err = s.Serve(proxyListener)
+			case s.TLSConfig != nil:
+				err = s.ListenAndServeTLS("", "")
+			default:
+				err = s.ListenAndServe()
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("listen %s: %w", s.Addr, err)
+			}
+		}(i, s)
+	}
+	g.log.Info("gateway serving", "proxy", cfg.Listen.Proxy, "admin", cfg.Listen.Admin, "tls", cfg.Inbound != nil)
+	ticker := time.NewTicker(g.opts.ReloadInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			shutdown, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			for _, s := range servers {
+				_ = s.Shutdown(shutdown)
+			}
+			return nil
+		case err := <-errc:
+			return err
+		case <-ticker.C:
+			if err := g.Reload(); err != nil {
+				g.log.Error("configuration not reloaded; the previous one stays in force", "error", err.Error())
+			}
+		}
+	}
+}
+
+// requestID is the caller's X-Request-ID when it is sane, else a new random one.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-ID"); id != "" && len(id) <= 128 && isToken(id) {
+		return id
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func isToken(s string) bool {
+	for _, c := range s {
+		if !(c == '-' || c == '_' || c == '.' || c == ':' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+			return false
+		}
+	}
+	return true
+}
+
+func writeError(w http.ResponseWriter, status int, kind, message, rid string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Request-ID", rid)
+	w.WriteHeader(status)
+	_, _ = w.Write(errorBody(status, kind, message, rid))
+}
+
+// listenLoopback refuses to listen anywhere but loopback: the proxy must be reachable
+// from the agent's container only.
+func listenLoopback(addr string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return nil, fmt.Errorf("proxy address %s is not loopback", addr)
+	}
+	return net.Listen("tcp", addr)
+}

@@ -1,0 +1,165 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+)
+
+const mountedKey = "mounted-provider-key-0001"
+
+// testClock is a settable clock for limiters and budgets.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// waitRecords polls until at least n records were written: a streamed response can
+// reach the client before its handler writes the record.
+func (b *syncBuffer) waitRecords(t *testing.T, n int) []auditRecord {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		recs := b.records(t)
+		if len(recs) >= n || time.Now().After(deadline) {
+			return recs
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+}
+
+func (b *syncBuffer) records(t *testing.T) []auditRecord {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []auditRecord
+	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	for sc.Scan() {
+		var r auditRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("audit line is not JSON: %s", sc.Text())
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// testGateway is a gateway with its config in a temp dir, served on loopback.
+type testGateway struct {
+	*Gateway
+	URL      string
+	dir      string
+	cfg      *gw.Config
+	audit    *syncBuffer
+	clock    *testClock
+	keyFile  string
+	upstream *fakeProviderUpstream
+}
+
+// newTestConfig is a valid configuration with one model of the given provider.
+func newTestConfig(dir, provider, endpoint string) *gw.Config {
+	keyFile := filepath.Join(dir, "model-key")
+	return &gw.Config{
+		Version: gw.ContentsVersion, VoiceAgent: "support-line", Namespace: "callcenter", Replicas: 1,
+		Listen:   gw.Listen{Proxy: "127.0.0.1:0", Admin: "127.0.0.1:0"},
+		Models:   []gw.Model{{Provider: provider, Name: "m", Endpoint: endpoint, Timeout: gw.Duration{Duration: 5 * time.Second}, CredentialFile: keyFile}},
+		Breaker:  gw.Breaker{FailureThreshold: 3, OpenDuration: gw.Duration{Duration: 30 * time.Second}},
+		Audit:    gw.Audit{RedactPII: true, FailurePolicy: "FailClosed", QueueDir: filepath.Join(dir, "audit")},
+		StateDir: dir,
+	}
+}
+
+func writeConfig(t *testing.T, dir string, cfg *gw.Config) string {
+	t.Helper()
+	data, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, gw.FileName)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startGateway starts a gateway in front of a fake upstream for provider. mutate may
+// change the configuration before it is written.
+func startGateway(t *testing.T, provider string, mutate func(*gw.Config, *fakeProviderUpstream)) *testGateway {
+	t.Helper()
+	dir := t.TempDir()
+	up := newFakeProviderUpstream(t, mountedKey)
+	endpoint := up.URL
+	if provider == "openai" || provider == "openai-compatible" {
+		endpoint += "/v1"
+	}
+	cfg := newTestConfig(dir, provider, endpoint)
+	if mutate != nil {
+		mutate(cfg, up)
+	}
+	if err := os.WriteFile(cfg.Models[0].CredentialFile, []byte(mountedKey+"\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	path := writeConfig(t, dir, cfg)
+	clock := &testClock{now: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	audit := &syncBuffer{}
+	g, err := New(Options{
+		ConfigPath: path, Now: clock.Now, AuditOut: audit, PodName: "support-line-0",
+		Transport: up.Client().Transport, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		BackoffBase: time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(srv.Close)
+	return &testGateway{Gateway: g, URL: srv.URL, dir: dir, cfg: cfg, audit: audit, clock: clock,
+		keyFile: cfg.Models[0].CredentialFile, upstream: up}
+}
+
+func (tg *testGateway) post(t *testing.T, path, body string, header map[string]string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, tg.URL+path, bytes.NewBufferString(body))
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}

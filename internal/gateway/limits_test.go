@@ -1,0 +1,310 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+)
+
+const openaiBody = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+
+// TestRateLimitUnderTenfoldOverload sends ten times what the bucket allows from
+// concurrent clients. With the clock frozen the bucket admits exactly its burst; every
+// other request is answered 429 with Retry-After at once, none waits.
+func TestRateLimitUnderTenfoldOverload(t *testing.T) {
+	const burst = 50
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
+		c.Limits = gw.Limits{RequestsPerSecond: 2, Burst: burst}
+	})
+	var admitted, refused atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(10 * time.Second)
+	for w := 0; w < 20; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < burst*10/20; i++ {
+				req, _ := http.NewRequest(http.MethodPost, tg.URL+"/model/chat/completions", strings.NewReader(openaiBody))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				switch resp.StatusCode {
+				case http.StatusOK:
+					admitted.Add(1)
+				case http.StatusTooManyRequests:
+					if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 1 {
+						t.Errorf("429 without a usable Retry-After: %q", resp.Header.Get("Retry-After"))
+					}
+					refused.Add(1)
+				default:
+					t.Errorf("status %d", resp.StatusCode)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if time.Now().After(deadline) {
+		t.Error("requests waited past their deadline")
+	}
+	if admitted.Load() != burst || refused.Load() != burst*9 {
+		t.Errorf("admitted %d refused %d, want %d and %d", admitted.Load(), refused.Load(), burst, burst*9)
+	}
+	// Two seconds later exactly four more are admitted (2/s sustained).
+	tg.clock.Advance(2 * time.Second)
+	ok := 0
+	for i := 0; i < 10; i++ {
+		if tg.post(t, "/model/chat/completions", openaiBody, nil).StatusCode == http.StatusOK {
+			ok++
+		}
+	}
+	if ok != 4 {
+		t.Errorf("after 2s, %d admitted, want 4", ok)
+	}
+}
+
+func TestDailyBudgetBlocksSurvivesRestartAndResetsNextUTCDay(t *testing.T) {
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
+		// Each call costs 1000*1.00/M + 500*2.00/M = 0.002 USD; the budget allows 3.
+		c.Models[0].Pricing = &gw.Pricing{InputPerMillionTokens: "1.00", OutputPerMillionTokens: "2.00"}
+		c.Budget = &gw.Budget{Daily: "0.006", Monthly: "100", OnExceeded: "Block", AlertAtPercent: 50}
+	})
+	for i := 0; i < 3; i++ {
+		if s := tg.post(t, "/model/chat/completions", openaiBody, nil).StatusCode; s != http.StatusOK {
+			t.Fatalf("call %d: status %d", i, s)
+		}
+	}
+	resp := tg.post(t, "/model/chat/completions", openaiBody, nil)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "budget") {
+		t.Fatalf("over budget: status %d body %s", resp.StatusCode, body)
+	}
+	calls := tg.upstream.calls.Load()
+	if calls != 3 {
+		t.Errorf("upstream got %d calls, want 3: a blocked call must not reach it", calls)
+	}
+	recs := tg.audit.records(t)
+	if last := recs[len(recs)-1]; last.Decision != "denied" || !strings.Contains(last.Reason, "budget") {
+		t.Errorf("last record %+v", last)
+	}
+	// The third call starts with 0.004 of 0.006 spent: past alertAtPercent (50).
+	if recs[1].BudgetAlert || !recs[2].BudgetAlert {
+		t.Errorf("alert flags %v %v, want false true", recs[1].BudgetAlert, recs[2].BudgetAlert)
+	}
+
+	// A restarted gateway (same state dir) still refuses.
+	g2, err := New(Options{ConfigPath: tg.opts.ConfigPath, Now: tg.clock.Now, AuditOut: io.Discard, Transport: tg.upstream.Client().Transport})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := g2.budget.Check(); d.Allowed {
+		t.Errorf("after restart the spent budget allows calls: %+v", d)
+	}
+	// The next UTC day resets the daily budget, not the monthly spend.
+	tg.clock.Advance(12 * time.Hour)
+	if s := tg.post(t, "/model/chat/completions", openaiBody, nil).StatusCode; s != http.StatusOK {
+		t.Errorf("next UTC day: status %d", s)
+	}
+	day, month := tg.budget.Spent()
+	if day.String() != "0.002000" || month.String() != "0.008000" {
+		t.Errorf("spent day %s month %s", day, month)
+	}
+}
+
+func TestAlertOnlyBudgetAllowsAndFlags(t *testing.T) {
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
+		c.Models[0].Pricing = &gw.Pricing{InputPerMillionTokens: "1.00", OutputPerMillionTokens: "2.00"}
+		c.Budget = &gw.Budget{Daily: "0.001", OnExceeded: "AlertOnly", AlertAtPercent: 80}
+	})
+	for i := 0; i < 3; i++ {
+		if s := tg.post(t, "/model/chat/completions", openaiBody, nil).StatusCode; s != http.StatusOK {
+			t.Fatalf("AlertOnly refused call %d: %d", i, s)
+		}
+	}
+	recs := tg.audit.records(t)
+	if !recs[2].BudgetAlert {
+		t.Errorf("over-budget call not flagged: %+v", recs[2])
+	}
+}
+
+func TestBreakerOpensFailsOverAndRecovers(t *testing.T) {
+	var fallback *fakeProviderUpstream
+	tg := startGateway(t, "openai", func(c *gw.Config, up *fakeProviderUpstream) {
+		fallback = newFakeProviderUpstream(t, mountedKey)
+		c.Models = append(c.Models, gw.Model{Provider: "openai-compatible", Name: "fallback", Endpoint: fallback.URL + "/v1",
+			Timeout: gw.Duration{Duration: 5 * time.Second}, CredentialFile: c.Models[0].CredentialFile})
+		c.Breaker = gw.Breaker{FailureThreshold: 2, OpenDuration: gw.Duration{Duration: 30 * time.Second}}
+	})
+	// Both test servers share one CA-trusting transport: use the primary's for both.
+	tg.upstream.failNext.Store(1000)
+	for i := 0; i < 4; i++ {
+		resp := tg.post(t, "/model/chat/completions", openaiBody, nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("call %d: status %d, want the fallback's 200", i, resp.StatusCode)
+		}
+	}
+	primaryCalls := tg.upstream.calls.Load()
+	// Two failing calls, each with 1 try + 2 retries, open the breaker: 6 upstream calls.
+	if primaryCalls != 6 {
+		t.Errorf("primary got %d calls, want 6 (then the open circuit keeps traffic away)", primaryCalls)
+	}
+	if fallback.calls.Load() != 4 {
+		t.Errorf("fallback got %d calls, want 4", fallback.calls.Load())
+	}
+	recs := tg.audit.records(t)
+	if recs[3].Upstream != "openai-compatible/fallback" {
+		t.Errorf("record upstream %q", recs[3].Upstream)
+	}
+	// After openDuration one half-open probe goes to the healed primary and closes it.
+	tg.upstream.failNext.Store(0)
+	tg.clock.Advance(31 * time.Second)
+	if s := tg.post(t, "/model/chat/completions", openaiBody, nil).StatusCode; s != http.StatusOK {
+		t.Fatalf("probe: %d", s)
+	}
+	if tg.upstream.calls.Load() != primaryCalls+1 {
+		t.Errorf("half-open probe did not reach the primary")
+	}
+	if s := tg.breaker(tg.cfg.Models[0].Endpoint).State().String(); !strings.EqualFold(s, "closed") {
+		t.Errorf("breaker %s after a good probe", s)
+	}
+}
+
+func TestRetriesHonourRetryAfterAndErrorsAreSanitised(t *testing.T) {
+	tg := startGateway(t, "openai", nil)
+	tg.upstream.failStatus = http.StatusTooManyRequests
+	tg.upstream.retryAfter = "0"
+	tg.upstream.failNext.Store(2)
+	if s := tg.post(t, "/model/chat/completions", openaiBody, nil).StatusCode; s != http.StatusOK {
+		t.Fatalf("two 429s then success: got %d", s)
+	}
+	if r := tg.audit.records(t)[0]; r.Attempts != 3 {
+		t.Errorf("attempts %d, want 3", r.Attempts)
+	}
+	// An upstream 4xx is passed on with its status but none of its body.
+	if err := os.WriteFile(tg.keyFile, []byte("wrong-key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resp := tg.post(t, "/model/chat/completions", openaiBody, nil)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	for _, leak := range []string{"wrong-key", "internal-host-7", "8443", "not valid"} {
+		if strings.Contains(string(body), leak) {
+			t.Errorf("error body leaks %q: %s", leak, body)
+		}
+	}
+	var e struct {
+		Error struct {
+			Type string `json:"type"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || e.Error.Type != "UNAUTHENTICATED" {
+		t.Errorf("error body %s: want the provider's error kind only", body)
+	}
+}
+
+func TestCredentialRotationWithoutRestart(t *testing.T) {
+	tg := startGateway(t, "anthropic", nil)
+	body := `{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
+	if s := tg.post(t, "/model/v1/messages", body, nil).StatusCode; s != http.StatusOK {
+		t.Fatalf("status %d", s)
+	}
+	// Rotate: the Secret volume now holds a new key and the upstream only accepts it.
+	tg.upstream.wantKey = "rotated-key-0002"
+	if err := os.WriteFile(tg.keyFile+".new", []byte("rotated-key-0002"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tg.keyFile+".new", tg.keyFile); err != nil {
+		t.Fatal(err)
+	}
+	if s := tg.post(t, "/model/v1/messages", body, nil).StatusCode; s != http.StatusOK {
+		t.Fatalf("after rotation: status %d", s)
+	}
+	keys := tg.upstream.keys()
+	if keys[len(keys)-1] != "rotated-key-0002" {
+		t.Errorf("keys seen %v", keys)
+	}
+}
+
+func TestAgentKeysAreStripped(t *testing.T) {
+	tg := startGateway(t, "gemini", nil)
+	resp := tg.post(t, "/model/v1beta/models/m:generateContent?key=agent-key", `{"contents":[{"parts":[{"text":"hi"}]}]}`,
+		map[string]string{"X-Goog-Api-Key": "agent-key", "Authorization": "Bearer agent-key"})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	for _, k := range tg.upstream.keys() {
+		if k != mountedKey {
+			t.Errorf("upstream saw %q", k)
+		}
+	}
+}
+
+func TestConfigReloadChangesLimitsLive(t *testing.T) {
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
+		c.Limits = gw.Limits{RequestsPerSecond: 1, Burst: 1}
+	})
+	codes := func(n int) string {
+		var b strings.Builder
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&b, "%d ", tg.post(t, "/model/chat/completions", openaiBody, nil).StatusCode)
+		}
+		return b.String()
+	}
+	if got := codes(2); got != "200 429 " {
+		t.Fatalf("before reload: %s", got)
+	}
+	tg.cfg.Limits = gw.Limits{RequestsPerSecond: 1, Burst: 3}
+	writeConfig(t, tg.dir, tg.cfg)
+	if err := tg.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	tg.clock.Advance(3 * time.Second)
+	if got := codes(4); got != "200 200 200 429 " {
+		t.Errorf("after reload: %s", got)
+	}
+	// An invalid file is refused and the running configuration stays.
+	if err := os.WriteFile(tg.opts.ConfigPath, []byte(`{"version":1,"listen":{"proxy":"0.0.0.0:1"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Reload(); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("invalid config accepted: %v", err)
+	}
+	if tg.Gateway.cfg.Load().VoiceAgent != "support-line" {
+		t.Error("running configuration lost")
+	}
+}
+
+func TestIntegrationAuthAndRateLimit(t *testing.T) {
+	var seen atomic.Value
+	tg := startGateway(t, "openai", func(c *gw.Config, up *fakeProviderUpstream) {
+		c.Integrations = []gw.HTTPIntegration{{Name: "crm", Type: "rest", Endpoint: up.URL + "/crm", AuthType: "header",
+			HeaderName: "X-Api-Key", CredentialFile: c.Models[0].CredentialFile, RequestsPerMinute: 60, Burst: 2}}
+	})
+	_ = seen
+	codes := ""
+	for i := 0; i < 3; i++ {
+		codes += strconv.Itoa(tg.post(t, "/integrations/crm/customers", `{}`, map[string]string{"X-Api-Key": agentKey}).StatusCode) + " "
+	}
+	// The fake answers 404 for /crm paths after checking the key (401 otherwise).
+	if codes != "404 404 429 " {
+		t.Errorf("codes %s", codes)
+	}
+	if s := tg.post(t, "/integrations/nope/x", `{}`, nil).StatusCode; s != http.StatusNotFound {
+		t.Errorf("unknown integration: %d", s)
+	}
+}

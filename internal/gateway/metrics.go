@@ -1,0 +1,56 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of one gateway, on its own registry so that tests can run several.
+type metrics struct {
+	registry        *prometheus.Registry
+	requests        *prometheus.CounterVec
+	rejections      *prometheus.CounterVec
+	tokens          *prometheus.CounterVec
+	spendUSD        prometheus.Counter
+	budgetExceeded  prometheus.Gauge
+	budgetAlert     prometheus.Gauge
+	breakerState    *prometheus.GaugeVec
+	upstreamLatency *prometheus.HistogramVec
+	configReloads   *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voiceagent_gateway_requests_total", Help: "Calls through the gateway by route and outcome.",
+		}, []string{"route", "outcome"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voiceagent_gateway_limiter_rejections_total", Help: "Calls refused by a limit.",
+		}, []string{"limit"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voiceagent_gateway_tokens_total", Help: "Model tokens by direction.",
+		}, []string{"direction"}),
+		spendUSD: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "voiceagent_gateway_spend_usd_total", Help: "Model spend in US dollars since start.",
+		}),
+		budgetExceeded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "voiceagent_gateway_budget_exceeded", Help: "1 when a budget is spent.",
+		}),
+		budgetAlert: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "voiceagent_gateway_budget_alert", Help: "1 when spend passed alertAtPercent of a budget.",
+		}),
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "voiceagent_gateway_breaker_state", Help: "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.",
+		}, []string{"upstream"}),
+		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "voiceagent_gateway_upstream_latency_seconds", Help: "Latency of upstream calls.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14),
+		}, []string{"upstream"}),
+		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voiceagent_gateway_config_reloads_total", Help: "Configuration reloads by result.",
+		}, []string{"result"}),
+	}
+	m.registry.MustRegister(m.requests, m.rejections, m.tokens, m.spendUSD, m.budgetExceeded, m.budgetAlert,
+		m.breakerState, m.upstreamLatency, m.configReloads)
+	return m
+}
