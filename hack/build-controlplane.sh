@@ -2,7 +2,7 @@
 # Builds the Kubernetes control-plane binaries the tests and the demo run, from the Go
 # module proxy, into bin/controlplane. A binary already there is reused: only missing
 # ones are built. Usage: hack/build-controlplane.sh [binary...]
-#   binaries: etcd kube-apiserver kube-controller-manager kube-scheduler
+#   binaries: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
 # Default: etcd kube-apiserver (what envtest needs).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +16,7 @@ want=("$@")
 pkg_of() {
   case "$1" in
     etcd) echo go.etcd.io/etcd/server/v3 ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler) echo "k8s.io/kubernetes/cmd/$1" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "k8s.io/kubernetes/cmd/$1" ;;
     *) echo "unknown binary $1" >&2; return 1 ;;
   esac
 }
