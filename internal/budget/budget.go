@@ -74,6 +74,33 @@ type Tracker struct {
 	now    Clock
 	limits Limits
 	st     state
+	// writeBehind defers persisting to Flush; dirty says there is something to flush.
+	writeBehind bool
+	dirty       bool
+}
+
+// EnableWriteBehind makes Add update memory only and leaves persisting to Flush, which
+// the gateway calls every second and on shutdown. An fsync per call would serialise
+// every model call behind the disk; a crash then loses at most the last interval of
+// spend, a graceful restart nothing.
+func (t *Tracker) EnableWriteBehind() {
+	t.mu.Lock()
+	t.writeBehind = true
+	t.mu.Unlock()
+}
+
+// Flush persists the totals if they changed since the last write.
+func (t *Tracker) Flush() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.dirty {
+		return nil
+	}
+	if err := t.save(); err != nil {
+		return err
+	}
+	t.dirty = false
+	return nil
 }
 
 // Open loads the spend recorded in the state file at path. A missing file means
@@ -226,6 +253,10 @@ func (t *Tracker) Add(cost Micros) error {
 	}
 	t.st.Daily = addSat(t.st.Daily, cost)
 	t.st.Monthly = addSat(t.st.Monthly, cost)
+	if t.writeBehind {
+		t.dirty = true
+		return nil
+	}
 	if err := t.save(); err != nil {
 		return fmt.Errorf("add spend of %s USD: %w", cost, err)
 	}

@@ -92,7 +92,7 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if opts.Transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 64
+		t.MaxIdleConnsPerHost = 256
 		t.ResponseHeaderTimeout = 0 // the per-model timeout bounds the call
 		opts.Transport = t
 	}
@@ -118,6 +118,7 @@ func New(opts Options) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open budget state: %w", err)
 	}
+	tracker.EnableWriteBehind()
 	g.budget = tracker
 	g.apply(cfg, raw)
 	return g, nil
@@ -318,15 +319,26 @@ func (g *Gateway) Run(ctx context.Context) error {
 			for _, s := range servers {
 				_ = s.Shutdown(shutdown)
 			}
-			return nil
+			return g.Close()
 		case err := <-errc:
 			return err
 		case <-ticker.C:
+			if err := g.budget.Flush(); err != nil {
+				g.log.Error("spend not persisted", "error", err.Error())
+			}
 			if err := g.Reload(); err != nil {
 				g.log.Error("configuration not reloaded; the previous one stays in force", "error", err.Error())
 			}
 		}
 	}
+}
+
+// Close persists what must survive a restart.
+func (g *Gateway) Close() error {
+	if err := g.budget.Flush(); err != nil {
+		return fmt.Errorf("persist spend: %w", err)
+	}
+	return nil
 }
 
 // requestID is the caller's X-Request-ID when it is sane, else a new random one.

@@ -106,6 +106,9 @@ func TestDailyBudgetBlocksSurvivesRestartAndResetsNextUTCDay(t *testing.T) {
 	}
 
 	// A restarted gateway (same state dir) still refuses.
+	if err := tg.Close(); err != nil {
+		t.Fatal(err)
+	}
 	g2, err := New(Options{ConfigPath: tg.opts.ConfigPath, Now: tg.clock.Now, AuditOut: io.Discard, Transport: tg.upstream.Client().Transport})
 	if err != nil {
 		t.Fatal(err)

@@ -97,7 +97,10 @@ func startGateway(dir string, upstream *httptest.Server, rps float64) (string, f
 	path := filepath.Join(dir, gw.FileName)
 	_ = os.WriteFile(path, data, 0o600)
 	audit, _ := os.Create(filepath.Join(dir, "audit.jsonl"))
-	g, err := gateway.New(gateway.Options{ConfigPath: path, AuditOut: audit, Transport: upstream.Client().Transport,
+	// The same keep-alive pool size as nginx's upstream block below.
+	transport := upstream.Client().Transport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 256
+	g, err := gateway.New(gateway.Options{ConfigPath: path, AuditOut: audit, Transport: transport,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
