@@ -237,7 +237,8 @@ func nextMonth(now time.Time) time.Time {
 	return time.Date(y, m+1, 1, 0, 0, 0, 0, time.UTC)
 }
 
-// Add records the cost of a call and persists the new totals before returning. The
+// Add records the cost of a call and, unless write-behind is on, persists the new
+// totals before returning. The
 // spend counts in memory even when persisting fails (the error says so): the money is
 // spent either way, and forgetting it would under-count. Writes are serialised by the
 // tracker's lock so the file never goes back to an older total.

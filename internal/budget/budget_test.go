@@ -473,3 +473,29 @@ func TestConcurrentAdd(t *testing.T) {
 		t.Fatalf("persisted %s, want %s: a write went back to an older total", day, want)
 	}
 }
+
+func TestWriteBehindPersistsOnFlushOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "budget.json")
+	now := func() time.Time { return time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC) }
+	tr, err := Open(path, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.EnableWriteBehind()
+	if err := tr.Add(1_500_000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("write-behind wrote before Flush: %v", err)
+	}
+	if err := tr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(path, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if day, month := again.Spent(); day != 1_500_000 || month != 1_500_000 {
+		t.Errorf("after flush and reopen: day %s month %s", day, month)
+	}
+}

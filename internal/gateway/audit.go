@@ -15,10 +15,10 @@ type auditRecord struct {
 	Namespace   string    `json:"namespace"`
 	Pod         string    `json:"pod,omitempty"`
 	RequestID   string    `json:"requestId"`
-	Route       string    `json:"route"`             // model | integration
-	Target      string    `json:"target"`            // provider/model or integration name
+	Route       string    `json:"route"`              // model | integration
+	Target      string    `json:"target"`             // provider/model or integration name
 	Upstream    string    `json:"upstream,omitempty"` // the upstream that answered, after failover
-	Decision    string    `json:"decision"`          // allowed | denied | failed
+	Decision    string    `json:"decision"`           // allowed | denied | failed
 	Reason      string    `json:"reason,omitempty"`
 	Status      int       `json:"status"`
 	LatencyMs   float64   `json:"latencyMs"`

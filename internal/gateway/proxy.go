@@ -99,7 +99,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	c.release = g.concurrency.Release
 	if d := g.budget.Check(); !d.Allowed {
 		g.metrics.budgetExceeded.Set(1)
-		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, untilNextUTCDay(g.opts.Now()))
+		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
 		return
 	} else if d.Alert || d.Exceeded {
 		c.rec.BudgetAlert = true
@@ -234,7 +234,7 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model) {
 func (c *call) account(u usage, m gw.Model) {
 	c.rec.InputTokens, c.rec.OutputToks = u.Input, u.Output
 	if u.Input+u.Output > 0 {
-		c.g.tokens.AllowN(float64(u.Input + u.Output))
+		c.g.tokens.Charge(float64(u.Input + u.Output))
 		c.g.metrics.tokens.WithLabelValues("input").Add(float64(u.Input))
 		c.g.metrics.tokens.WithLabelValues("output").Add(float64(u.Output))
 	}
@@ -535,10 +535,4 @@ func host(endpoint string) string {
 		return "upstream"
 	}
 	return u.Host
-}
-
-func untilNextUTCDay(now time.Time) time.Duration {
-	n := now.UTC()
-	next := time.Date(n.Year(), n.Month(), n.Day()+1, 0, 0, 0, 0, time.UTC)
-	return next.Sub(n)
 }

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
 )
 
 // FileName is the key of the gateway configuration in its ConfigMap and the file name
@@ -203,8 +205,8 @@ func (c *Config) Validate() error {
 		}
 		if m.Pricing != nil {
 			for name, v := range map[string]string{"inputPerMillionTokens": m.Pricing.InputPerMillionTokens, "outputPerMillionTokens": m.Pricing.OutputPerMillionTokens} {
-				if _, ok := new(big.Rat).SetString(v); !ok {
-					add("models[%d].pricing.%s: %q is not a decimal", i, name, v)
+				if _, err := budget.ParseMicros(v); err != nil {
+					add("models[%d].pricing.%s: %v", i, name, err)
 				}
 			}
 		}
@@ -230,9 +232,8 @@ func (c *Config) Validate() error {
 			if v == "" {
 				continue
 			}
-			r, ok := new(big.Rat).SetString(v)
-			if !ok || r.Sign() <= 0 {
-				add("budget.%s: %q must be a positive decimal", name, v)
+			if m, err := budget.ParseMicros(v); err != nil || m <= 0 {
+				add("budget.%s: %q must be a positive decimal with at most 6 decimals", name, v)
 			}
 		}
 		if c.Budget.OnExceeded != "Block" && c.Budget.OnExceeded != "AlertOnly" {

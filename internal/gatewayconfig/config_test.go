@@ -1,0 +1,85 @@
+package gatewayconfig
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func validConfig() *Config {
+	return &Config{
+		Version: ContentsVersion, VoiceAgent: "a", Namespace: "n", Replicas: 1,
+		Listen:  Listen{Proxy: "127.0.0.1:15001", Admin: ":15020"},
+		Models:  []Model{{Provider: "openai", Name: "m", Endpoint: "https://api.openai.com/v1", Timeout: Duration{time.Second}, CredentialFile: "/k"}},
+		Breaker: Breaker{FailureThreshold: 1, OpenDuration: Duration{time.Second}},
+		Audit:   Audit{FailurePolicy: "FailClosed"},
+	}
+}
+
+func TestValidateNamesTheField(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"proxy not loopback", func(c *Config) { c.Listen.Proxy = "0.0.0.0:15001" }, "listen.proxy"},
+		{"no model", func(c *Config) { c.Models = nil }, "models: at least one"},
+		{"http endpoint", func(c *Config) { c.Models[0].Endpoint = "http://x" }, "models[0].endpoint"},
+		{"pricing exponent", func(c *Config) { c.Models[0].Pricing = &Pricing{InputPerMillionTokens: "1e2", OutputPerMillionTokens: "1"} }, "models[0].pricing.inputPerMillionTokens"},
+		{"budget seven decimals", func(c *Config) { c.Budget = &Budget{Daily: "0.1234567", OnExceeded: "Block"} }, "budget.daily"},
+		{"budget zero", func(c *Config) { c.Budget = &Budget{Monthly: "0", OnExceeded: "Block"} }, "budget.monthly"},
+		{"bad action", func(c *Config) { c.Budget = &Budget{Daily: "1", OnExceeded: "Warn"} }, "budget.onExceeded"},
+		{"duplicate integration", func(c *Config) {
+			c.Integrations = []HTTPIntegration{{Name: "a", Endpoint: "https://a"}, {Name: "a", Endpoint: "https://b"}}
+		}, "integrations[1].name"},
+		{"header auth without name", func(c *Config) { c.Integrations = []HTTPIntegration{{Name: "a", Endpoint: "https://a", AuthType: "header"}} }, "integrations[0].headerName"},
+		{"bad failure policy", func(c *Config) { c.Audit.FailurePolicy = "Ignore" }, "audit.failurePolicy"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			tt.mutate(c)
+			err := c.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("valid config refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one naming %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRoundTripAndUnknownFields(t *testing.T) {
+	data, err := validConfig().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(data); err != nil {
+		t.Fatalf("round trip: %v", err)
+	}
+	bad := strings.Replace(string(data), `"version": 1,`, `"version": 1, "futureControl": true,`, 1)
+	if _, err := Parse([]byte(bad)); err == nil || !strings.Contains(err.Error(), "futureControl") {
+		t.Errorf("unknown field accepted: %v", err)
+	}
+}
+
+func TestShare(t *testing.T) {
+	tests := []struct {
+		total    string
+		replicas int32
+		want     string
+	}{
+		{"50.00", 1, "50.000000"}, {"50.00", 2, "25.000000"}, {"50", 3, "16.666666"}, {"1", 0, "1.000000"}, {"0.000001", 2, "0.000000"},
+	}
+	for _, tt := range tests {
+		got, err := Share(tt.total, tt.replicas)
+		if err != nil || got != tt.want {
+			t.Errorf("Share(%s, %d) = %s, %v; want %s", tt.total, tt.replicas, got, err, tt.want)
+		}
+	}
+}
