@@ -32,9 +32,14 @@ fmt: ## go fmt.
 vet: ## go vet.
 	$(GO) vet ./...
 
+.PHONY: api-docs
+api-docs: ## Generate docs/api-reference.md from the CRDs in config/crd/bases.
+	$(GO) run ./hack/apidocs -crds config/crd/bases -out docs/api-reference.md
+
 .PHONY: verify-generated
-verify-generated: manifests generate ## Fail when generated files are stale.
-	@git diff --exit-code -- config/crd config/rbac api || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+verify-generated: manifests generate ## Fail when generated files (CRDs, RBAC, deep-copy, API reference) are stale.
+	@$(MAKE) --no-print-directory api-docs
+	@git diff --exit-code -- config/crd config/rbac api docs/api-reference.md || { echo "generated files are stale: run 'make manifests generate api-docs' and commit"; exit 1; }
 
 .PHONY: controlplane
 controlplane: ## Build etcd and kube-apiserver for envtest into bin/ (once).
