@@ -1,0 +1,268 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+var testKey = []byte("queue-test-key-0123456789")
+
+// openLog opens a Log in dir with fast retries and an HMAC signer; checkpoints come
+// from CheckpointEvery and Close only, so tests are deterministic.
+func openLog(t *testing.T, dir string, mutate func(*Options), sinks ...NamedSink) *Log {
+	t.Helper()
+	opts := Options{
+		Dir: dir, Pod: "support-line-0", Signer: NewHMACSigner(writeFile(t, t.TempDir(), "key", testKey)),
+		CheckpointEvery: 5, CheckpointInterval: -1, BackoffBase: time.Millisecond, BackoffMax: 20 * time.Millisecond,
+		Logger: quietLogger(),
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	l, err := Open(opts, sinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func appendN(t *testing.T, l *Log, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		if _, err := l.Append([]byte(fmt.Sprintf(`{"requestId":"req-%d"}`, i)), false); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+}
+
+func shutdown(t *testing.T, l *Log) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func verifyStream(t *testing.T, stream []byte, wantRecords uint64) *Report {
+	t.Helper()
+	rep, err := Verify(bytes.NewReader(stream), VerifyOptions{HMACKey: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || rep.Records != wantRecords {
+		t.Fatalf("want %d records verified, got %s", wantRecords, rep)
+	}
+	return rep
+}
+
+func TestRestartContinuesTheChain(t *testing.T) {
+	dir := t.TempDir()
+	sink := &memSink{}
+	l := openLog(t, dir, nil, NamedSink{"mem", sink})
+	appendN(t, l, 0, 12)
+	inst := l.Instance()
+	shutdown(t, l)
+
+	l = openLog(t, dir, func(o *Options) { o.Pod = "renamed-pod" }, NamedSink{"mem", sink})
+	if l.Instance() != inst {
+		t.Fatalf("instance %q after restart, want %q", l.Instance(), inst)
+	}
+	appendN(t, l, 12, 4)
+	shutdown(t, l)
+	rep := verifyStream(t, sink.stream(), 16)
+	if len(rep.Instances) != 1 || rep.Duplicates != 0 {
+		t.Fatalf("%+v", rep)
+	}
+}
+
+// The process dies with records queued for a sink that is down, in the middle of
+// writing a record; the next process drains the backlog and the chain stays intact.
+func TestKilledWithBacklogDrainsAfterReopen(t *testing.T) {
+	dir := t.TempDir()
+	sink := &memSink{}
+	sink.down.Store(true)
+	l := openLog(t, dir, nil, NamedSink{"mem", sink})
+	appendN(t, l, 0, 23)
+	waitFor(t, "delivery attempts while the sink is down", func() bool { return sink.calls.Load() >= 2 })
+	l.stop() // killed: no final checkpoint, nothing drained
+	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.jsonl"))
+	f, err := os.OpenFile(segs[len(segs)-1], os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString(`{"seq":28,"instance":"torn`) // a write cut short by the kill
+	f.Close()
+
+	sink.down.Store(false)
+	l = openLog(t, dir, nil, NamedSink{"mem", sink})
+	if st := l.Status(); st.Seq != 27 { // 23 records and 4 checkpoints survived
+		t.Fatalf("head after reopen: %+v", st)
+	}
+	appendN(t, l, 23, 3)
+	shutdown(t, l)
+	verifyStream(t, dedupBySeq(t, sink.stream()), 26)
+}
+
+// The receiver got a batch but the process died before the cursor was saved: the
+// batch comes again, and a receiver that deduplicates by seq has every record once.
+func TestRedeliveryAfterLostCursor(t *testing.T) {
+	dir := t.TempDir()
+	sink := &memSink{}
+	l := openLog(t, dir, nil, NamedSink{"mem", sink})
+	appendN(t, l, 0, 8)
+	waitFor(t, "delivery", func() bool { return l.Status().Sinks[0].Backlog == 0 })
+	l.stop()
+	if err := os.Remove(filepath.Join(dir, "cursor-mem")); err != nil {
+		t.Fatal(err)
+	}
+	l = openLog(t, dir, nil, NamedSink{"mem", sink})
+	appendN(t, l, 8, 2)
+	shutdown(t, l)
+	rep, _ := Verify(bytes.NewReader(sink.stream()), VerifyOptions{HMACKey: testKey})
+	if !rep.OK || rep.Duplicates == 0 {
+		t.Fatalf("redelivered stream: %s", rep)
+	}
+	verifyStream(t, dedupBySeq(t, sink.stream()), 10)
+}
+
+func TestQueueBoundsReservationsAndDrops(t *testing.T) {
+	tests := []struct {
+		name string
+		opts func(*Options)
+	}{
+		{"records", func(o *Options) { o.MaxRecords = 6 }},
+		{"bytes", func(o *Options) { o.MaxBytes = 6 * 250 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sink := &memSink{}
+			sink.down.Store(true)
+			m := NewMetrics(nil)
+			l := openLog(t, t.TempDir(), func(o *Options) { tt.opts(o); o.CheckpointEvery = 1000; o.Metrics = m }, NamedSink{"mem", sink})
+			defer l.Close()
+			// Two calls admitted up front keep their room however full it gets.
+			for i := 0; i < 2; i++ {
+				if err := l.Reserve(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var kept int
+			for i := 0; i < 10; i++ {
+				_, err := l.Append([]byte(`{"requestId":"req-0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"}`), false)
+				if errors.Is(err, ErrQueueFull) {
+					break
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				kept++
+			}
+			if kept == 0 || kept > 4 {
+				t.Fatalf("kept %d unreserved records next to 2 reservations", kept)
+			}
+			if !l.Full() || l.Reserve() == nil {
+				t.Fatal("a full queue takes a reservation")
+			}
+			for i := 0; i < 2; i++ {
+				if _, err := l.Append([]byte(`{"reserved":true}`), true); err != nil {
+					t.Fatalf("reserved append refused: %v", err)
+				}
+			}
+			_, _ = l.Append([]byte(`{"x":1}`), false)
+			dropped := uint64(2) // the one that found it full above, and this one
+			if st := l.Status(); st.Dropped != dropped || counterValue(m.Dropped) != float64(dropped) {
+				t.Fatalf("dropped %d (metric %v), want %d", st.Dropped, counterValue(m.Dropped), dropped)
+			}
+
+			sink.down.Store(false)
+			waitFor(t, "the backlog to drain", func() bool { return !l.Full() })
+			if _, err := l.Append([]byte(`{"after":"recovery"}`), false); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "delivery", func() bool { return l.Status().Sinks[0].Backlog == 0 })
+			rep := verifyStream(t, sink.stream(), uint64(kept+3))
+			if rep.Dropped != dropped {
+				t.Fatalf("the stream declares %d dropped, want %d", rep.Dropped, dropped)
+			}
+			// Each drop is declared by the next record kept after it.
+			for _, want := range []string{`"droppedBefore":1,"payload":{"reserved":true}`, `"droppedBefore":1,"payload":{"after":"recovery"}`} {
+				if !bytes.Contains(sink.stream(), []byte(want)) {
+					t.Fatalf("no record with %s:\n%s", want, sink.stream())
+				}
+			}
+		})
+	}
+}
+
+func TestSegmentsRotateAndDeliveredOnesAreDeleted(t *testing.T) {
+	dir := t.TempDir()
+	sink := &memSink{}
+	l := openLog(t, dir, func(o *Options) { o.SegmentBytes = 1024; o.BatchRecords = 3 }, NamedSink{"mem", sink})
+	appendN(t, l, 0, 60)
+	waitFor(t, "delivery", func() bool { return l.Status().Sinks[0].Backlog == 0 })
+	if segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.jsonl")); len(segs) != 1 {
+		t.Fatalf("%d segments left after everything was delivered", len(segs))
+	}
+	shutdown(t, l)
+	verifyStream(t, sink.stream(), 60)
+}
+
+func TestConcurrentAppendsShareFsyncs(t *testing.T) {
+	sink := &memSink{}
+	l := openLog(t, t.TempDir(), func(o *Options) { o.CheckpointEvery = 64 }, NamedSink{"mem", sink})
+	var wg sync.WaitGroup
+	seqs := make(chan uint64, 400)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				seq, err := l.Append([]byte(`{"g":1}`), false)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				seqs <- seq
+			}
+		}()
+	}
+	wg.Wait()
+	close(seqs)
+	seen := map[uint64]bool{}
+	for s := range seqs {
+		if seen[s] {
+			t.Fatalf("seq %d returned twice", s)
+		}
+		seen[s] = true
+	}
+	shutdown(t, l)
+	verifyStream(t, sink.stream(), 400)
+}
+
+func TestQueueDirHasOneOwner(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, nil)
+	defer l.Close()
+	if _, err := Open(Options{Dir: dir, Logger: quietLogger()}, nil); err == nil {
+		t.Fatal("a second Log opened the same queue")
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
+}
