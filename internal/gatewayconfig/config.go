@@ -123,6 +123,19 @@ type Audit struct {
 	RecordContent bool   `json:"recordContent"`
 	QueueDir      string `json:"queueDir"`
 	Sinks         []Sink `json:"sinks,omitempty"`
+
+	// CheckpointKeyFile signs the chain's checkpoints; CheckpointKeyType is
+	// HMAC-SHA256 (the default) or Ed25519. Without a key, checkpoints are unsigned.
+	CheckpointKeyFile string `json:"checkpointKeyFile,omitempty"`
+	CheckpointKeyType string `json:"checkpointKeyType,omitempty"`
+	// CheckpointEvery (records) and CheckpointInterval; zero means the defaults
+	// (1000 records, 30s).
+	CheckpointEvery    int      `json:"checkpointEvery,omitempty"`
+	CheckpointInterval Duration `json:"checkpointInterval,omitzero"`
+	// MaxQueueBytes and MaxQueueRecords bound the undelivered backlog; zero means the
+	// defaults (256 MiB, 1,000,000 records).
+	MaxQueueBytes   int64 `json:"maxQueueBytes,omitempty"`
+	MaxQueueRecords int   `json:"maxQueueRecords,omitempty"`
 }
 
 // Sink is one audit destination.
@@ -133,6 +146,8 @@ type Sink struct {
 	Address         string `json:"address,omitempty"`
 	BearerTokenFile string `json:"bearerTokenFile,omitempty"`
 	SigningKeyFile  string `json:"signingKeyFile,omitempty"`
+	// CAFile is trusted in addition to the system roots (a private SIEM CA).
+	CAFile string `json:"caFile,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string.
@@ -245,6 +260,24 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.FailurePolicy != "FailClosed" && c.Audit.FailurePolicy != "FailOpen" {
 		add("audit.failurePolicy: %q must be FailClosed or FailOpen", c.Audit.FailurePolicy)
+	}
+	switch c.Audit.CheckpointKeyType {
+	case "", "HMAC-SHA256", "Ed25519":
+	default:
+		add("audit.checkpointKeyType: %q must be HMAC-SHA256 or Ed25519", c.Audit.CheckpointKeyType)
+	}
+	if c.Audit.CheckpointEvery < 0 || c.Audit.CheckpointInterval.Duration < 0 || c.Audit.MaxQueueBytes < 0 || c.Audit.MaxQueueRecords < 0 {
+		add("audit: checkpoint and queue bounds must not be negative")
+	}
+	sinks := map[string]bool{}
+	for i, s := range c.Audit.Sinks {
+		if s.Name == "" || sinks[s.Name] {
+			add("audit.sinks[%d].name: %q must be set and unique", i, s.Name)
+		}
+		sinks[s.Name] = true
+		if s.Type != "webhook" && s.Type != "syslog" && s.Type != "stdout" {
+			add("audit.sinks[%d].type: %q must be webhook, syslog or stdout", i, s.Type)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -35,6 +35,10 @@ func TestValidateNamesTheField(t *testing.T) {
 		}, "integrations[1].name"},
 		{"header auth without name", func(c *Config) { c.Integrations = []HTTPIntegration{{Name: "a", Endpoint: "https://a", AuthType: "header"}} }, "integrations[0].headerName"},
 		{"bad failure policy", func(c *Config) { c.Audit.FailurePolicy = "Ignore" }, "audit.failurePolicy"},
+		{"bad checkpoint key type", func(c *Config) { c.Audit.CheckpointKeyType = "RSA" }, "audit.checkpointKeyType"},
+		{"negative queue bound", func(c *Config) { c.Audit.MaxQueueRecords = -1 }, "audit: checkpoint and queue bounds"},
+		{"duplicate sink", func(c *Config) { c.Audit.Sinks = []Sink{{Name: "a", Type: "stdout"}, {Name: "a", Type: "stdout"}} }, "audit.sinks[1].name"},
+		{"unknown sink type", func(c *Config) { c.Audit.Sinks = []Sink{{Name: "a", Type: "kafka"}} }, "audit.sinks[0].type"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,6 +84,19 @@ func TestShare(t *testing.T) {
 		got, err := Share(tt.total, tt.replicas)
 		if err != nil || got != tt.want {
 			t.Errorf("Share(%s, %d) = %s, %v; want %s", tt.total, tt.replicas, got, err, tt.want)
+		}
+	}
+}
+
+// Configurations rendered before the audit queue settings existed stay byte-identical.
+func TestUnsetAuditSettingsAreOmitted(t *testing.T) {
+	data, err := validConfig().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{"checkpoint", "maxQueue", "caFile"} {
+		if strings.Contains(string(data), field) {
+			t.Errorf("unset %s written:\n%s", field, data)
 		}
 	}
 }
