@@ -4,6 +4,8 @@ LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 CONTROLPLANE_DIR ?= $(LOCALBIN)/controlplane
+HELM ?= $(LOCALBIN)/helm
+CHART_DIR ?= charts/voiceagent-operator
 GO ?= go
 TEST_TIMEOUT ?= 20m
 
@@ -36,10 +38,26 @@ vet: ## go vet.
 api-docs: ## Generate docs/api-reference.md from the CRDs in config/crd/bases.
 	$(GO) run ./hack/apidocs -crds config/crd/bases -out docs/api-reference.md
 
+.PHONY: chart-crds
+chart-crds: ## Copy config/crd/bases into the Helm chart's crds/ (byte-identical copies).
+	rm -f $(CHART_DIR)/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART_DIR)/crds/
+
+.PHONY: chart-files
+chart-files: ## Copy the generated RBAC roles and the Prometheus alerts into the chart's files/.
+	cp config/rbac/role.yaml $(CHART_DIR)/files/rbac-role.yaml
+	cp config/rbac/leader_election_role.yaml $(CHART_DIR)/files/leader-election-role.yaml
+	cp config/prometheus/rules.yaml $(CHART_DIR)/files/prometheus-rules.yaml
+
+.PHONY: chart-lint
+chart-lint: helm ## helm lint --strict the chart.
+	$(HELM) lint --strict $(CHART_DIR)
+
 .PHONY: verify-generated
-verify-generated: manifests generate ## Fail when generated files (CRDs, RBAC, deep-copy, API reference) are stale.
-	@$(MAKE) --no-print-directory api-docs
-	@git diff --exit-code -- config/crd config/rbac api docs/api-reference.md || { echo "generated files are stale: run 'make manifests generate api-docs' and commit"; exit 1; }
+verify-generated: manifests generate ## Fail when generated files (CRDs, RBAC, deep-copy, API reference, the chart's copies) are stale.
+	@$(MAKE) --no-print-directory api-docs chart-crds chart-files
+	@git diff --exit-code -- config/crd config/rbac api docs/api-reference.md $(CHART_DIR)/crds $(CHART_DIR)/files || { echo "generated files are stale: run 'make manifests generate api-docs chart-crds chart-files' and commit"; exit 1; }
+	@untracked="$$(git ls-files --others --exclude-standard -- $(CHART_DIR)/crds $(CHART_DIR)/files)"; [ -z "$$untracked" ] || { echo "chart copies not committed: $$untracked"; exit 1; }
 
 .PHONY: controlplane
 controlplane: ## Build etcd and kube-apiserver for envtest into bin/ (once).
@@ -49,9 +67,14 @@ controlplane: ## Build etcd and kube-apiserver for envtest into bin/ (once).
 thirdparty-crds: ## Copy the real CRDs of cert-manager and External Secrets into bin/crds.
 	hack/thirdparty-crds.sh
 
+.PHONY: helm
+helm: ## Build the helm CLI for the chart tests into bin/ (once).
+	hack/build-helm.sh
+
 .PHONY: test
-test: controlplane thirdparty-crds vet ## Unit and envtest integration tests against a real API server.
+test: controlplane thirdparty-crds helm vet ## Unit and envtest integration tests against a real API server, chart and alert tests.
 	KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
+	cd test/promrules && $(GO) vet ./... && $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
 
 .PHONY: test-e2e
 test-e2e: ## End-to-end tests on a kwok cluster with the real ESO and cert-manager controllers.
@@ -80,7 +103,7 @@ build: ## Build the one binary (manager, gateway, audit).
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster of $KUBECONFIG.
-	$(GO) run ./cmd/voiceagent-operator manager
+	$(GO) run ./cmd/voiceagent-operator manager --gateway-image $(IMG)
 
 .PHONY: docker-build
 docker-build: ## Build the image (needs a Docker engine).

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 )
@@ -151,4 +152,27 @@ func setReadyStatus(t *testing.T, u *unstructured.Unstructured, extra map[string
 		u.Object["status"] = status
 		return k8s.Status().Update(ctx, u)
 	})
+}
+
+// counterValue reads one series of a counter from controller-runtime's metrics registry,
+// which the manager serves on /metrics; 0 when the series does not exist yet.
+func counterValue(t *testing.T, name, label, value string) float64 {
+	t.Helper()
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

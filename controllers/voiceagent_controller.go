@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -130,25 +131,74 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 	if obs.certManagerInstalled && ch.Certificate != nil {
 		core = append(core, ch.Certificate)
 	}
+	// The spec is unchanged since the last reconcile that reported on it: any child we
+	// have to write now was edited or deleted by someone else.
+	specUnchanged := va.Status.ObservedGeneration == va.Generation
+	var changed []string
 	for _, obj := range core {
 		res, err := applyChild(ctx, r.Client, obj)
 		if err != nil {
 			return err
 		}
-		r.recordApply(va, obj, res)
+		if res != applyUnchanged {
+			changed = append(changed, obj.GetObjectKind().GroupVersionKind().Kind+"/"+obj.GetName())
+		}
+		drift := specUnchanged
+		if d, ok := obj.(*appsv1.Deployment); ok && res == applyUpdated && restartHashChanged(obs, d) {
+			drift = false // a mounted Secret rotated: rolling the pods is the design, not drift
+		}
+		r.recordApply(va, obj, res, drift)
+	}
+	if !specUnchanged && len(changed) > 0 {
+		r.recordSpecChange(ctx, va, changed)
 	}
 	return r.pruneStale(ctx, va, obs, ch)
 }
 
-func (r *VoiceAgentReconciler) recordApply(va *v1alpha1.VoiceAgent, obj client.Object, res applyResult) {
+// restartHashChanged says whether the Deployment's pods roll because a Secret mounted
+// into the agent changed, rather than because someone edited the Deployment.
+func restartHashChanged(obs *observed, desired *appsv1.Deployment) bool {
+	return obs.deploymentRestartHash != "" &&
+		obs.deploymentRestartHash != desired.Spec.Template.Annotations[render.AnnotationRestartHash]
+}
+
+func (r *VoiceAgentReconciler) recordApply(va *v1alpha1.VoiceAgent, obj client.Object, res applyResult, specUnchanged bool) {
 	kind := obj.GetObjectKind().GroupVersionKind().Kind
 	switch res {
 	case applyCreated:
+		childrenApplied.WithLabelValues(kind, "created").Inc()
+		if specUnchanged && va.Status.ObservedGeneration > 0 {
+			driftCorrections.WithLabelValues(kind).Inc()
+			r.event(va, corev1.EventTypeWarning, "DriftCorrected", "Create",
+				"Re-created %s %s: it was deleted by hand while the spec did not change", kind, obj.GetName())
+			return
+		}
 		r.event(va, corev1.EventTypeNormal, "Created", "Create", "Created %s %s", kind, obj.GetName())
 	case applyUpdated:
-		r.event(va, corev1.EventTypeNormal, "Updated", "Update",
-			"Applied %s %s: it differed from the spec (a spec change or a manual edit, now reverted)", kind, obj.GetName())
+		childrenApplied.WithLabelValues(kind, "updated").Inc()
+		if specUnchanged {
+			driftCorrections.WithLabelValues(kind).Inc()
+			r.event(va, corev1.EventTypeWarning, "DriftCorrected", "Update",
+				"Reverted a manual edit of %s %s: it differed from the spec, which did not change", kind, obj.GetName())
+			return
+		}
+		r.event(va, corev1.EventTypeNormal, "Updated", "Update", "Applied %s %s for the new spec", kind, obj.GetName())
 	}
+}
+
+// recordSpecChange is the operator's own audit record of a change it made because the
+// spec changed: which generation, which children, and who changed the spec, taken from
+// managedFields. It goes out as an Event and as a structured log line.
+func (r *VoiceAgentReconciler) recordSpecChange(ctx context.Context, va *v1alpha1.VoiceAgent, children []string) {
+	managers := specManagers(va.ManagedFields)
+	log.FromContext(ctx).Info("audit: applied a spec change",
+		"audit", true, "generation", va.Generation, "children", children, "specManagers", managers)
+	who := "an unknown field manager"
+	if len(managers) > 0 {
+		who = strings.Join(managers, ", ")
+	}
+	r.event(va, corev1.EventTypeNormal, "SpecChangeApplied", "Apply",
+		"Generation %d (spec last changed by %s): applied %s", va.Generation, who, strings.Join(children, ", "))
 }
 
 func (r *VoiceAgentReconciler) event(va *v1alpha1.VoiceAgent, typ, reason, action, format string, args ...any) {
@@ -242,6 +292,7 @@ func (r *VoiceAgentReconciler) writeStatus(ctx context.Context, va *v1alpha1.Voi
 // SetupWithManager registers the controller, its watches and field indexes.
 func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	ctx := context.Background()
+	registerMetrics(mgr.GetClient())
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &v1alpha1.VoiceAgent{}, indexSecrets, func(o client.Object) []string {
 		return referencedSecrets(o.(*v1alpha1.VoiceAgent))

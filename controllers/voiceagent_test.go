@@ -158,6 +158,18 @@ func TestDriftIsReverted(t *testing.T) {
 	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drift"}}
 	eventually(t, waitFor, exists(dep))
 	eventually(t, waitFor, exists(np))
+	// Drift is what changes while the spec does not: wait until status has caught up.
+	eventually(t, waitFor, func() error {
+		va := &v1alpha1.VoiceAgent{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "drift"}, va); err != nil {
+			return err
+		}
+		if va.Status.ObservedGeneration != va.Generation {
+			return fmt.Errorf("observedGeneration %d, generation %d", va.Status.ObservedGeneration, va.Generation)
+		}
+		return nil
+	})
+	npDriftBefore := counterValue(t, "voiceagent_operator_drift_corrections_total", "kind", "NetworkPolicy")
 
 	// Someone loosens the gateway's security context and removes the NetworkPolicy.
 	patch := client.MergeFrom(dep.DeepCopy())
@@ -179,6 +191,28 @@ func TestDriftIsReverted(t *testing.T) {
 		return nil
 	})
 	eventually(t, waitFor, exists(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drift"}}))
+
+	// Both corrections are reported as drift, as Events and in the metric.
+	eventually(t, waitFor, func() error {
+		evs := &eventsv1.EventList{}
+		if err := k8s.List(ctx, evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		var notes []string
+		for _, e := range evs.Items {
+			if e.Reason == "DriftCorrected" {
+				notes = append(notes, e.Note)
+			}
+		}
+		all := strings.Join(notes, "\n")
+		if !strings.Contains(all, "Deployment drift") || !strings.Contains(all, "NetworkPolicy drift") {
+			return fmt.Errorf("DriftCorrected events so far: %q", notes)
+		}
+		return nil
+	})
+	if got := counterValue(t, "voiceagent_operator_drift_corrections_total", "kind", "NetworkPolicy"); got < npDriftBefore+1 {
+		t.Errorf("drift corrections for NetworkPolicy: %v, want at least %v", got, npDriftBefore+1)
+	}
 }
 
 func TestRemovedFeaturesDeleteTheirChildren(t *testing.T) {

@@ -9,6 +9,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${root}/bin"
+# shellcheck source=versions.env
+source "${root}/hack/versions.env"
 state="${DEMO_DIR:-${root}/.demo}"
 cluster="${DEMO_CLUSTER:-voiceagent-demo}"
 export KWOK_WORKDIR="${state}/kwok"

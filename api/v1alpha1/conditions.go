@@ -10,6 +10,12 @@ const (
 	ConditionAvailable        = "Available"
 )
 
+// ConditionTypes lists every condition a VoiceAgent reports, Ready first.
+var ConditionTypes = []string{
+	ConditionReady, ConditionCredentialsReady, ConditionCertificateReady,
+	ConditionNetworkIsolated, ConditionAuditReady, ConditionAvailable,
+}
+
 // Condition reasons. Each says what was observed; the message says what to do.
 const (
 	ReasonAllConditionsMet          = "AllConditionsMet"

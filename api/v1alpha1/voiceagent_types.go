@@ -86,7 +86,7 @@ type VoiceAgentSpec struct {
 
 // EnvVar is a plain setting of the agent container: the subset of a core EnvVar that
 // cannot carry a credential.
-// +kubebuilder:validation:XValidation:rule="!has(self.value) || self.value == '' || !self.name.matches('(?i)(key|token|secret|password|passwd|credentials?)$')",message="spec.env: a literal value for a credential-like name (ending in KEY, TOKEN, SECRET, PASSWORD, CREDENTIALS) is not allowed; move it to credentials (secretRef or externalSecret) so that only the gateway holds it"
+// +kubebuilder:validation:XValidation:rule="!has(self.value) || size(self.value) == 0 || !self.name.matches('(?i)(key|token|secret|password|passwd|credentials?)$')",message="spec.env: a literal value for a credential-like name (ending in KEY, TOKEN, SECRET, PASSWORD, CREDENTIALS) is not allowed; move it to credentials (secretRef or externalSecret) so that only the gateway holds it"
 // +kubebuilder:validation:XValidation:rule="!(has(self.value) && has(self.valueFrom))",message="spec.env: set value or valueFrom, not both"
 type EnvVar struct {
 	// Name of the variable.

@@ -1,0 +1,44 @@
+package controllers
+
+import (
+	"sort"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// specManagers names the field managers that own fields under spec, the most recent
+// change first: who changed what the operator just acted on. Our own manager never
+// owns spec (the operator does not write it), so it never shows here.
+func specManagers(entries []metav1.ManagedFieldsEntry) []string {
+	type owner struct {
+		name string
+		at   metav1.Time
+	}
+	var owners []owner
+	seen := map[string]bool{}
+	for _, e := range entries {
+		if e.Subresource != "" || e.FieldsV1 == nil || !strings.Contains(string(e.FieldsV1.Raw), `"f:spec"`) {
+			continue
+		}
+		name := e.Manager
+		if e.Operation == metav1.ManagedFieldsOperationApply {
+			name += " (apply)"
+		}
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		var at metav1.Time
+		if e.Time != nil {
+			at = *e.Time
+		}
+		owners = append(owners, owner{name, at})
+	}
+	sort.SliceStable(owners, func(i, j int) bool { return owners[j].at.Before(&owners[i].at) })
+	out := make([]string, len(owners))
+	for i, o := range owners {
+		out[i] = o.name
+	}
+	return out
+}
