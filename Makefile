@@ -19,8 +19,9 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen ## Generate CRDs and RBAC from the kubebuilder markers.
+manifests: controller-gen ## Generate CRDs and RBAC from the kubebuilder markers (and refresh the chart's copies).
 	$(CONTROLLER_GEN) rbac:roleName=voiceagent-operator crd paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@$(MAKE) --no-print-directory chart-crds chart-files
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.
@@ -55,8 +56,8 @@ chart-lint: helm ## helm lint --strict the chart.
 
 .PHONY: verify-generated
 verify-generated: manifests generate ## Fail when generated files (CRDs, RBAC, deep-copy, API reference, the chart's copies) are stale.
-	@$(MAKE) --no-print-directory api-docs chart-crds chart-files
-	@git diff --exit-code -- config/crd config/rbac api docs/api-reference.md $(CHART_DIR)/crds $(CHART_DIR)/files || { echo "generated files are stale: run 'make manifests generate api-docs chart-crds chart-files' and commit"; exit 1; }
+	@$(MAKE) --no-print-directory api-docs
+	@git diff --exit-code -- config/crd config/rbac api docs/api-reference.md $(CHART_DIR)/crds $(CHART_DIR)/files || { echo "generated files are stale: run 'make manifests generate api-docs' (manifests refreshes the chart's copies) and commit"; exit 1; }
 	@untracked="$$(git ls-files --others --exclude-standard -- $(CHART_DIR)/crds $(CHART_DIR)/files)"; [ -z "$$untracked" ] || { echo "chart copies not committed: $$untracked"; exit 1; }
 
 .PHONY: controlplane
