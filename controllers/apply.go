@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -19,8 +21,20 @@ type applyResult int
 const (
 	applyUnchanged applyResult = iota // the live object already had every field we own
 	applyCreated
-	applyUpdated // the live object differed (a spec change or drift) and was corrected
+	applyUpdated // what we want changed (the spec or an input such as a sink), applied
+	applyDrifted // we wanted the same as last time, but someone changed the live object
 )
+
+// annotationDesiredHash on every child is the SHA-256 of what the operator last applied.
+// When it still matches what we want but the live object differs, someone else changed
+// the object: that is drift, and is reported as such.
+const annotationDesiredHash = "voiceagent.dev/desired-hash"
+
+func desiredHash(u *unstructured.Unstructured) string {
+	b, _ := json.Marshal(normalise(u.Object))
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
+}
 
 // toUnstructured converts a typed object for server-side apply, dropping the fields a
 // typed Go struct always carries but that we must not claim ownership of.
@@ -54,6 +68,13 @@ func applyChild(ctx context.Context, c client.Client, desired client.Object) (ap
 	if err != nil {
 		return applyUnchanged, fmt.Errorf("convert %T: %w", desired, err)
 	}
+	hash := desiredHash(want)
+	ann := want.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[annotationDesiredHash] = hash
+	want.SetAnnotations(ann)
 	live := &unstructured.Unstructured{}
 	live.SetGroupVersionKind(want.GroupVersionKind())
 	err = c.Get(ctx, client.ObjectKeyFromObject(want), live)
@@ -68,7 +89,10 @@ func applyChild(ctx context.Context, c client.Client, desired client.Object) (ap
 		client.FieldOwner(render.FieldOwner), client.ForceOwnership); err != nil {
 		return applyUnchanged, fmt.Errorf("apply %s %s: %w", want.GetKind(), want.GetName(), err)
 	}
-	if exists {
+	switch {
+	case exists && live.GetAnnotations()[annotationDesiredHash] == hash:
+		return applyDrifted, nil
+	case exists:
 		return applyUpdated, nil
 	}
 	return applyCreated, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -24,6 +25,14 @@ import (
 // use it. Delivery itself is the gateway's job.
 type AuditSinkReconciler struct {
 	Client client.Client
+	// StatusReader reads the gateways' delivery summaries; nil: no delivery status.
+	StatusReader AuditStatusReader
+	// FailingAfter: DefaultDeliveryFailingAfter when zero.
+	FailingAfter time.Duration
+	// PollInterval: DefaultDeliveryPollInterval when zero.
+	PollInterval time.Duration
+	// Now: time.Now when nil.
+	Now func() time.Time
 
 	optional *optionalAPIs
 }
@@ -65,6 +74,28 @@ func (r *AuditSinkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	sink.Status.UsedBy = users
+	poll := false
+	if ready && len(users) > 0 && r.StatusReader != nil {
+		poll = true
+		reports, err := r.readDelivery(ctx, sink, users)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		now, failingAfter := time.Now(), r.FailingAfter
+		if r.Now != nil {
+			now = r.Now()
+		}
+		if failingAfter == 0 {
+			failingAfter = DefaultDeliveryFailingAfter
+		}
+		var failingPod, detail string
+		sink.Status.Delivery, failingPod, detail = summariseDelivery(sink.Name, reports, now, failingAfter)
+		if failingPod != "" {
+			ready, reason = false, v1alpha1.ReasonDeliveryFailing
+			msg = fmt.Sprintf("Gateway %s cannot deliver to this sink: %s (threshold %s). Check that the receiver is reachable and accepts the credentials; records stay queued until it does.",
+				failingPod, detail, failingAfter)
+		}
+	}
 	status := metav1.ConditionFalse
 	if ready {
 		status = metav1.ConditionTrue
@@ -73,13 +104,20 @@ func (r *AuditSinkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		Type: v1alpha1.ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: sink.Generation,
 	})
 	sink.Status.ObservedGeneration = sink.Generation
-	if equality.Semantic.DeepEqual(before, &sink.Status) {
-		if !ready && reason == v1alpha1.ReasonExternalSecretsNotInstall {
-			return ctrl.Result{RequeueAfter: RequeueWhileWaiting}, nil
+	result := ctrl.Result{}
+	switch {
+	case poll:
+		result.RequeueAfter = r.PollInterval
+		if result.RequeueAfter == 0 {
+			result.RequeueAfter = DefaultDeliveryPollInterval
 		}
-		return ctrl.Result{}, nil
+	case !ready && reason == v1alpha1.ReasonExternalSecretsNotInstall:
+		result.RequeueAfter = RequeueWhileWaiting
 	}
-	return ctrl.Result{}, r.Client.Status().Patch(ctx, sink, client.MergeFrom(beforeObj))
+	if equality.Semantic.DeepEqual(before, &sink.Status) {
+		return result, nil
+	}
+	return result, r.Client.Status().Patch(ctx, sink, client.MergeFrom(beforeObj))
 }
 
 func (r *AuditSinkReconciler) credentialsPresent(ctx context.Context, sink *v1alpha1.AuditSink, creds []render.Credential) (bool, string, string) {

@@ -176,3 +176,7 @@ func counterValue(t *testing.T, name, label, value string) float64 {
 	}
 	return 0
 }
+
+func findCondition(conds []metav1.Condition, typ string) *metav1.Condition {
+	return meta.FindStatusCondition(conds, typ)
+}

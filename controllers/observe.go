@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,9 +21,6 @@ type observed struct {
 	secrets              map[string]string
 	certManagerInstalled bool
 	esoInstalled         bool
-	// deploymentRestartHash is the live pod template's restart hash ("" when there is
-	// no Deployment yet), to tell a rotation roll from a manual edit.
-	deploymentRestartHash string
 }
 
 func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAgent) (*observed, error) {
@@ -49,13 +45,6 @@ func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAg
 	for _, s := range secrets.Items {
 		obs.secrets[s.Name] = s.ResourceVersion
 	}
-	dep := &appsv1.Deployment{}
-	switch err := r.Client.Get(ctx, client.ObjectKey{Namespace: va.Namespace, Name: va.Name}, dep); {
-	case err == nil:
-		obs.deploymentRestartHash = dep.Spec.Template.Annotations[render.AnnotationRestartHash]
-	case !isNotFound(err):
-		return nil, fmt.Errorf("get Deployment: %w", err)
-	}
 	var err error
 	if obs.certManagerInstalled, err = r.optional.installed(ctx, render.CertificateCRD, render.CertificateGVK); err != nil {
 		return nil, fmt.Errorf("discover cert-manager: %w", err)
@@ -68,7 +57,7 @@ func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAg
 
 var secretListGVK = corev1.SchemeGroupVersion.WithKind("SecretList")
 
-func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain string) render.Inputs {
+func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain, operatorNS string) render.Inputs {
 	versions := map[string]string{}
 	for _, name := range render.AgentSecrets(va, render.Credentials(va, obs.sinks)) {
 		versions[name] = obs.secrets[name]
@@ -78,5 +67,6 @@ func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain 
 		Sinks:               obs.sinks,
 		AgentSecretVersions: versions,
 		ClusterDomain:       clusterDomain,
+		OperatorNamespace:   operatorNS,
 	}
 }

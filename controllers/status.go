@@ -198,6 +198,9 @@ func auditCondition(va *v1alpha1.VoiceAgent, obs *observed) (bool, string, strin
 			strings.Join(obs.missingSinks, ", "), va.Namespace)
 	}
 	for _, s := range obs.sinks {
+		if c := meta.FindStatusCondition(s.Status.Conditions, v1alpha1.ConditionReady); c != nil && c.Reason == v1alpha1.ReasonDeliveryFailing {
+			return false, v1alpha1.ReasonSinkDeliveryFailing, fmt.Sprintf("AuditSink %s: %s", s.Name, c.Message)
+		}
 		if !meta.IsStatusConditionTrue(s.Status.Conditions, v1alpha1.ConditionReady) {
 			return false, v1alpha1.ReasonSinkNotReady, fmt.Sprintf("AuditSink %s is not Ready; see its status.", s.Name)
 		}

@@ -51,6 +51,8 @@ type VoiceAgentReconciler struct {
 	GatewayImage string
 	// ClusterDomain is the cluster's DNS suffix; "cluster.local" when empty.
 	ClusterDomain string
+	// OperatorNamespace, when set, is admitted to the gateways' admin port.
+	OperatorNamespace string
 
 	optional *optionalAPIs
 }
@@ -68,6 +70,7 @@ type VoiceAgentReconciler struct {
 // +kubebuilder:rbac:groups=external-secrets.io,resources=externalsecrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 
 // Reconcile brings va's children and status in line with its spec.
 func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -90,7 +93,7 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.ensureSessionKey(ctx, va, obs); err != nil {
 		return ctrl.Result{}, err
 	}
-	children, err := render.Render(va, obs.renderInputs(va, r.GatewayImage, r.ClusterDomain))
+	children, err := render.Render(va, obs.renderInputs(va, r.GatewayImage, r.ClusterDomain, r.OperatorNamespace))
 	if err != nil {
 		// The API server's validation lets nothing through that render rejects, short of a
 		// bug; say so in status rather than retrying forever.
@@ -131,59 +134,54 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 	if obs.certManagerInstalled && ch.Certificate != nil {
 		core = append(core, ch.Certificate)
 	}
-	// The spec is unchanged since the last reconcile that reported on it: any child we
-	// have to write now was edited or deleted by someone else.
-	specUnchanged := va.Status.ObservedGeneration == va.Generation
 	var changed []string
 	for _, obj := range core {
 		res, err := applyChild(ctx, r.Client, obj)
 		if err != nil {
 			return err
 		}
-		if res != applyUnchanged {
+		if res == applyCreated || res == applyUpdated {
 			changed = append(changed, obj.GetObjectKind().GroupVersionKind().Kind+"/"+obj.GetName())
 		}
-		drift := specUnchanged
-		if d, ok := obj.(*appsv1.Deployment); ok && res == applyUpdated && restartHashChanged(obs, d) {
-			drift = false // a mounted Secret rotated: rolling the pods is the design, not drift
-		}
-		r.recordApply(va, obj, res, drift)
+		r.recordApply(va, obj, res)
 	}
-	if !specUnchanged && len(changed) > 0 {
+	if len(changed) > 0 && va.Status.ObservedGeneration != va.Generation {
 		r.recordSpecChange(ctx, va, changed)
 	}
 	return r.pruneStale(ctx, va, obs, ch)
 }
 
-// restartHashChanged says whether the Deployment's pods roll because a Secret mounted
-// into the agent changed, rather than because someone edited the Deployment.
-func restartHashChanged(obs *observed, desired *appsv1.Deployment) bool {
-	return obs.deploymentRestartHash != "" &&
-		obs.deploymentRestartHash != desired.Spec.Template.Annotations[render.AnnotationRestartHash]
-}
-
-func (r *VoiceAgentReconciler) recordApply(va *v1alpha1.VoiceAgent, obj client.Object, res applyResult, specUnchanged bool) {
+func (r *VoiceAgentReconciler) recordApply(va *v1alpha1.VoiceAgent, obj client.Object, res applyResult) {
 	kind := obj.GetObjectKind().GroupVersionKind().Kind
 	switch res {
 	case applyCreated:
 		childrenApplied.WithLabelValues(kind, "created").Inc()
-		if specUnchanged && va.Status.ObservedGeneration > 0 {
+		// Children every VoiceAgent has from its first reconcile on: missing later means
+		// someone deleted one.
+		if va.Status.ObservedGeneration == va.Generation && alwaysWanted(kind) {
 			driftCorrections.WithLabelValues(kind).Inc()
 			r.event(va, corev1.EventTypeWarning, "DriftCorrected", "Create",
-				"Re-created %s %s: it was deleted by hand while the spec did not change", kind, obj.GetName())
+				"Re-created %s %s: it was deleted by hand", kind, obj.GetName())
 			return
 		}
 		r.event(va, corev1.EventTypeNormal, "Created", "Create", "Created %s %s", kind, obj.GetName())
 	case applyUpdated:
 		childrenApplied.WithLabelValues(kind, "updated").Inc()
-		if specUnchanged {
-			driftCorrections.WithLabelValues(kind).Inc()
-			r.event(va, corev1.EventTypeWarning, "DriftCorrected", "Update",
-				"Reverted a manual edit of %s %s: it differed from the spec, which did not change", kind, obj.GetName())
-			return
-		}
-		r.event(va, corev1.EventTypeNormal, "Updated", "Update", "Applied %s %s for the new spec", kind, obj.GetName())
+		r.event(va, corev1.EventTypeNormal, "Updated", "Update", "Applied %s %s: what the VoiceAgent wants changed", kind, obj.GetName())
+	case applyDrifted:
+		childrenApplied.WithLabelValues(kind, "updated").Inc()
+		driftCorrections.WithLabelValues(kind).Inc()
+		r.event(va, corev1.EventTypeWarning, "DriftCorrected", "Update",
+			"Reverted a manual edit of %s %s: it differed from what the operator last applied", kind, obj.GetName())
 	}
+}
+
+func alwaysWanted(kind string) bool {
+	switch kind {
+	case "ServiceAccount", "ConfigMap", "Service", "NetworkPolicy", "Deployment":
+		return true
+	}
+	return false
 }
 
 // recordSpecChange is the operator's own audit record of a change it made because the

@@ -76,6 +76,31 @@ type AuditSinkStatus struct {
 	// UsedBy lists the VoiceAgents that write to this sink.
 	// +optional
 	UsedBy []string `json:"usedBy,omitempty"`
+
+	// Delivery sums what the gateways of the VoiceAgents in usedBy report about their
+	// deliveries to this sink, read from each running gateway's admin port.
+	// +optional
+	Delivery *AuditDeliveryStatus `json:"delivery,omitempty"`
+}
+
+// AuditDeliveryStatus is the evidence an auditor reads that records reach the sink.
+type AuditDeliveryStatus struct {
+	// LastSuccessfulDelivery is the latest time any gateway delivered a batch.
+	// +optional
+	LastSuccessfulDelivery *metav1.Time `json:"lastSuccessfulDelivery,omitempty"`
+
+	// RecordsDelivered since each gateway started, summed over the reporting gateways.
+	RecordsDelivered int64 `json:"recordsDelivered"`
+
+	// Backlog is the number of records queued on disk and not yet delivered.
+	Backlog int64 `json:"backlog"`
+
+	// Dropped is the number of records that could not be kept (FailOpen with a full
+	// queue), summed over the reporting gateways.
+	Dropped int64 `json:"dropped"`
+
+	// ReportingGateways is how many running gateway pods answered.
+	ReportingGateways int32 `json:"reportingGateways"`
 }
 
 // AuditSink is a destination for VoiceAgent audit records.

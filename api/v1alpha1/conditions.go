@@ -19,6 +19,8 @@ var ConditionTypes = []string{
 // Condition reasons. Each says what was observed; the message says what to do.
 const (
 	ReasonAllConditionsMet          = "AllConditionsMet"
+	ReasonDeliveryFailing           = "DeliveryFailing"
+	ReasonSinkDeliveryFailing       = "SinkDeliveryFailing"
 	ReasonNotReady                  = "ConditionsNotMet"
 	ReasonCredentialsSynced         = "CredentialsSynced"
 	ReasonSecretNotFound            = "SecretNotFound"

@@ -3,6 +3,7 @@ package manager
 
 import (
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +34,14 @@ type Options struct {
 	LeaderElectionNS string
 	GatewayImage     string
 	ClusterDomain    string
+	// OperatorNamespace is where the operator runs (env POD_NAMESPACE); when set, the
+	// gateways' NetworkPolicies admit the operator to their admin port, and AuditSink
+	// status reports delivery read from there.
+	OperatorNamespace string
+	// AuditStatusReader reads a gateway's audit delivery summary; nil: over HTTP.
+	AuditStatusReader controllers.AuditStatusReader
+	// AuditPollInterval is how often delivery status is refreshed; 30s when zero.
+	AuditPollInterval time.Duration
 	// SkipNameValidation lets tests run two managers in one process.
 	SkipNameValidation bool
 }
@@ -61,7 +70,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	// does not grow with every ConfigMap and Deployment in the cluster.
 	ours := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.FieldOwner})
 	byObject := map[client.Object]cache.ByObject{}
-	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &corev1.ConfigMap{}, &corev1.Service{},
+	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &corev1.ConfigMap{}, &corev1.Service{}, &corev1.Pod{},
 		&appsv1.Deployment{}, &networkingv1.NetworkPolicy{}, &policyv1.PodDisruptionBudget{}} {
 		byObject[obj] = cache.ByObject{Label: ours}
 	}
@@ -80,16 +89,21 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
 	va := &controllers.VoiceAgentReconciler{
-		Client:        mgr.GetClient(),
-		Scheme:        mgr.GetScheme(),
-		Recorder:      mgr.GetEventRecorder("voiceagent-operator"),
-		GatewayImage:  opts.GatewayImage,
-		ClusterDomain: opts.ClusterDomain,
+		Client:            mgr.GetClient(),
+		Scheme:            mgr.GetScheme(),
+		Recorder:          mgr.GetEventRecorder("voiceagent-operator"),
+		GatewayImage:      opts.GatewayImage,
+		ClusterDomain:     opts.ClusterDomain,
+		OperatorNamespace: opts.OperatorNamespace,
 	}
 	if err := va.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up VoiceAgent controller: %w", err)
 	}
-	if err := (&controllers.AuditSinkReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	reader := opts.AuditStatusReader
+	if reader == nil {
+		reader = controllers.HTTPAuditStatusReader{}
+	}
+	if err := (&controllers.AuditSinkReconciler{Client: mgr.GetClient(), StatusReader: reader, PollInterval: opts.AuditPollInterval}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up AuditSink controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -12,6 +12,10 @@ import (
 // FieldOwner is the server-side apply field manager of every child.
 const FieldOwner = "voiceagent-operator"
 
+// OperatorName is the app.kubernetes.io/name label of the operator's own pods (config/manager
+// and the Helm chart set it).
+const OperatorName = "voiceagent-operator"
+
 // Labels every child carries.
 const (
 	LabelName      = "app.kubernetes.io/name"

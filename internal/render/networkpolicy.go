@@ -11,8 +11,10 @@ import (
 // NetworkPolicy denies all traffic to and from va's pods except: DNS, the derived
 // egress destinations, the user's extra egress rules, and ingress to the serving port
 // from spec.network.allowIngressFrom. Both policy types are always listed, so an
-// empty rule list means deny, never "not restricted".
-func NetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.NetworkPolicyEgressRule) *networkingv1.NetworkPolicy {
+// empty rule list means deny, never "not restricted". When operatorNamespace is set, the
+// operator's own pods may reach the gateway's admin port (health, metrics and the audit
+// delivery summary; it serves no credential and no proxy route).
+func NetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.NetworkPolicyEgressRule, operatorNamespace string) *networkingv1.NetworkPolicy {
 	np := &networkingv1.NetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
 		ObjectMeta: objectMeta(va, va.Name),
@@ -31,6 +33,15 @@ func NetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.NetworkPolicyE
 				Ports: []networkingv1.NetworkPolicyPort{tcpPort(port)},
 			}}
 		}
+	}
+	if operatorNamespace != "" {
+		np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{
+			From: []networkingv1.NetworkPolicyPeer{{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": operatorNamespace}},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{LabelName: OperatorName}},
+			}},
+			Ports: []networkingv1.NetworkPolicyPort{tcpPort(gatewayconfig.AdminPort)},
+		})
 	}
 	return np
 }

@@ -23,6 +23,9 @@ type Inputs struct {
 	AgentSecretVersions map[string]string
 	// ClusterDomain is the cluster's DNS suffix, "cluster.local" by default.
 	ClusterDomain string
+	// OperatorNamespace, when set, lets the operator's pods read the gateways' admin
+	// port (the audit delivery summary that AuditSink status reports).
+	OperatorNamespace string
 }
 
 // Children are the objects va wants. Optional ones are nil when not wanted.
@@ -68,7 +71,7 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 			GatewayImage: in.GatewayImage, Credentials: creds, AgentSecretVersions: in.AgentSecretVersions,
 		}),
 		Service:             Service(va),
-		NetworkPolicy:       NetworkPolicy(va, egress),
+		NetworkPolicy:       NetworkPolicy(va, egress, in.OperatorNamespace),
 		PodDisruptionBudget: PodDisruptionBudget(va),
 		Certificate:         Certificate(va, in.ClusterDomain),
 		ExternalSecrets:     ExternalSecrets(va, creds),

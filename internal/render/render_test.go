@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -224,5 +225,38 @@ func TestRestartHashFollowsAgentSecrets(t *testing.T) {
 	a, b, c := hash(map[string]string{"hello-session-key": "1"}), hash(map[string]string{"hello-session-key": "1"}), hash(map[string]string{"hello-session-key": "2"})
 	if a != b || a == c {
 		t.Errorf("hash not a stable function of versions: %s %s %s", a, b, c)
+	}
+}
+
+func TestOperatorReachesOnlyTheAdminPort(t *testing.T) {
+	for _, tt := range []struct {
+		name, file, operatorNS string
+		wantRules              int
+	}{
+		{"no operator namespace: ingress stays deny-all", "minimal.yaml", "", 0},
+		{"operator namespace: one rule, admin port only", "minimal.yaml", "voiceagent-system", 1},
+		{"with allowIngressFrom: the serving rule and the admin rule", "full.yaml", "voiceagent-system", 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ch, err := Render(loadVoiceAgent(t, tt.file), Inputs{GatewayImage: "img", Sinks: loadSinks(t), OperatorNamespace: tt.operatorNS})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rules := ch.NetworkPolicy.Spec.Ingress
+			if len(rules) != tt.wantRules {
+				t.Fatalf("%d ingress rules, want %d: %+v", len(rules), tt.wantRules, rules)
+			}
+			if tt.operatorNS == "" {
+				return
+			}
+			admin := rules[len(rules)-1]
+			if len(admin.Ports) != 1 || admin.Ports[0].Port.IntVal != gatewayconfig.AdminPort {
+				t.Errorf("admin rule ports %+v, want only %d", admin.Ports, gatewayconfig.AdminPort)
+			}
+			peer := admin.From[0]
+			if peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != tt.operatorNS || peer.PodSelector.MatchLabels[LabelName] != OperatorName {
+				t.Errorf("admin rule peer %+v", peer)
+			}
+		})
 	}
 }
