@@ -626,7 +626,9 @@ func (l *Log) Drain(ctx context.Context) error {
 // Shutdown seals the chain, gives the sinks until ctx ends to take the backlog, and
 // closes. Whatever is still undelivered stays queued for the next Open.
 func (l *Log) Shutdown(ctx context.Context) error {
-	if err := l.Checkpoint(); err != nil {
+	if err := l.Checkpoint(); errors.Is(err, ErrClosed) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	if l.Drain(ctx) != nil {

@@ -2,13 +2,21 @@ package gateway
 
 import (
 	"encoding/json"
-	"io"
-	"sync"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
 	"time"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/audit"
+	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 )
 
-// auditRecord is one call, allowed or refused. It never holds a credential; content is
-// recorded only when the VoiceAgent asks for it, and then PII-redacted.
+// auditRecord is one call, allowed or refused: the payload of one record of the audit
+// chain. It never holds a credential; content is recorded only when the VoiceAgent asks
+// for it, and then PII-redacted.
 type auditRecord struct {
 	Time        time.Time `json:"time"`
 	VoiceAgent  string    `json:"voiceAgent"`
@@ -30,20 +38,97 @@ type auditRecord struct {
 	Content     string    `json:"content,omitempty"`
 }
 
-// auditLog writes records as JSON lines. Delivery to AuditSinks, with its queue and
-// hash chain, builds on this writer.
-type auditLog struct {
-	mu  sync.Mutex
-	out io.Writer
-	enc *json.Encoder
+// openAudit opens this replica's chain and queue under <queueDir>/<pod>, so that
+// replicas sharing a volume never share a chain, and starts delivery to the sinks.
+func (g *Gateway) openAudit(cfg *gw.Config) (*audit.Log, error) {
+	pod := g.opts.PodName
+	if pod == "" {
+		pod, _ = os.Hostname()
+	}
+	dir := cfg.Audit.QueueDir
+	if dir == "" {
+		dir = filepath.Join(cfg.StateDir, "audit")
+	}
+	signer, err := audit.NewSigner(cfg.Audit.CheckpointKeyType, cfg.Audit.CheckpointKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("audit checkpoint key: %w", err)
+	}
+	sinks, err := g.auditSinks(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return audit.Open(audit.Options{
+		Dir: filepath.Join(dir, strings.ReplaceAll(pod, "/", "-")), Pod: pod, Signer: signer,
+		MaxBytes: cfg.Audit.MaxQueueBytes, MaxRecords: cfg.Audit.MaxQueueRecords,
+		CheckpointEvery: cfg.Audit.CheckpointEvery, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration,
+		BackoffBase: g.opts.AuditBackoffBase, BackoffMax: g.opts.AuditBackoffMax,
+		Now: g.opts.Now, Logger: g.log, Metrics: g.metrics.audit,
+	}, sinks)
 }
 
-func newAuditLog(w io.Writer) *auditLog {
-	return &auditLog{out: w, enc: json.NewEncoder(w)}
+// auditSinks builds the configured sinks; with none configured, records go to stdout
+// (Options.AuditOut), where the container log keeps them.
+func (g *Gateway) auditSinks(cfg *gw.Config) ([]audit.NamedSink, error) {
+	sinks := cfg.Audit.Sinks
+	if len(sinks) == 0 {
+		sinks = []gw.Sink{{Name: "stdout", Type: audit.SinkStdout}}
+	}
+	out := make([]audit.NamedSink, 0, len(sinks))
+	for _, s := range sinks {
+		sink, err := audit.NewSink(audit.SinkConfig{
+			Name: s.Name, Type: s.Type, URL: s.URL, Address: s.Address, BearerTokenFile: s.BearerTokenFile,
+			SigningKeyFile: s.SigningKeyFile, CAFile: s.CAFile, Stdout: g.opts.AuditOut, Hostname: g.opts.PodName,
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, audit.NamedSink{Name: s.Name, Sink: sink})
+	}
+	return out, nil
 }
 
-func (a *auditLog) write(rec *auditRecord) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.enc.Encode(rec)
+// reloadAuditSinks puts changed sinks in force; queue bounds and the checkpoint key
+// take effect at the next start.
+func (g *Gateway) reloadAuditSinks(old, cfg *gw.Config) error {
+	if reflect.DeepEqual(old.Audit.Sinks, cfg.Audit.Sinks) {
+		return nil
+	}
+	sinks, err := g.auditSinks(cfg)
+	if err != nil {
+		return err
+	}
+	g.trail.SetSinks(sinks)
+	return nil
+}
+
+// admitAudit applies the failure policy before anything else happens to a call. With
+// FailClosed a call is served only if room for its record is reserved; otherwise it is
+// refused, and the refusal is recorded if the queue can still take it.
+func (c *call) admitAudit(w http.ResponseWriter) bool {
+	if c.cfg.Audit.FailurePolicy == "FailOpen" {
+		return true
+	}
+	if err := c.g.trail.Reserve(); err != nil {
+		c.deny(w, http.StatusServiceUnavailable, "audit_unavailable",
+			"the audit trail cannot keep a record of this call, and the VoiceAgent's audit policy is FailClosed; retry later", time.Second)
+		return false
+	}
+	c.reserved = true
+	return true
+}
+
+// writeAudit chains and queues the call's record before the handler returns.
+func (c *call) writeAudit() {
+	payload, err := json.Marshal(&c.rec)
+	if err == nil {
+		_, err = c.g.trail.Append(payload, c.reserved)
+	}
+	if err != nil {
+		c.g.log.Error("audit record not kept", "requestId", c.rec.RequestID, "decision", c.rec.Decision, "error", err.Error())
+	}
+}
+
+func (g *Gateway) serveAuditStatus(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(g.trail.Status())
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/voiceagent-dev/voiceagent-operator/internal/audit"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/breaker"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
@@ -31,8 +32,12 @@ type Options struct {
 	ConfigPath string
 	// Now is the clock; tests inject one.
 	Now func() time.Time
-	// AuditOut receives audit records as JSON lines; stdout by default.
+	// AuditOut receives the records of stdout audit sinks (and of the default sink when
+	// none is configured) as JSON lines; os.Stdout by default.
 	AuditOut io.Writer
+	// AuditBackoffBase and AuditBackoffMax tune retries of audit delivery; zero values
+	// mean the audit package's defaults.
+	AuditBackoffBase, AuditBackoffMax time.Duration
 	// PodName identifies this replica in audit records.
 	PodName string
 	// Transport for upstream calls; tests inject one that trusts their CA.
@@ -50,7 +55,7 @@ type Gateway struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *metrics
-	audit   *auditLog
+	trail   *audit.Log
 	client  *http.Client
 
 	cfg     atomic.Pointer[gw.Config]
@@ -101,7 +106,6 @@ func New(opts Options) (*Gateway, error) {
 		opts:         opts,
 		log:          opts.Logger,
 		metrics:      newMetrics(),
-		audit:        newAuditLog(opts.AuditOut),
 		client:       &http.Client{Transport: opts.Transport, CheckRedirect: noRedirects},
 		requests:     ratelimit.NewBucket(0, 0, now),
 		tokens:       ratelimit.NewBucket(0, 0, now),
@@ -120,6 +124,11 @@ func New(opts Options) (*Gateway, error) {
 	}
 	tracker.EnableWriteBehind()
 	g.budget = tracker
+	// The audit trail is open before the first call can be served, so that no call goes
+	// unrecorded.
+	if g.trail, err = g.openAudit(cfg); err != nil {
+		return nil, fmt.Errorf("open audit trail: %w", err)
+	}
 	g.apply(cfg, raw)
 	return g, nil
 }
@@ -155,6 +164,10 @@ func (g *Gateway) Reload() error {
 	}
 	cfg, err := gw.Parse(raw)
 	if err != nil {
+		g.metrics.configReloads.WithLabelValues("invalid").Inc()
+		return err
+	}
+	if err := g.reloadAuditSinks(g.cfg.Load(), cfg); err != nil {
 		g.metrics.configReloads.WithLabelValues("invalid").Inc()
 		return err
 	}
@@ -247,7 +260,7 @@ func (g *Gateway) Handler() http.Handler {
 	return mux
 }
 
-// AdminHandler serves health, readiness and metrics.
+// AdminHandler serves health, readiness, metrics and the audit delivery summary.
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
@@ -259,6 +272,7 @@ func (g *Gateway) AdminHandler() http.Handler {
 		_, _ = w.Write([]byte("ok"))
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /audit/status", g.serveAuditStatus)
 	return mux
 }
 
@@ -319,7 +333,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			for _, s := range servers {
 				_ = s.Shutdown(shutdown)
 			}
-			return g.Close()
+			return errors.Join(g.Close(), g.Stop(shutdown))
 		case err := <-errc:
 			return err
 		case <-ticker.C:
@@ -333,12 +347,23 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 }
 
-// Close persists what must survive a restart.
+// Close persists what must survive a restart: spend, and a checkpoint that seals the
+// audit records so far. The gateway keeps serving; Stop ends the audit trail.
 func (g *Gateway) Close() error {
 	if err := g.budget.Flush(); err != nil {
 		return fmt.Errorf("persist spend: %w", err)
 	}
+	if err := g.trail.Checkpoint(); err != nil {
+		return fmt.Errorf("audit checkpoint: %w", err)
+	}
 	return nil
+}
+
+// Stop seals the audit chain, gives the sinks until ctx ends to take the backlog (what
+// is left stays queued for the next start) and closes the queue. Calls after Stop are
+// refused under FailClosed.
+func (g *Gateway) Stop(ctx context.Context) error {
+	return g.trail.Shutdown(ctx)
 }
 
 // requestID is the caller's X-Request-ID when it is sane, else a new random one.

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -48,9 +49,15 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+// auditTap reads the gateway's stdout audit sink.
+type auditTap struct {
+	syncBuffer
+	g *Gateway
+}
+
 // waitRecords polls until at least n records were written: a streamed response can
 // reach the client before its handler writes the record.
-func (b *syncBuffer) waitRecords(t *testing.T, n int) []auditRecord {
+func (b *auditTap) waitRecords(t *testing.T, n int) []auditRecord {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -62,15 +69,34 @@ func (b *syncBuffer) waitRecords(t *testing.T, n int) []auditRecord {
 	}
 }
 
-func (b *syncBuffer) records(t *testing.T) []auditRecord {
+// records waits until the stdout sink has delivered every record queued so far, then
+// returns the payloads of the call records (checkpoints left out).
+func (b *auditTap) records(t *testing.T) []auditRecord {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.g.trail.Drain(ctx); err != nil {
+		t.Fatalf("audit records not delivered to stdout: %v", err)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []auditRecord
 	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		var r auditRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+		var env struct {
+			Kind    string          `json:"kind"`
+			Payload json.RawMessage `json:"payload"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &env); err != nil {
 			t.Fatalf("audit line is not JSON: %s", sc.Text())
+		}
+		if env.Kind != "record" {
+			continue
+		}
+		var r auditRecord
+		if err := json.Unmarshal(env.Payload, &r); err != nil {
+			t.Fatalf("audit payload is not a call record: %s", sc.Text())
 		}
 		out = append(out, r)
 	}
@@ -83,7 +109,7 @@ type testGateway struct {
 	URL      string
 	dir      string
 	cfg      *gw.Config
-	audit    *syncBuffer
+	audit    *auditTap
 	clock    *testClock
 	keyFile  string
 	upstream *fakeProviderUpstream
@@ -134,15 +160,25 @@ func startGateway(t *testing.T, provider string, mutate func(*gw.Config, *fakePr
 	}
 	path := writeConfig(t, dir, cfg)
 	clock := &testClock{now: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
-	audit := &syncBuffer{}
+	audit := &auditTap{}
 	g, err := New(Options{
 		ConfigPath: path, Now: clock.Now, AuditOut: audit, PodName: "support-line-0",
 		Transport: up.Client().Transport, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		BackoffBase: time.Millisecond,
+		BackoffBase: time.Millisecond, AuditBackoffBase: time.Millisecond, AuditBackoffMax: 20 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	audit.g = g
+	// Registered before the server's cleanup, so it runs after it and before the temp
+	// dir is removed: the audit queue is closed while its files still exist.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := g.Stop(ctx); err != nil {
+			t.Errorf("stop audit trail: %v", err)
+		}
+	})
 	srv := httptest.NewServer(g.Handler())
 	t.Cleanup(srv.Close)
 	return &testGateway{Gateway: g, URL: srv.URL, dir: dir, cfg: cfg, audit: audit, clock: clock,

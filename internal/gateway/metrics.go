@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/audit"
 )
 
 // metrics of one gateway, on its own registry so that tests can run several.
@@ -16,6 +18,7 @@ type metrics struct {
 	breakerState    *prometheus.GaugeVec
 	upstreamLatency *prometheus.HistogramVec
 	configReloads   *prometheus.CounterVec
+	audit           *audit.Metrics
 }
 
 func newMetrics() *metrics {
@@ -52,5 +55,6 @@ func newMetrics() *metrics {
 	}
 	m.registry.MustRegister(m.requests, m.rejections, m.tokens, m.spendUSD, m.budgetExceeded, m.budgetAlert,
 		m.breakerState, m.upstreamLatency, m.configReloads)
+	m.audit = audit.NewMetrics(m.registry)
 	return m
 }

@@ -29,11 +29,12 @@ const (
 
 // call is the state of one proxied call, from admission to its audit record.
 type call struct {
-	g       *Gateway
-	cfg     *gw.Config
-	start   time.Time
-	rec     auditRecord
-	release func()
+	g        *Gateway
+	cfg      *gw.Config
+	start    time.Time
+	rec      auditRecord
+	release  func()
+	reserved bool // room for the record is reserved in the audit queue
 }
 
 func (g *Gateway) newCall(r *http.Request, route, target string) *call {
@@ -66,9 +67,7 @@ func (c *call) finish() {
 		outcome = "upstream_error"
 	}
 	c.g.metrics.requests.WithLabelValues(c.rec.Route, outcome).Inc()
-	if err := c.g.audit.write(&c.rec); err != nil {
-		c.g.log.Error("audit record not written", "requestId", c.rec.RequestID, "error", err.Error())
-	}
+	c.writeAudit()
 }
 
 // admitCommon applies the VoiceAgent-wide request bucket.
@@ -85,7 +84,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	primary := cfg.Models[0]
 	c := g.newCall(r, "model", primary.Provider+"/"+primary.Name)
 	defer c.finish()
-	if !c.admitCommon(w) {
+	if !c.admitAudit(w) || !c.admitCommon(w) {
 		return
 	}
 	if ok, wait := g.tokens.AllowN(0); !ok {
@@ -277,6 +276,9 @@ func (g *Gateway) serveIntegration(w http.ResponseWriter, r *http.Request) {
 	}
 	c := g.newCall(r, "integration", name)
 	defer c.finish()
+	if !c.admitAudit(w) {
+		return
+	}
 	if in == nil {
 		c.deny(w, http.StatusNotFound, "unknown_integration", "no HTTP integration named "+strconv.Quote(name), 0)
 		return
