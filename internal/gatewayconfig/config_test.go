@@ -26,14 +26,18 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"proxy not loopback", func(c *Config) { c.Listen.Proxy = "0.0.0.0:15001" }, "listen.proxy"},
 		{"no model", func(c *Config) { c.Models = nil }, "models: at least one"},
 		{"http endpoint", func(c *Config) { c.Models[0].Endpoint = "http://x" }, "models[0].endpoint"},
-		{"pricing exponent", func(c *Config) { c.Models[0].Pricing = &Pricing{InputPerMillionTokens: "1e2", OutputPerMillionTokens: "1"} }, "models[0].pricing.inputPerMillionTokens"},
+		{"pricing exponent", func(c *Config) {
+			c.Models[0].Pricing = &Pricing{InputPerMillionTokens: "1e2", OutputPerMillionTokens: "1"}
+		}, "models[0].pricing.inputPerMillionTokens"},
 		{"budget seven decimals", func(c *Config) { c.Budget = &Budget{Daily: "0.1234567", OnExceeded: "Block"} }, "budget.daily"},
 		{"budget zero", func(c *Config) { c.Budget = &Budget{Monthly: "0", OnExceeded: "Block"} }, "budget.monthly"},
 		{"bad action", func(c *Config) { c.Budget = &Budget{Daily: "1", OnExceeded: "Warn"} }, "budget.onExceeded"},
 		{"duplicate integration", func(c *Config) {
 			c.Integrations = []HTTPIntegration{{Name: "a", Endpoint: "https://a"}, {Name: "a", Endpoint: "https://b"}}
 		}, "integrations[1].name"},
-		{"header auth without name", func(c *Config) { c.Integrations = []HTTPIntegration{{Name: "a", Endpoint: "https://a", AuthType: "header"}} }, "integrations[0].headerName"},
+		{"header auth without name", func(c *Config) {
+			c.Integrations = []HTTPIntegration{{Name: "a", Endpoint: "https://a", AuthType: "header"}}
+		}, "integrations[0].headerName"},
 		{"bad failure policy", func(c *Config) { c.Audit.FailurePolicy = "Ignore" }, "audit.failurePolicy"},
 		{"bad checkpoint key type", func(c *Config) { c.Audit.CheckpointKeyType = "RSA" }, "audit.checkpointKeyType"},
 		{"negative queue bound", func(c *Config) { c.Audit.MaxQueueRecords = -1 }, "audit: checkpoint and queue bounds"},
