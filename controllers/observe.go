@@ -57,7 +57,7 @@ func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAg
 
 var secretListGVK = corev1.SchemeGroupVersion.WithKind("SecretList")
 
-func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain, operatorNS string) render.Inputs {
+func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain string, admin render.AdminAccess) render.Inputs {
 	versions := map[string]string{}
 	for _, name := range render.AgentSecrets(va, render.Credentials(va, obs.sinks)) {
 		versions[name] = obs.secrets[name]
@@ -67,6 +67,6 @@ func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain,
 		Sinks:               obs.sinks,
 		AgentSecretVersions: versions,
 		ClusterDomain:       clusterDomain,
-		OperatorNamespace:   operatorNS,
+		Admin:               admin,
 	}
 }

@@ -51,8 +51,8 @@ type VoiceAgentReconciler struct {
 	GatewayImage string
 	// ClusterDomain is the cluster's DNS suffix; "cluster.local" when empty.
 	ClusterDomain string
-	// OperatorNamespace, when set, is admitted to the gateways' admin port.
-	OperatorNamespace string
+	// GatewayAdminAccess says who besides nobody may reach the gateways' admin port.
+	GatewayAdminAccess render.AdminAccess
 
 	optional *optionalAPIs
 }
@@ -93,7 +93,7 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.ensureSessionKey(ctx, va, obs); err != nil {
 		return ctrl.Result{}, err
 	}
-	children, err := render.Render(va, obs.renderInputs(va, r.GatewayImage, r.ClusterDomain, r.OperatorNamespace))
+	children, err := render.Render(va, obs.renderInputs(va, r.GatewayImage, r.ClusterDomain, r.GatewayAdminAccess))
 	if err != nil {
 		// The API server's validation lets nothing through that render rejects, short of a
 		// bug; say so in status rather than retrying forever.

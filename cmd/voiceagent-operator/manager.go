@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"os"
+	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -20,6 +21,14 @@ func runManager(args []string) error {
 	fs.StringVar(&opts.GatewayImage, "gateway-image", os.Getenv("GATEWAY_IMAGE"), "image of the gateway sidecar: the operator's own image (env GATEWAY_IMAGE)")
 	fs.StringVar(&opts.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, for in-cluster egress and certificate names")
 	fs.StringVar(&opts.OperatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "namespace the operator runs in (env POD_NAMESPACE): admitted to the gateways' admin port to read audit delivery status")
+	fs.Func("gateway-metrics-namespaces", "comma-separated namespaces whose pods (Prometheus) may scrape the gateways' metrics port", func(v string) error {
+		for _, ns := range strings.Split(v, ",") {
+			if ns = strings.TrimSpace(ns); ns != "" {
+				opts.MetricsScraperNamespaces = append(opts.MetricsScraperNamespaces, ns)
+			}
+		}
+		return nil
+	})
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file; default: $KUBECONFIG, then in-cluster")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)

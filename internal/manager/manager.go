@@ -38,6 +38,8 @@ type Options struct {
 	// gateways' NetworkPolicies admit the operator to their admin port, and AuditSink
 	// status reports delivery read from there.
 	OperatorNamespace string
+	// MetricsScraperNamespaces may scrape the gateways' metrics (Prometheus).
+	MetricsScraperNamespaces []string
 	// AuditStatusReader reads a gateway's audit delivery summary; nil: over HTTP.
 	AuditStatusReader controllers.AuditStatusReader
 	// AuditPollInterval is how often delivery status is refreshed; 30s when zero.
@@ -89,12 +91,14 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
 	va := &controllers.VoiceAgentReconciler{
-		Client:            mgr.GetClient(),
-		Scheme:            mgr.GetScheme(),
-		Recorder:          mgr.GetEventRecorder("voiceagent-operator"),
-		GatewayImage:      opts.GatewayImage,
-		ClusterDomain:     opts.ClusterDomain,
-		OperatorNamespace: opts.OperatorNamespace,
+		Client:        mgr.GetClient(),
+		Scheme:        mgr.GetScheme(),
+		Recorder:      mgr.GetEventRecorder("voiceagent-operator"),
+		GatewayImage:  opts.GatewayImage,
+		ClusterDomain: opts.ClusterDomain,
+		GatewayAdminAccess: render.AdminAccess{
+			OperatorNamespace: opts.OperatorNamespace, ScraperNamespaces: opts.MetricsScraperNamespaces,
+		},
 	}
 	if err := va.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up VoiceAgent controller: %w", err)

@@ -11,10 +11,10 @@ import (
 // NetworkPolicy denies all traffic to and from va's pods except: DNS, the derived
 // egress destinations, the user's extra egress rules, and ingress to the serving port
 // from spec.network.allowIngressFrom. Both policy types are always listed, so an
-// empty rule list means deny, never "not restricted". When operatorNamespace is set, the
-// operator's own pods may reach the gateway's admin port (health, metrics and the audit
-// delivery summary; it serves no credential and no proxy route).
-func NetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.NetworkPolicyEgressRule, operatorNamespace string) *networkingv1.NetworkPolicy {
+// empty rule list means deny, never "not restricted". The gateway's admin port (health,
+// metrics and the audit delivery summary; no credential, no proxy route) is open to the
+// operator's own pods and to the metrics scrapers' namespaces of admin, nothing else.
+func NetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.NetworkPolicyEgressRule, admin AdminAccess) *networkingv1.NetworkPolicy {
 	np := &networkingv1.NetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
 		ObjectMeta: objectMeta(va, va.Name),
@@ -34,12 +34,19 @@ func NetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.NetworkPolicyE
 			}}
 		}
 	}
-	if operatorNamespace != "" {
+	var peers []networkingv1.NetworkPolicyPeer
+	if admin.OperatorNamespace != "" {
+		peers = append(peers, networkingv1.NetworkPolicyPeer{
+			NamespaceSelector: namespaceSelector(admin.OperatorNamespace),
+			PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{LabelName: OperatorName}},
+		})
+	}
+	for _, ns := range admin.ScraperNamespaces {
+		peers = append(peers, networkingv1.NetworkPolicyPeer{NamespaceSelector: namespaceSelector(ns)})
+	}
+	if len(peers) > 0 {
 		np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{
-			From: []networkingv1.NetworkPolicyPeer{{
-				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": operatorNamespace}},
-				PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{LabelName: OperatorName}},
-			}},
+			From:  peers,
 			Ports: []networkingv1.NetworkPolicyPort{tcpPort(gatewayconfig.AdminPort)},
 		})
 	}
@@ -53,4 +60,16 @@ func servingPort(va *v1alpha1.VoiceAgent) int32 {
 		return gatewayconfig.TLSPort
 	}
 	return AgentPort(va)
+}
+
+// AdminAccess says who may reach the gateways' admin port.
+type AdminAccess struct {
+	// OperatorNamespace: the operator's pods there read the audit delivery summary.
+	OperatorNamespace string
+	// ScraperNamespaces: any pod there (Prometheus) may scrape the gateway's metrics.
+	ScraperNamespaces []string
+}
+
+func namespaceSelector(ns string) *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}
 }

@@ -23,9 +23,8 @@ type Inputs struct {
 	AgentSecretVersions map[string]string
 	// ClusterDomain is the cluster's DNS suffix, "cluster.local" by default.
 	ClusterDomain string
-	// OperatorNamespace, when set, lets the operator's pods read the gateways' admin
-	// port (the audit delivery summary that AuditSink status reports).
-	OperatorNamespace string
+	// Admin says who may reach the gateways' admin port besides nobody.
+	Admin AdminAccess
 }
 
 // Children are the objects va wants. Optional ones are nil when not wanted.
@@ -71,7 +70,7 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 			GatewayImage: in.GatewayImage, Credentials: creds, AgentSecretVersions: in.AgentSecretVersions,
 		}),
 		Service:             Service(va),
-		NetworkPolicy:       NetworkPolicy(va, egress, in.OperatorNamespace),
+		NetworkPolicy:       NetworkPolicy(va, egress, in.Admin),
 		PodDisruptionBudget: PodDisruptionBudget(va),
 		Certificate:         Certificate(va, in.ClusterDomain),
 		ExternalSecrets:     ExternalSecrets(va, creds),

@@ -238,7 +238,7 @@ func TestOperatorReachesOnlyTheAdminPort(t *testing.T) {
 		{"with allowIngressFrom: the serving rule and the admin rule", "full.yaml", "voiceagent-system", 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ch, err := Render(loadVoiceAgent(t, tt.file), Inputs{GatewayImage: "img", Sinks: loadSinks(t), OperatorNamespace: tt.operatorNS})
+			ch, err := Render(loadVoiceAgent(t, tt.file), Inputs{GatewayImage: "img", Sinks: loadSinks(t), Admin: AdminAccess{OperatorNamespace: tt.operatorNS}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -259,4 +259,17 @@ func TestOperatorReachesOnlyTheAdminPort(t *testing.T) {
 			}
 		})
 	}
+	t.Run("scraper namespaces: any pod there, admin port only", func(t *testing.T) {
+		ch, err := Render(loadVoiceAgent(t, "minimal.yaml"), Inputs{GatewayImage: "img",
+			Admin: AdminAccess{ScraperNamespaces: []string{"monitoring"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules := ch.NetworkPolicy.Spec.Ingress
+		if len(rules) != 1 || len(rules[0].From) != 1 || rules[0].From[0].PodSelector != nil ||
+			rules[0].From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" ||
+			rules[0].Ports[0].Port.IntVal != gatewayconfig.AdminPort {
+			t.Errorf("ingress %+v", rules)
+		}
+	})
 }

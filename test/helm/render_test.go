@@ -3,6 +3,7 @@ package helm_test
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -284,6 +285,15 @@ func checkDeployment(t *testing.T, dep *appsv1.Deployment, v values, chart chart
 		"gateway-image":  wantGateway,
 		"cluster-domain": v.str("clusterDomain"),
 		"zap-log-level":  v.str("logLevel"),
+		"gateway-metrics-namespaces": func() string {
+			var out []string
+			if list, ok := v.get("gatewayPodMonitor.scraperNamespaces").([]any); ok {
+				for _, ns := range list {
+					out = append(out, fmt.Sprint(ns))
+				}
+			}
+			return strings.Join(out, ",")
+		}(),
 	} {
 		if got := flags.Lookup(name).Value.String(); got != want {
 			t.Errorf("--%s=%q, want %q", name, got, want)
