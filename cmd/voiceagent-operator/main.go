@@ -21,6 +21,8 @@ func main() {
 		err = runManager(os.Args[2:])
 	case "gateway":
 		err = runGateway(os.Args[2:])
+	case "audit":
+		os.Exit(runAudit(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -40,5 +42,7 @@ func usage() {
 
 subcommands:
   manager   run the operator (reconciles VoiceAgents and AuditSinks)
-  gateway   run the gateway sidecar: --config FILE`)
+  gateway   run the gateway sidecar: --config FILE
+  audit     verify [--hmac-key-file F | --ed25519-public-key-file F] [FILE|-]
+            check an audit record stream; exit 0 intact, 1 tampered, 2 not verified`)
 }

@@ -212,3 +212,9 @@ func checkSignature(opts *VerifyOptions, cp *Checkpoint, msg []byte) error {
 	}
 	return nil
 }
+
+// ReadHMACKeyFile reads an HMAC key the way the signer does: the file's content with
+// surrounding white space removed.
+func ReadHMACKeyFile(path string) ([]byte, error) {
+	return newSecretFile(path, true).bytes()
+}
