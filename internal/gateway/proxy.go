@@ -35,6 +35,7 @@ type call struct {
 	rec      auditRecord
 	release  func()
 	reserved bool // room for the record is reserved in the audit queue
+	finished bool
 }
 
 func (g *Gateway) newCall(r *http.Request, route, target string) *call {
@@ -57,7 +58,14 @@ func (c *call) deny(w http.ResponseWriter, status int, limit, message string, re
 	c.rec.Decision, c.rec.Reason, c.rec.Status = "denied", limit+": "+message, status
 }
 
+// finish releases the call's slot and writes its record. It runs before the body of a
+// response whose record is complete is written, so that the record is on disk before
+// the client can have the answer; the deferred call is then a no-op.
 func (c *call) finish() {
+	if c.finished {
+		return
+	}
+	c.finished = true
 	if c.release != nil {
 		c.release()
 	}
@@ -216,17 +224,20 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model) {
 				break
 			}
 		}
-	} else {
-		data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
-		if err != nil {
-			c.rec.Reason = "upstream body cut short"
-		}
-		total, _ = usageFromJSON(m.Provider, data)
-		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
-		w.WriteHeader(resp.StatusCode)
-		_, _ = w.Write(data)
+		// A stream's usage is known only at its end: its record follows it.
+		c.account(total, m)
+		return
 	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	if err != nil {
+		c.rec.Reason = "upstream body cut short"
+	}
+	total, _ = usageFromJSON(m.Provider, data)
 	c.account(total, m)
+	c.finish()
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(data)
 }
 
 // account charges tokens and spend after the call.
@@ -349,6 +360,7 @@ func (g *Gateway) serveIntegration(w http.ResponseWriter, r *http.Request) {
 		writeError(w, resp.StatusCode, "upstream_error", "integration "+name+" failed", c.rec.RequestID)
 		return
 	}
+	c.finish() // the record is complete: on disk before the answer
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, io.LimitReader(resp.Body, maxResponseBody))
 }
