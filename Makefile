@@ -86,6 +86,10 @@ bench-gateway: ## Gateway latency vs direct vs nginx (apt-get install nginx-ligh
 	$(GO) test -run '^$$' -bench BenchmarkProxiedModelCall -benchtime 20000x -count 5 ./internal/gateway/
 	$(GO) run ./test/bench/gateway -rate 1000 -duration 10s
 
+.PHONY: bench-audit
+bench-audit: ## Verify an audit stream of 100,000 records (must stay well under 2 s).
+	$(GO) test -run '^$$' -bench Verify100k -benchmem ./internal/audit/
+
 ##@ Demo
 
 .PHONY: demo

@@ -266,3 +266,36 @@ func counterValue(c prometheus.Counter) float64 {
 	_ = c.Write(&m)
 	return m.GetCounter().GetValue()
 }
+
+// BenchmarkAppend is one call record chained and fsynced; in parallel, appenders share
+// fsyncs (group commit).
+func BenchmarkAppend(b *testing.B) {
+	payload := []byte(`{"voiceAgent":"support-line","namespace":"callcenter","requestId":"0123456789abcdef01234567","route":"model","target":"openai/gpt-4o-mini","upstream":"openai/gpt-4o-mini","decision":"allowed","status":200,"latencyMs":412.5,"attempts":1,"inputTokens":1000,"outputTokens":500,"costUSD":"0.000450"}`)
+	for _, par := range []bool{false, true} {
+		b.Run(map[bool]string{false: "serial", true: "parallel"}[par], func(b *testing.B) {
+			l, err := Open(Options{Dir: b.TempDir(), Pod: "bench", CheckpointInterval: -1, Logger: quietLogger()}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			b.ReportAllocs()
+			if !par {
+				for i := 0; i < b.N; i++ {
+					if _, err := l.Append(payload, false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				return
+			}
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := l.Append(payload, false); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
