@@ -151,20 +151,20 @@ func Open(opts Options, sinks []NamedSink) (*Log, error) {
 	}
 	l := &Log{opts: opts, dir: opts.Dir, m: opts.Metrics, sinks: map[string]*deliverer{}}
 	l.cond = sync.NewCond(&l.mu)
-	l.ctx, l.cancel = context.WithCancel(context.Background())
 	lock, err := os.OpenFile(filepath.Join(l.dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit queue: %w", err)
 	}
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lock.Close()
-		return nil, fmt.Errorf("audit queue %s is in use by another process", l.dir)
+		return nil, fmt.Errorf("audit queue %s is in use: another gateway holds its lock", l.dir)
 	}
 	l.lockFile = lock
 	if err := l.load(); err != nil {
 		l.release()
 		return nil, err
 	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	cursors := map[string]uint64{}
 	for _, s := range sinks {
 		cursors[s.Name] = l.readCursor(s.Name)
@@ -202,15 +202,15 @@ func (l *Log) firstRetained() uint64 {
 
 // load reads the instance identity and the segments, cutting a torn last line.
 func (l *Log) load() error {
-	inst, err := l.loadInstance()
-	if err != nil {
-		return err
-	}
-	l.instance = inst
 	names, err := filepath.Glob(filepath.Join(l.dir, "seg-*.jsonl"))
 	if err != nil {
 		return err
 	}
+	inst, err := l.loadInstance(names)
+	if err != nil {
+		return err
+	}
+	l.instance = inst
 	type named struct {
 		first uint64
 		path  string
@@ -282,7 +282,9 @@ func (l *Log) scanSegment(path string, first uint64, newest bool) (*segment, []b
 		}
 		h, perr := parseHeader(bytes.TrimSuffix(line, []byte("\n")))
 		if line[len(line)-1] != '\n' || perr != nil || h.seq != seg.last+1 || string(h.instance) != l.instance {
-			if !newest {
+			// Only the very last line can be a write cut short; anything else is damage
+			// that must not be papered over.
+			if _, more := br.Peek(1); !newest || more == nil {
 				return nil, nil, fmt.Errorf("audit queue: %s is damaged after seq %d", filepath.Base(path), seg.last)
 			}
 			l.opts.Logger.Warn("audit queue: cutting a torn record at the end of the newest segment", "segment", filepath.Base(path), "afterSeq", seg.last)
@@ -307,8 +309,9 @@ func (l *Log) scanSegment(path string, first uint64, newest bool) (*segment, []b
 }
 
 // loadInstance reads the persisted identity, or creates one: pod name and a random boot
-// id, written durably before the first record uses it.
-func (l *Log) loadInstance() (string, error) {
+// id, written durably before the first record uses it. If the file is lost while
+// records remain, the identity is taken from the records, so the chain goes on.
+func (l *Log) loadInstance(segments []string) (string, error) {
 	path := filepath.Join(l.dir, "instance")
 	if data, err := os.ReadFile(path); err == nil {
 		inst := strings.TrimSpace(string(data))
@@ -319,15 +322,42 @@ func (l *Log) loadInstance() (string, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("audit queue: %w", err)
 	}
-	var boot [8]byte
-	if _, err := rand.Read(boot[:]); err != nil {
-		return "", err
+	inst := ""
+	sort.Strings(segments) // zero-padded names: the oldest first
+	for _, seg := range segments {
+		if inst = firstInstance(seg); inst != "" {
+			break
+		}
 	}
-	inst := sanitizePod(l.opts.Pod) + "/" + hex.EncodeToString(boot[:])
+	if inst == "" {
+		var boot [8]byte
+		if _, err := rand.Read(boot[:]); err != nil {
+			return "", err
+		}
+		inst = sanitizePod(l.opts.Pod) + "/" + hex.EncodeToString(boot[:])
+	}
 	if err := writeFileSync(path, []byte(inst+"\n")); err != nil {
 		return "", fmt.Errorf("audit queue: %w", err)
 	}
 	return inst, syncDir(l.dir)
+}
+
+// firstInstance is the instance of a segment's first record, "" if there is none.
+func firstInstance(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	line, err := bufio.NewReaderSize(f, 64<<10).ReadSlice('\n')
+	if err != nil {
+		return ""
+	}
+	h, err := parseHeader(bytes.TrimSuffix(line, []byte("\n")))
+	if err != nil {
+		return ""
+	}
+	return string(h.instance)
 }
 
 func sanitizePod(p string) string {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -296,6 +297,58 @@ func BenchmarkAppend(b *testing.B) {
 					}
 				}
 			})
+		})
+	}
+}
+
+func TestOpenAfterDamage(t *testing.T) {
+	tests := []struct {
+		name    string
+		damage  func(t *testing.T, dir string)
+		wantErr string // "" means the chain goes on
+	}{
+		{"instance file lost", func(t *testing.T, dir string) {
+			if err := os.Remove(filepath.Join(dir, "instance")); err != nil {
+				t.Fatal(err)
+			}
+		}, ""},
+		{"a record in the middle overwritten", func(t *testing.T, dir string) {
+			segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.jsonl"))
+			data, _ := os.ReadFile(segs[0])
+			lines := bytes.SplitAfter(data, []byte("\n"))
+			lines[2] = append(bytes.Repeat([]byte("x"), len(lines[2])-1), '\n')
+			if err := os.WriteFile(segs[0], bytes.Join(lines, nil), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "damaged after seq 2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			sink := &memSink{}
+			l := openLog(t, dir, nil, NamedSink{"mem", sink})
+			appendN(t, l, 0, 6)
+			inst := l.Instance()
+			l.stop()
+			tt.damage(t, dir)
+			opts := Options{Dir: dir, Pod: "other", Signer: NewHMACSigner(writeFile(t, t.TempDir(), "key", testKey)),
+				CheckpointEvery: 5, CheckpointInterval: -1, Logger: quietLogger()}
+			l, err := Open(opts, []NamedSink{{"mem", sink}})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Instance() != inst {
+				t.Fatalf("instance %q, want %q", l.Instance(), inst)
+			}
+			appendN(t, l, 6, 2)
+			shutdown(t, l)
+			verifyStream(t, dedupBySeq(t, sink.stream()), 8)
 		})
 	}
 }
