@@ -156,6 +156,13 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 			sink.Address = s.Spec.Syslog.Address
 		}
 		cfg.Audit.Sinks = append(cfg.Audit.Sinks, sink)
+		// The chain's checkpoints are signed with the first sink's HMAC key, so that
+		// whoever holds that sink's key can tell a rewritten stream from the real one
+		// (voiceagent-operator audit verify --hmac-key-file).
+		if cfg.Audit.CheckpointKeyFile == "" && sink.SigningKeyFile != "" {
+			cfg.Audit.CheckpointKeyFile = sink.SigningKeyFile
+			cfg.Audit.CheckpointKeyType = "HMAC-SHA256"
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
