@@ -5,9 +5,11 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -203,16 +205,13 @@ func TestManagerKilledMidReconcile(t *testing.T) {
 	}
 }
 
-// TestAPIServerRestartUnderTheManager stops and restarts the control plane; the
-// manager, still the same process, goes on reconciling.
+// TestAPIServerRestartUnderTheManager kills kube-apiserver (SIGKILL) and starts it again with the
+// same arguments; the manager, still the same process, reconnects and goes on
+// reconciling. (Only the API server restarts: the rest of the control plane stays up,
+// as in a rolling control-plane upgrade.)
 func TestAPIServerRestartUnderTheManager(t *testing.T) {
 	pidBefore := managerPID(t)
-	if out, err := kwokctl("stop", "cluster"); err != nil {
-		t.Fatalf("stop cluster: %v %s", err, out)
-	}
-	if out, err := kwokctl("start", "cluster"); err != nil {
-		t.Fatalf("start cluster: %v %s", err, out)
-	}
+	restartAPIServer(t)
 	ns := namespace(t, "restart")
 	if err := k8s.Create(ctx, simpleVoiceAgent(ns, "after", 1)); err != nil {
 		t.Fatal(err)
@@ -221,6 +220,67 @@ func TestAPIServerRestartUnderTheManager(t *testing.T) {
 	if pid := managerPID(t); pid != pidBefore {
 		t.Errorf("manager restarted: pid %s then %s", pidBefore, pid)
 	}
+}
+
+// restartAPIServer kills the cluster's kube-apiserver, checks that it is gone, and
+// starts it again from its own command line, writing its new pid where kwokctl looks
+// for it (so that deleting the cluster still stops it).
+func restartAPIServer(t *testing.T) {
+	t.Helper()
+	dir := filepath.Join(demoDir, "kwok", "clusters", "voiceagent-e2e")
+	pidFile := filepath.Join(dir, "pids", "kube-apiserver.pid")
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Signal(syscall.SIGKILL); err != nil { // a crash: no graceful drain
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, func() error {
+		if processRunning(pid) {
+			return fmt.Errorf("kube-apiserver %d still running", pid)
+		}
+		return nil
+	})
+	if _, err := kubectlCmd("get", "--raw", "/readyz").CombinedOutput(); err == nil {
+		t.Fatal("the API server still answers after it was stopped")
+	}
+	logFile, err := os.OpenFile(filepath.Join(dir, "logs", "kube-apiserver.log"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = logFile.Close() }()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait() }() // reap it when the cluster is deleted
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, func() error {
+		out, err := kubectlCmd("get", "--raw", "/readyz").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("API server not ready again: %v %s", err, out)
+		}
+		return nil
+	})
 }
 
 // TestRotationRollsAgentPods changes a value in the external store; External Secrets
@@ -351,4 +411,17 @@ func managerPID(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// processRunning is false once pid has exited, including as a zombie that its parent
+// (kwokctl has gone, so init) has not reaped yet.
+func processRunning(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and may hold spaces.
+	rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
+	fields := strings.Fields(rest)
+	return len(fields) > 0 && fields[0] != "Z" && fields[0] != "X"
 }

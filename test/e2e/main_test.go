@@ -72,13 +72,6 @@ func kubectlCmd(args ...string) *exec.Cmd {
 		append([]string{"--kubeconfig", filepath.Join(demoDir, "kubeconfig")}, args...)...)
 }
 
-func kwokctl(args ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(repoRoot, "bin", "kwokctl"), append(args, "--name", "voiceagent-e2e")...)
-	cmd.Env = append(os.Environ(), "KWOK_WORKDIR="+filepath.Join(demoDir, "kwok"))
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
 func kubectl(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := kubectlCmd(args...).CombinedOutput()
