@@ -46,6 +46,12 @@ type Options struct {
 	CheckpointEvery int
 	// CheckpointInterval seals unsealed records after this long; default 30s, <0 off.
 	CheckpointInterval time.Duration
+	// SyncInterval chooses when a record is fsynced. Zero: before Append returns, so an
+	// answered call's record survives a crash of the machine. Positive: Append returns
+	// once the record is written to the queue file (it survives a crash or kill of the
+	// process: the kernel holds it), and a group fsync runs every SyncInterval, so a
+	// machine crash can lose at most that much. Delivery reads only fsynced records.
+	SyncInterval time.Duration
 	// Delivery batches and retries.
 	BatchRecords int           // default 500
 	BatchBytes   int           // default 1 MiB
@@ -185,6 +191,10 @@ func Open(opts Options, sinks []NamedSink) (*Log, error) {
 	if opts.CheckpointInterval > 0 {
 		l.wg.Add(1)
 		go l.checkpointLoop()
+	}
+	if opts.SyncInterval > 0 {
+		l.wg.Add(1)
+		go l.syncLoop()
 	}
 	return l, nil
 }
@@ -452,10 +462,33 @@ func (l *Log) Append(payload []byte, reserved bool) (uint64, error) {
 	if l.sinceCheckpoint++; l.sinceCheckpoint >= l.opts.CheckpointEvery {
 		l.checkpointLocked()
 	}
-	if err := l.syncLocked(l.head); err != nil {
-		return 0, err
+	if l.opts.SyncInterval <= 0 {
+		if err := l.syncLocked(l.head); err != nil {
+			return 0, err
+		}
 	}
 	return seq, nil
+}
+
+// syncLoop is the group fsync of SyncInterval mode.
+func (l *Log) syncLoop() {
+	defer l.wg.Done()
+	t := time.NewTicker(l.opts.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+			l.mu.Lock()
+			if !l.closed && l.err == nil && l.synced < l.head {
+				if err := l.syncLocked(l.head); err != nil {
+					l.opts.Logger.Error("audit queue sync failed", "error", err.Error())
+				}
+			}
+			l.mu.Unlock()
+		}
+	}
 }
 
 func (l *Log) dropLocked() {

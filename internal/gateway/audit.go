@@ -61,7 +61,8 @@ func (g *Gateway) openAudit(cfg *gw.Config) (*audit.Log, error) {
 		Dir: filepath.Join(dir, strings.ReplaceAll(pod, "/", "-")), Pod: pod, Signer: signer,
 		MaxBytes: cfg.Audit.MaxQueueBytes, MaxRecords: cfg.Audit.MaxQueueRecords,
 		CheckpointEvery: cfg.Audit.CheckpointEvery, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration,
-		BackoffBase: g.opts.AuditBackoffBase, BackoffMax: g.opts.AuditBackoffMax,
+		SyncInterval: auditSyncInterval(cfg.Audit.Durability),
+		BackoffBase:  g.opts.AuditBackoffBase, BackoffMax: g.opts.AuditBackoffMax,
 		Now: g.opts.Now, Logger: g.log, Metrics: g.metrics.audit,
 	}, sinks)
 }
@@ -131,4 +132,15 @@ func (c *call) writeAudit() {
 func (g *Gateway) serveAuditStatus(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(g.trail.Status())
+}
+
+// auditWriteSyncInterval bounds what a machine crash can take from the queue in the
+// default durability mode; a killed or crashed gateway process loses nothing.
+const auditWriteSyncInterval = 10 * time.Millisecond
+
+func auditSyncInterval(durability string) time.Duration {
+	if durability == gw.AuditDurabilityFsync {
+		return 0
+	}
+	return auditWriteSyncInterval
 }

@@ -130,10 +130,12 @@ func TestAuditFailurePolicyWhenTheQueueIsFull(t *testing.T) {
 			if st.Dropped != 2 || st.Sinks[0].Name != "soc" || st.Sinks[0].Backlog != 3 || st.Sinks[0].LastSuccess != nil {
 				t.Fatalf("status during the outage: %+v", st)
 			}
-			if m := getAdmin(t, tg.Gateway, "/metrics"); !strings.Contains(m, "voiceagent_gateway_audit_dropped_total 2") ||
-				!strings.Contains(m, `voiceagent_gateway_audit_backlog_records{sink="soc"} 3`) {
-				t.Fatalf("metrics:\n%s", m)
-			}
+			// The backlog gauge follows the background fsync (Durability Write), so poll.
+			waitForCond(t, "the metrics to show the drops and the backlog", func() bool {
+				m := getAdmin(t, tg.Gateway, "/metrics")
+				return strings.Contains(m, "voiceagent_gateway_audit_dropped_total 2") &&
+					strings.Contains(m, `voiceagent_gateway_audit_backlog_records{sink="soc"} 3`)
+			})
 
 			siem.down.Store(false)
 			waitForCond(t, "the backlog to drain", func() bool { return auditStatus(t, tg.Gateway).Sinks[0].Backlog == 0 })

@@ -116,6 +116,12 @@ type Breaker struct {
 	OpenDuration     Duration `json:"openDuration"`
 }
 
+// Audit durability modes.
+const (
+	AuditDurabilityWrite = "Write"
+	AuditDurabilityFsync = "Fsync"
+)
+
 // Audit configures the audit trail.
 type Audit struct {
 	RedactPII     bool   `json:"redactPII"`
@@ -128,6 +134,10 @@ type Audit struct {
 	// HMAC-SHA256 (the default) or Ed25519. Without a key, checkpoints are unsigned.
 	CheckpointKeyFile string `json:"checkpointKeyFile,omitempty"`
 	CheckpointKeyType string `json:"checkpointKeyType,omitempty"`
+	// Durability: "Write" (the default) answers a call once its record is written to
+	// the on-disk queue and fsyncs every 10ms in the background; "Fsync" answers only
+	// after the record is fsynced. See internal/audit Options.SyncInterval.
+	Durability string `json:"durability,omitempty"`
 	// CheckpointEvery (records) and CheckpointInterval; zero means the defaults
 	// (1000 records, 30s).
 	CheckpointEvery    int      `json:"checkpointEvery,omitempty"`
@@ -260,6 +270,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.FailurePolicy != "FailClosed" && c.Audit.FailurePolicy != "FailOpen" {
 		add("audit.failurePolicy: %q must be FailClosed or FailOpen", c.Audit.FailurePolicy)
+	}
+	switch c.Audit.Durability {
+	case "", AuditDurabilityWrite, AuditDurabilityFsync:
+	default:
+		add("audit.durability: %q must be Write or Fsync", c.Audit.Durability)
 	}
 	switch c.Audit.CheckpointKeyType {
 	case "", "HMAC-SHA256", "Ed25519":

@@ -39,6 +39,7 @@ func TestValidateNamesTheField(t *testing.T) {
 			c.Integrations = []HTTPIntegration{{Name: "a", Endpoint: "https://a", AuthType: "header"}}
 		}, "integrations[0].headerName"},
 		{"bad failure policy", func(c *Config) { c.Audit.FailurePolicy = "Ignore" }, "audit.failurePolicy"},
+		{"bad durability", func(c *Config) { c.Audit.Durability = "Sometimes" }, "audit.durability"},
 		{"bad checkpoint key type", func(c *Config) { c.Audit.CheckpointKeyType = "RSA" }, "audit.checkpointKeyType"},
 		{"negative queue bound", func(c *Config) { c.Audit.MaxQueueRecords = -1 }, "audit: checkpoint and queue bounds"},
 		{"duplicate sink", func(c *Config) { c.Audit.Sinks = []Sink{{Name: "a", Type: "stdout"}, {Name: "a", Type: "stdout"}} }, "audit.sinks[1].name"},
