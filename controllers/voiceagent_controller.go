@@ -188,7 +188,7 @@ func alwaysWanted(kind string) bool {
 // spec changed: which generation, which children, and who changed the spec, taken from
 // managedFields. It goes out as an Event and as a structured log line.
 func (r *VoiceAgentReconciler) recordSpecChange(ctx context.Context, va *v1alpha1.VoiceAgent, children []string) {
-	managers := specManagers(va.ManagedFields)
+	managers := render.SpecManagers(va.ManagedFields)
 	log.FromContext(ctx).Info("audit: applied a spec change",
 		"audit", true, "generation", va.Generation, "children", children, "specManagers", managers)
 	who := "an unknown field manager"

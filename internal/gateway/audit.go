@@ -36,6 +36,9 @@ type auditRecord struct {
 	CostUSD     string    `json:"costUSD,omitempty"`
 	BudgetAlert bool      `json:"budgetAlert,omitempty"`
 	Content     string    `json:"content,omitempty"`
+	// For route "config": the VoiceAgent generation put in force and its spec owners.
+	Generation   int64    `json:"generation,omitempty"`
+	SpecManagers []string `json:"specManagers,omitempty"`
 }
 
 // openAudit opens this replica's chain and queue under <queueDir>/<pod>, so that
@@ -143,4 +146,23 @@ func auditSyncInterval(durability string) time.Duration {
 		return 0
 	}
 	return auditWriteSyncInterval
+}
+
+// recordConfig puts a configuration change into the audit trail: the controls in force
+// changed (a new VoiceAgent generation), and whoever changed the spec is named. The
+// operator cannot deliver to the sinks itself (it never reads their credentials), so
+// the gateway, which holds them, records what it was told to enforce.
+func (g *Gateway) recordConfig(cfg *gw.Config, reason string) {
+	rec := auditRecord{
+		Time: g.opts.Now().UTC(), VoiceAgent: cfg.VoiceAgent, Namespace: cfg.Namespace, Pod: g.opts.PodName,
+		RequestID: newRequestID(), Route: "config", Target: cfg.VoiceAgent, Decision: "applied", Reason: reason,
+		Generation: cfg.Generation, SpecManagers: cfg.SpecManagers,
+	}
+	payload, err := json.Marshal(&rec)
+	if err == nil {
+		_, err = g.trail.Append(payload, false)
+	}
+	if err != nil {
+		g.log.Error("audit record of a configuration change not kept", "generation", cfg.Generation, "error", err.Error())
+	}
 }

@@ -80,7 +80,8 @@ func auditStatus(t *testing.T, g *Gateway) audit.Status {
 	return st
 }
 
-// With the SIEM down, the queue (3 records) fills: FailClosed refuses further calls
+// With the SIEM down, the queue (4 records: the start's configuration record and 3
+// calls) fills: FailClosed refuses further calls
 // with 503 before they reach the provider, FailOpen serves them and counts the records
 // it could not keep. Once the SIEM is back everything kept arrives, chained and signed,
 // and the next record declares what was dropped.
@@ -99,7 +100,7 @@ func TestAuditFailurePolicyWhenTheQueueIsFull(t *testing.T) {
 			key := []byte("checkpoint-key-0123456789abcdef")
 			tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
 				c.Audit.FailurePolicy = tt.policy
-				c.Audit.MaxQueueRecords = 3
+				c.Audit.MaxQueueRecords = 4
 				c.Audit.CheckpointKeyFile = filepath.Join(filepath.Dir(c.Models[0].CredentialFile), "checkpoint-key")
 				if err := os.WriteFile(c.Audit.CheckpointKeyFile, key, 0o400); err != nil {
 					t.Fatal(err)
@@ -127,14 +128,14 @@ func TestAuditFailurePolicyWhenTheQueueIsFull(t *testing.T) {
 			}
 			waitForCond(t, "failed deliveries", func() bool { return auditStatus(t, tg.Gateway).Sinks[0].Failures > 0 })
 			st := auditStatus(t, tg.Gateway)
-			if st.Dropped != 2 || st.Sinks[0].Name != "soc" || st.Sinks[0].Backlog != 3 || st.Sinks[0].LastSuccess != nil {
+			if st.Dropped != 2 || st.Sinks[0].Name != "soc" || st.Sinks[0].Backlog != 4 || st.Sinks[0].LastSuccess != nil {
 				t.Fatalf("status during the outage: %+v", st)
 			}
 			// The backlog gauge follows the background fsync (Durability Write), so poll.
 			waitForCond(t, "the metrics to show the drops and the backlog", func() bool {
 				m := getAdmin(t, tg.Gateway, "/metrics")
 				return strings.Contains(m, "voiceagent_gateway_audit_dropped_total 2") &&
-					strings.Contains(m, `voiceagent_gateway_audit_backlog_records{sink="soc"} 3`)
+					strings.Contains(m, `voiceagent_gateway_audit_backlog_records{sink="soc"} 4`)
 			})
 
 			siem.down.Store(false)
@@ -148,7 +149,7 @@ func TestAuditFailurePolicyWhenTheQueueIsFull(t *testing.T) {
 				t.Fatal(err)
 			}
 			rep, err := audit.Verify(bytes.NewReader(siem.stream()), audit.VerifyOptions{HMACKey: key})
-			if err != nil || !rep.OK || rep.Records != 4 || rep.Dropped != 2 {
+			if err != nil || !rep.OK || rep.Records != 5 || rep.Dropped != 2 {
 				t.Fatalf("the SIEM's stream: %v %s", err, rep)
 			}
 			if !bytes.Contains(siem.stream(), []byte(`"droppedBefore":2,"payload":{`)) {

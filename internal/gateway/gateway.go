@@ -130,6 +130,7 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("open audit trail: %w", err)
 	}
 	g.apply(cfg, raw)
+	g.recordConfig(cfg, "gateway started with this configuration")
 	return g, nil
 }
 
@@ -171,8 +172,12 @@ func (g *Gateway) Reload() error {
 		g.metrics.configReloads.WithLabelValues("invalid").Inc()
 		return err
 	}
+	old := g.cfg.Load()
 	g.apply(cfg, raw)
 	g.metrics.configReloads.WithLabelValues("applied").Inc()
+	if cfg.Generation != old.Generation {
+		g.recordConfig(cfg, fmt.Sprintf("configuration of generation %d put in force (was %d)", cfg.Generation, old.Generation))
+	}
 	g.log.Info("configuration reloaded", "voiceAgent", cfg.VoiceAgent)
 	return nil
 }
@@ -371,6 +376,10 @@ func requestID(r *http.Request) string {
 	if id := r.Header.Get("X-Request-ID"); id != "" && len(id) <= 128 && isToken(id) {
 		return id
 	}
+	return newRequestID()
+}
+
+func newRequestID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])

@@ -70,8 +70,32 @@ func (b *auditTap) waitRecords(t *testing.T, n int) []auditRecord {
 }
 
 // records waits until the stdout sink has delivered every record queued so far, then
-// returns the payloads of the call records (checkpoints left out).
+// returns the payloads of the call records (checkpoints and configuration records
+// left out).
 func (b *auditTap) records(t *testing.T) []auditRecord {
+	t.Helper()
+	var out []auditRecord
+	for _, r := range b.allRecords(t) {
+		if r.Route != "config" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// configRecords returns the records of configurations put in force.
+func (b *auditTap) configRecords(t *testing.T) []auditRecord {
+	t.Helper()
+	var out []auditRecord
+	for _, r := range b.allRecords(t) {
+		if r.Route == "config" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (b *auditTap) allRecords(t *testing.T) []auditRecord {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -292,6 +292,37 @@ func TestConfigReloadChangesLimitsLive(t *testing.T) {
 	}
 }
 
+// Every configuration the gateway puts in force for a new VoiceAgent generation is a
+// record in the audit trail, naming who changed the spec: the operator's changes reach
+// the sinks through the gateway, which holds their credentials.
+func TestConfigurationChangesAreAudited(t *testing.T) {
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
+		c.Generation, c.SpecManagers = 1, []string{"kubectl-client-side-apply"}
+	})
+	// A reload with the same generation (a limit tuned by hand in the file) is not a
+	// new VoiceAgent generation and adds no configuration record.
+	tg.cfg.Limits.Burst++
+	writeConfig(t, tg.dir, tg.cfg)
+	if err := tg.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	tg.cfg.Generation, tg.cfg.SpecManagers = 2, []string{"argocd-controller (apply)", "kubectl-client-side-apply"}
+	writeConfig(t, tg.dir, tg.cfg)
+	if err := tg.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	recs := tg.audit.configRecords(t)
+	if len(recs) != 2 {
+		t.Fatalf("%d configuration records, want 2 (start, generation 2): %+v", len(recs), recs)
+	}
+	if recs[0].Generation != 1 || recs[0].Decision != "applied" || len(recs[0].SpecManagers) != 1 {
+		t.Errorf("start record %+v", recs[0])
+	}
+	if recs[1].Generation != 2 || !strings.Contains(recs[1].Reason, "generation 2") || recs[1].SpecManagers[0] != "argocd-controller (apply)" {
+		t.Errorf("reload record %+v", recs[1])
+	}
+}
+
 func TestIntegrationAuthAndRateLimit(t *testing.T) {
 	var seen atomic.Value
 	tg := startGateway(t, "openai", func(c *gw.Config, up *fakeProviderUpstream) {

@@ -40,6 +40,11 @@ type Config struct {
 	VoiceAgent string `json:"voiceAgent"`
 	Namespace  string `json:"namespace"`
 	Replicas   int32  `json:"replicas"`
+	// Generation of the VoiceAgent this configuration was rendered from, and the field
+	// managers that own its spec: the gateway records every configuration it puts in
+	// force in the audit trail, so that changes to the controls reach the sinks too.
+	Generation   int64    `json:"generation,omitempty"`
+	SpecManagers []string `json:"specManagers,omitempty"`
 
 	Listen       Listen            `json:"listen"`
 	Inbound      *Inbound          `json:"inbound,omitempty"`

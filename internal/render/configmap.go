@@ -3,6 +3,7 @@ package render
 import (
 	"fmt"
 	"net"
+	"sort"
 	"strconv"
 	"time"
 
@@ -51,6 +52,10 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 		VoiceAgent: va.Name,
 		Namespace:  va.Namespace,
 		Replicas:   Replicas(va),
+		Generation: va.Generation,
+		// Sorted by name, not by time: the file changes only when the set of spec
+		// owners does, not each time one of them touches a label.
+		SpecManagers: sortedCopy(SpecManagers(va.ManagedFields)),
 		Listen: gw.Listen{
 			Proxy: net.JoinHostPort("127.0.0.1", strconv.Itoa(gw.ProxyPort)),
 			Admin: net.JoinHostPort("", strconv.Itoa(gw.AdminPort)),
@@ -192,4 +197,13 @@ func ConfigMap(va *v1alpha1.VoiceAgent, cfg *gw.Config) (*corev1.ConfigMap, erro
 		ObjectMeta: objectMeta(va, ConfigMapName(va)),
 		Data:       map[string]string{gw.FileName: string(data)},
 	}, nil
+}
+
+func sortedCopy(in []string) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := append([]string(nil), in...)
+	sort.Strings(out)
+	return out
 }

@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"sort"
@@ -7,10 +7,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// specManagers names the field managers that own fields under spec, the most recent
-// change first: who changed what the operator just acted on. Our own manager never
-// owns spec (the operator does not write it), so it never shows here.
-func specManagers(entries []metav1.ManagedFieldsEntry) []string {
+// SpecManagers names the field managers that own fields under spec, the most recent
+// change first: who changed what the operator acts on. Our own manager never owns spec
+// (the operator does not write it), so it never shows here.
+func SpecManagers(entries []metav1.ManagedFieldsEntry) []string {
 	type owner struct {
 		name string
 		at   metav1.Time

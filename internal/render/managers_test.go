@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"reflect"
@@ -6,8 +6,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 )
 
 func TestSpecManagers(t *testing.T) {
@@ -34,29 +32,26 @@ func TestSpecManagers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := specManagers(tt.entries); !reflect.DeepEqual(got, tt.want) {
+			if got := SpecManagers(tt.entries); !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
 	}
 }
 
-func TestCountConditions(t *testing.T) {
-	va := func(conds ...metav1.Condition) v1alpha1.VoiceAgent {
-		return v1alpha1.VoiceAgent{Status: v1alpha1.VoiceAgentStatus{Conditions: conds}}
+func TestGatewayConfigCarriesGenerationAndSpecOwners(t *testing.T) {
+	va := loadVoiceAgent(t, "minimal.yaml")
+	va.Generation = 3
+	now := metav1.Now()
+	va.ManagedFields = []metav1.ManagedFieldsEntry{
+		{Manager: "kubectl-edit", Operation: metav1.ManagedFieldsOperationUpdate, Time: &now, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}},
+		{Manager: "argocd-controller", Operation: metav1.ManagedFieldsOperationApply, Time: &now, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}},
 	}
-	got := countConditions([]v1alpha1.VoiceAgent{
-		va(metav1.Condition{Type: "Ready", Status: "True"}, metav1.Condition{Type: "AuditReady", Status: "True"}),
-		va(metav1.Condition{Type: "Ready", Status: "False"}),
-		va(),
-	})
-	if got["Ready"]["True"] != 1 || got["Ready"]["False"] != 1 || got["Ready"]["Unknown"] != 1 {
-		t.Errorf("Ready: %v", got["Ready"])
+	cfg, err := GatewayConfig(va, nil, Credentials(va, nil))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got["AuditReady"]["True"] != 1 || got["AuditReady"]["Unknown"] != 2 {
-		t.Errorf("AuditReady: %v", got["AuditReady"])
-	}
-	if got["Available"]["Unknown"] != 3 || got["Available"]["True"] != 0 {
-		t.Errorf("Available: %v", got["Available"])
+	if cfg.Generation != 3 || !reflect.DeepEqual(cfg.SpecManagers, []string{"argocd-controller (apply)", "kubectl-edit"}) {
+		t.Errorf("generation %d, spec managers %q", cfg.Generation, cfg.SpecManagers)
 	}
 }
