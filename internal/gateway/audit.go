@@ -39,6 +39,10 @@ type auditRecord struct {
 	// For route "config": the VoiceAgent generation put in force and its spec owners.
 	Generation   int64    `json:"generation,omitempty"`
 	SpecManagers []string `json:"specManagers,omitempty"`
+	// Changed names the sections of the gateway's controls that differ from the
+	// configuration before (models, integrations, limits, budget, circuitBreaker,
+	// audit, inbound, replicas).
+	Changed []string `json:"changed,omitempty"`
 }
 
 // openAudit opens this replica's chain and queue under <queueDir>/<pod>, so that
@@ -152,11 +156,11 @@ func auditSyncInterval(durability string) time.Duration {
 // changed (a new VoiceAgent generation), and whoever changed the spec is named. The
 // operator cannot deliver to the sinks itself (it never reads their credentials), so
 // the gateway, which holds them, records what it was told to enforce.
-func (g *Gateway) recordConfig(cfg *gw.Config, reason string) {
+func (g *Gateway) recordConfig(old, cfg *gw.Config, reason string) {
 	rec := auditRecord{
 		Time: g.opts.Now().UTC(), VoiceAgent: cfg.VoiceAgent, Namespace: cfg.Namespace, Pod: g.opts.PodName,
 		RequestID: newRequestID(), Route: "config", Target: cfg.VoiceAgent, Decision: "applied", Reason: reason,
-		Generation: cfg.Generation, SpecManagers: cfg.SpecManagers,
+		Generation: cfg.Generation, SpecManagers: cfg.SpecManagers, Changed: changedSections(old, cfg),
 	}
 	payload, err := json.Marshal(&rec)
 	if err == nil {
@@ -165,4 +169,31 @@ func (g *Gateway) recordConfig(cfg *gw.Config, reason string) {
 	if err != nil {
 		g.log.Error("audit record of a configuration change not kept", "generation", cfg.Generation, "error", err.Error())
 	}
+}
+
+// changedSections lists the parts of the controls that differ between two
+// configurations; nil old (the start) lists none.
+func changedSections(old, cfg *gw.Config) []string {
+	if old == nil {
+		return nil
+	}
+	var out []string
+	for _, s := range []struct {
+		name     string
+		old, new any
+	}{
+		{"replicas", old.Replicas, cfg.Replicas},
+		{"inbound", old.Inbound, cfg.Inbound},
+		{"models", old.Models, cfg.Models},
+		{"integrations", old.Integrations, cfg.Integrations},
+		{"limits", old.Limits, cfg.Limits},
+		{"budget", old.Budget, cfg.Budget},
+		{"circuitBreaker", old.Breaker, cfg.Breaker},
+		{"audit", old.Audit, cfg.Audit},
+	} {
+		if !reflect.DeepEqual(s.old, s.new) {
+			out = append(out, s.name)
+		}
+	}
+	return out
 }

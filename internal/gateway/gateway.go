@@ -130,7 +130,7 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("open audit trail: %w", err)
 	}
 	g.apply(cfg, raw)
-	g.recordConfig(cfg, "gateway started with this configuration")
+	g.recordConfig(nil, cfg, "gateway started with this configuration")
 	return g, nil
 }
 
@@ -176,7 +176,7 @@ func (g *Gateway) Reload() error {
 	g.apply(cfg, raw)
 	g.metrics.configReloads.WithLabelValues("applied").Inc()
 	if cfg.Generation != old.Generation {
-		g.recordConfig(cfg, fmt.Sprintf("configuration of generation %d put in force (was %d)", cfg.Generation, old.Generation))
+		g.recordConfig(old, cfg, fmt.Sprintf("configuration of generation %d put in force (was %d)", cfg.Generation, old.Generation))
 	}
 	g.log.Info("configuration reloaded", "voiceAgent", cfg.VoiceAgent)
 	return nil

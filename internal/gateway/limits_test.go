@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,6 +308,7 @@ func TestConfigurationChangesAreAudited(t *testing.T) {
 		t.Fatal(err)
 	}
 	tg.cfg.Generation, tg.cfg.SpecManagers = 2, []string{"argocd-controller (apply)", "kubectl-client-side-apply"}
+	tg.cfg.Breaker.FailureThreshold++
 	writeConfig(t, tg.dir, tg.cfg)
 	if err := tg.Reload(); err != nil {
 		t.Fatal(err)
@@ -318,7 +320,8 @@ func TestConfigurationChangesAreAudited(t *testing.T) {
 	if recs[0].Generation != 1 || recs[0].Decision != "applied" || len(recs[0].SpecManagers) != 1 {
 		t.Errorf("start record %+v", recs[0])
 	}
-	if recs[1].Generation != 2 || !strings.Contains(recs[1].Reason, "generation 2") || recs[1].SpecManagers[0] != "argocd-controller (apply)" {
+	if recs[1].Generation != 2 || !strings.Contains(recs[1].Reason, "generation 2") || recs[1].SpecManagers[0] != "argocd-controller (apply)" ||
+		!reflect.DeepEqual(recs[1].Changed, []string{"circuitBreaker"}) {
 		t.Errorf("reload record %+v", recs[1])
 	}
 }
