@@ -77,6 +77,12 @@ test: controlplane thirdparty-crds helm vet ## Unit and envtest integration test
 	KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
 	cd test/promrules && $(GO) vet ./... && $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
 
+.PHONY: e2e-tools
+e2e-tools: ## Build what the e2e cluster needs beyond envtest's binaries (kube-controller-manager, kube-scheduler, kubectl, kwok, External Secrets, cert-manager's controllers), once.
+	hack/build-controlplane.sh kube-controller-manager kube-scheduler kubectl
+	hack/build-kwok.sh
+	hack/build-thirdparty-controllers.sh
+
 .PHONY: test-e2e
 test-e2e: ## End-to-end tests on a kwok cluster with the real ESO and cert-manager controllers.
 	$(GO) test -tags e2e ./test/e2e/ -count=1 -timeout 30m -v
