@@ -14,7 +14,7 @@ stamp_ok() { [ -x "$1" ] && [ -f "$1.version" ] && [ "$(cat "$1.version")" = "$2
 
 out="${root}/bin/external-secrets"
 if ! stamp_ok "${out}" "${EXTERNAL_SECRETS_VERSION}"; then
-  echo ">> building External Secrets ${EXTERNAL_SECRETS_VERSION} (first run only, about 3 minutes)" >&2
+  echo ">> building External Secrets ${EXTERNAL_SECRETS_VERSION} (first run only; several minutes on 2 cores)" >&2
   start=$(date +%s)
   (cd "${root}/hack/externalsecrets" && CGO_ENABLED=0 go build -o "${out}" github.com/external-secrets/external-secrets)
   echo "${EXTERNAL_SECRETS_VERSION}" >"${out}.version"
@@ -23,7 +23,7 @@ fi
 
 out="${root}/bin/cert-manager-controller"
 if ! stamp_ok "${out}" "${CERT_MANAGER_VERSION}"; then
-  echo ">> building cert-manager ${CERT_MANAGER_VERSION} controllers (first run only, about 3 minutes)" >&2
+  echo ">> building cert-manager ${CERT_MANAGER_VERSION} controllers (first run only; several minutes on 2 cores)" >&2
   start=$(date +%s)
   (cd "${root}/hack/certmanager" && CGO_ENABLED=0 go build -o "${out}" .)
   echo "${CERT_MANAGER_VERSION}" >"${out}.version"
