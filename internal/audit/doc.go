@@ -56,9 +56,11 @@
 //
 // # Durability
 //
-// Append returns once the record is written and fsynced (group commit: concurrent
-// appenders share one fsync), so an appended record survives a crash of the process or
-// the machine. The queue is segment files of records (seg-<first seq>.jsonl) and one
+// By default (Options.SyncInterval zero) Append returns once the record is written and
+// fsynced (group commit: concurrent appenders share one fsync), so an appended record
+// survives a crash of the process or the machine. With a positive SyncInterval, Append
+// returns once the record is written (it survives the process) and a background group
+// fsync runs every SyncInterval; delivery reads only fsynced records. The queue is segment files of records (seg-<first seq>.jsonl) and one
 // cursor file per sink holding the last seq it acknowledged. Cursors are replaced by
 // rename without fsync: a crash can only move a cursor back, which redelivers records,
 // never skips them (at-least-once). A segment is deleted once every sink has passed it.
