@@ -31,7 +31,7 @@ const (
 const annotationDesiredHash = "voiceagent.dev/desired-hash"
 
 func desiredHash(u *unstructured.Unstructured) string {
-	b, _ := json.Marshal(normalise(u.Object))
+	b, _ := json.Marshal(u.Object) // map keys are sorted: the same object, the same bytes
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:12])
 }

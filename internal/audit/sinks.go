@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/neterr"
 )
 
 // Sink types.
@@ -86,24 +88,6 @@ func tlsConfig(caFile, serverName string) (*tls.Config, error) {
 		}
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: serverName}, nil
-}
-
-// sanitizeNetError names the kind of failure, never addresses, bodies or credentials.
-func sanitizeNetError(err error) string {
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case strings.Contains(err.Error(), "connection refused"):
-		return "connection refused"
-	case strings.Contains(err.Error(), "certificate"):
-		return "TLS verification failed"
-	case strings.Contains(err.Error(), "no such host"):
-		return "host not found"
-	}
-	return "connection failed"
 }
 
 type stdoutSink struct {
@@ -196,7 +180,7 @@ func (s *webhookSink) Deliver(ctx context.Context, lines [][]byte) error {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("webhook %s: %s", s.host, sanitizeNetError(err))
+		return fmt.Errorf("webhook %s: %s", s.host, neterr.Kind(err))
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
@@ -326,7 +310,7 @@ func (s *syslogSink) Deliver(ctx context.Context, lines [][]byte) error {
 		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: s.tls}
 		c, err := d.DialContext(ctx, "tcp", s.addr)
 		if err != nil {
-			return fmt.Errorf("syslog %s: %s", s.addr, sanitizeNetError(err))
+			return fmt.Errorf("syslog %s: %s", s.addr, neterr.Kind(err))
 		}
 		s.conn = c.(*tls.Conn)
 	}
@@ -334,7 +318,7 @@ func (s *syslogSink) Deliver(ctx context.Context, lines [][]byte) error {
 	if _, err := s.conn.Write(frames.Bytes()); err != nil {
 		_ = s.conn.Close()
 		s.conn = nil
-		return fmt.Errorf("syslog %s: %s", s.addr, sanitizeNetError(err))
+		return fmt.Errorf("syslog %s: %s", s.addr, neterr.Kind(err))
 	}
 	return nil
 }

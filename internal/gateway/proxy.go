@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/neterr"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/pii"
 )
 
@@ -394,7 +394,7 @@ func (g *Gateway) doWithRetries(ctx context.Context, build func() (*http.Request
 		g.metrics.upstreamLatency.WithLabelValues(host(upstream)).Observe(time.Since(start).Seconds())
 		last := !mayRetry || attempt >= g.opts.MaxRetries
 		if err != nil {
-			lastMsg = host(upstream) + ": " + sanitizeTransportError(err)
+			lastMsg = host(upstream) + ": " + neterr.Kind(err)
 			if last || ctx.Err() != nil {
 				return nil, attempt + 1, lastMsg
 			}
@@ -469,21 +469,6 @@ func retryAfter(v string, now time.Time) time.Duration {
 func drain(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
-}
-
-// sanitizeTransportError names the kind of failure without addresses or detail.
-func sanitizeTransportError(err error) string {
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case strings.Contains(err.Error(), "connection refused"):
-		return "connection refused"
-	case strings.Contains(err.Error(), "certificate"):
-		return "TLS verification failed"
-	}
-	return "connection failed"
 }
 
 // upstreamErrorKind extracts the provider's error type (a short identifier such as
