@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,14 +86,12 @@ func countConditions(items []v1alpha1.VoiceAgent) map[string]map[string]int {
 	return out
 }
 
-var metricsRegistered bool
+var registerOnce sync.Once
 
 // registerMetrics adds the operator's metrics to controller-runtime's registry, once per
 // process (envtest suites start several managers).
 func registerMetrics(r client.Reader) {
-	if metricsRegistered {
-		return
-	}
-	metricsRegistered = true
-	metrics.Registry.MustRegister(childrenApplied, driftCorrections, newVoiceAgentConditionCollector(r))
+	registerOnce.Do(func() {
+		metrics.Registry.MustRegister(childrenApplied, driftCorrections, newVoiceAgentConditionCollector(r))
+	})
 }
