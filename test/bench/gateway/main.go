@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -19,8 +20,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/gateway"
@@ -33,6 +37,11 @@ func main() {
 	rate := flag.Int("rate", 1000, "requests per second (open loop)")
 	duration := flag.Duration("duration", 10*time.Second, "measurement time per target")
 	warmup := flag.Duration("warmup", 2*time.Second, "warm-up time per target")
+	durability := flag.String("durability", gw.AuditDurabilityWrite, "the gateway's audit durability: Write or Fsync")
+	only := flag.String("only", "", "measure only this target besides direct (gateway or nginx)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the measured run to this file (with -gateway-bin \"\", it covers the gateway)")
+	gatewayBin := flag.String("gateway-bin", "bin/voiceagent-operator", "run the gateway as its own process from this binary, as in a pod and like nginx; empty runs it inside the bench process")
+	slice := flag.Duration("slice", 100*time.Millisecond, "targets take turns of this length, so that the machine's noise falls on all of them alike")
 	flag.Parse()
 
 	upstream := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -46,31 +55,60 @@ func main() {
 
 	dir, _ := os.MkdirTemp("", "gateway-bench-")
 	defer os.RemoveAll(dir)
-	gwURL, stopGW := startGateway(dir, upstream, float64(*rate)*2)
+	var gwURL string
+	var stopGW func()
+	if *gatewayBin != "" {
+		u, stop, err := startGatewayProcess(*gatewayBin, dir, upstream, float64(*rate)*2, *durability)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "gateway:", err)
+			os.Exit(1)
+		}
+		gwURL, stopGW = u, stop
+	} else {
+		gwURL, stopGW = startGateway(dir, upstream, float64(*rate)*2, *durability)
+	}
 	defer stopGW()
-	targets := []struct{ name, url string }{
+	targets := []target{
 		{"direct", upstream.URL + "/v1/chat/completions"},
 		{"gateway", gwURL + "/model/chat/completions"},
 	}
-	if nginxURL, stop, err := startNginx(dir, upstream.URL, *rate*2); err != nil {
+	if *only == "gateway" {
+		// nginx not wanted in this run
+	} else if nginxURL, stop, err := startNginx(dir, upstream.URL, *rate*2); err != nil {
 		fmt.Fprintln(os.Stderr, "nginx not measured:", err)
 	} else {
 		defer stop()
-		targets = append(targets, struct{ name, url string }{"nginx", nginxURL + "/v1/chat/completions"})
+		targets = append(targets, target{"nginx", nginxURL + "/v1/chat/completions"})
 	}
 
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: 512, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the bench's own upstream
 	}}
-	results := map[string]stats{}
+	var measured []target
 	for _, t := range targets {
-		load(client, t.url, *rate, *warmup)
-		results[t.name] = load(client, t.url, *rate, *duration)
+		if *only == "" || t.name == "direct" || t.name == *only {
+			measured = append(measured, t)
+		}
+	}
+	load(client, measured, *rate, *warmup, *slice)
+	var stopProfile func()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		_ = pprof.StartCPUProfile(f)
+		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+	}
+	results := load(client, measured, *rate, *duration, *slice)
+	if stopProfile != nil {
+		stopProfile()
 	}
 	direct := results["direct"]
-	fmt.Printf("open-loop load: %d req/s for %s per target, loopback, 2 cores\n\n", *rate, *duration)
+	fmt.Printf("open-loop load: %d req/s per target for %s each, in turns of %s, loopback, %d cores\n\n", *rate, *duration, *slice, runtime.NumCPU())
 	fmt.Printf("%-8s %8s %10s %10s %10s %12s %12s\n", "target", "ok", "p50", "p99", "max", "added p50", "added p99")
-	for _, t := range targets {
+	for _, t := range measured {
 		r := results[t.name]
 		fmt.Printf("%-8s %8d %10s %10s %10s %12s %12s\n", t.name, r.ok, r.p50, r.p99, r.max, r.p50-direct.p50, r.p99-direct.p99)
 		if r.failed > 0 {
@@ -79,20 +117,89 @@ func main() {
 	}
 }
 
-func startGateway(dir string, upstream *httptest.Server, rps float64) (string, func()) {
+type target struct{ name, url string }
+
+// benchConfig is the gateway configuration measured: limits, budget, breaker and a
+// FailClosed audit trail with PII redaction all on.
+func benchConfig(dir, endpoint, proxy, admin string, rps float64, durability string) *gw.Config {
 	key := filepath.Join(dir, "key")
 	_ = os.WriteFile(key, []byte("bench-key"), 0o400)
-	cfg := &gw.Config{
+	return &gw.Config{
 		Version: gw.ContentsVersion, VoiceAgent: "bench", Namespace: "bench", Replicas: 1,
-		Listen: gw.Listen{Proxy: "127.0.0.1:0", Admin: "127.0.0.1:0"},
-		Models: []gw.Model{{Provider: "openai", Name: "m", Endpoint: upstream.URL + "/v1", Timeout: gw.Duration{Duration: 10 * time.Second},
+		Listen: gw.Listen{Proxy: proxy, Admin: admin},
+		Models: []gw.Model{{Provider: "openai", Name: "m", Endpoint: endpoint + "/v1", Timeout: gw.Duration{Duration: 10 * time.Second},
 			CredentialFile: key, Pricing: &gw.Pricing{InputPerMillionTokens: "0.15", OutputPerMillionTokens: "0.60"}}},
 		Limits:   gw.Limits{RequestsPerSecond: rps, Burst: int(rps), MaxConcurrentCalls: 10000, TokensPerMinute: 1e9},
 		Budget:   &gw.Budget{Daily: "1000000", OnExceeded: "Block", AlertAtPercent: 80},
 		Breaker:  gw.Breaker{FailureThreshold: 5, OpenDuration: gw.Duration{Duration: 30 * time.Second}},
-		Audit:    gw.Audit{RedactPII: true, FailurePolicy: "FailClosed", QueueDir: filepath.Join(dir, "audit")},
+		Audit:    gw.Audit{RedactPII: true, FailurePolicy: "FailClosed", QueueDir: filepath.Join(dir, "audit"), Durability: durability},
 		StateDir: dir,
 	}
+}
+
+// startGatewayProcess runs `<bin> gateway --config FILE` with the upstream's test CA
+// trusted through SSL_CERT_FILE, and waits for /readyz.
+func startGatewayProcess(bin, dir string, upstream *httptest.Server, rps float64, durability string) (string, func(), error) {
+	if _, err := os.Stat(bin); err != nil {
+		return "", nil, fmt.Errorf("%w (make build)", err)
+	}
+	proxy, admin := freeAddr(), freeAddr()
+	data, err := benchConfig(dir, upstream.URL, proxy, admin, rps, durability).Marshal()
+	if err != nil {
+		return "", nil, err
+	}
+	path := filepath.Join(dir, gw.FileName)
+	ca := filepath.Join(dir, "upstream-ca.pem")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return "", nil, err
+	}
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: upstream.Certificate().Raw}), 0o600); err != nil {
+		return "", nil, err
+	}
+	out, err := os.Create(filepath.Join(dir, "gateway-stdout.jsonl")) // the stdout audit sink
+	if err != nil {
+		return "", nil, err
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "gateway", "--config", path)
+	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+ca, "POD_NAME=bench-0")
+	cmd.Stdout, cmd.Stderr = out, &stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		out.Close()
+		if cmd.ProcessState != nil && !cmd.ProcessState.Success() {
+			fmt.Fprint(os.Stderr, "gateway: ", cmd.ProcessState, "\n", stderr.String())
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return "http://" + proxy, stop, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("not ready after 10s: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling for readiness, with a deadline
+	}
+}
+
+func freeAddr() string {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startGateway(dir string, upstream *httptest.Server, rps float64, durability string) (string, func()) {
+	cfg := benchConfig(dir, upstream.URL, "127.0.0.1:0", "127.0.0.1:0", rps, durability)
 	data, _ := cfg.Marshal()
 	path := filepath.Join(dir, gw.FileName)
 	_ = os.WriteFile(path, data, 0o600)
@@ -170,7 +277,8 @@ http {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return "http://" + addr, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, nil
+	// SIGTERM, not SIGKILL: nginx's master stops its workers only when it is told to.
+	return "http://" + addr, func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }, nil
 }
 
 type stats struct {
@@ -179,44 +287,59 @@ type stats struct {
 }
 
 // load sends requests at a fixed rate regardless of how fast answers come (open loop),
-// so that a slow proxy shows up as latency instead of as a lower request rate.
-func load(client *http.Client, url string, rate int, d time.Duration) stats {
+// so that a slow proxy shows up as latency instead of as a lower request rate. The
+// targets take turns of one slice each until every target has had d: a machine that is
+// noisy for a while (other tenants, a host's own work) then weighs on every target
+// alike, instead of on whichever happened to be measured at that moment.
+func load(client *http.Client, targets []target, rate int, d, slice time.Duration) map[string]stats {
 	interval := time.Second / time.Duration(rate)
-	n := int(d / interval)
-	lat := make([]time.Duration, 0, n)
+	perSlice := max(1, int(slice/interval))
+	turns := max(1, int(d/slice))
+	lat := make([][]time.Duration, len(targets))
+	failed := make([]int, len(targets))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	failed := 0
 	body := []byte(`{"model":"m","messages":[{"role":"user","content":"Call me at +1 415 555 2671"}]}`)
 	start := time.Now()
-	for i := 0; i < n; i++ {
-		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
-			time.Sleep(wait) // pacing the open-loop generator
+	i := 0
+	for turn := 0; turn < turns*len(targets); turn++ {
+		ti := turn % len(targets)
+		url := targets[ti].url
+		for k := 0; k < perSlice; k, i = k+1, i+1 {
+			if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+				time.Sleep(wait) // pacing the open-loop generator
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t0 := time.Now()
+				resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				el := time.Since(t0)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil || resp.StatusCode != http.StatusOK {
+					failed[ti]++
+					return
+				}
+				lat[ti] = append(lat[ti], el)
+			}()
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t0 := time.Now()
-			resp, err := client.Post(url, "application/json", bytes.NewReader(body))
-			if err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-			el := time.Since(t0)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil || resp.StatusCode != http.StatusOK {
-				failed++
-				return
-			}
-			lat = append(lat, el)
-		}()
 	}
 	wg.Wait()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	if len(lat) == 0 {
-		return stats{failed: failed}
+	out := make(map[string]stats, len(targets))
+	for ti, t := range targets {
+		l := lat[ti]
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+		if len(l) == 0 {
+			out[t.name] = stats{failed: failed[ti]}
+			continue
+		}
+		pct := func(p float64) time.Duration { return l[int(p*float64(len(l)-1))] }
+		out[t.name] = stats{ok: len(l), failed: failed[ti], p50: pct(0.50), p99: pct(0.99), max: l[len(l)-1]}
 	}
-	pct := func(p float64) time.Duration { return lat[int(p*float64(len(lat)-1))] }
-	return stats{ok: len(lat), failed: failed, p50: pct(0.50), p99: pct(0.99), max: lat[len(lat)-1]}
+	return out
 }
