@@ -24,6 +24,7 @@ import (
 	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/ratelimit"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/upstream"
 )
 
 // Options are the gateway's process-level settings; everything about the VoiceAgent
@@ -96,10 +97,8 @@ func New(opts Options) (*Gateway, error) {
 		opts.BackoffBase = 100 * time.Millisecond
 	}
 	if opts.Transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 256
-		t.ResponseHeaderTimeout = 0 // the per-model timeout bounds the call
-		opts.Transport = t
+		// The per-model timeout (the call's context) bounds every upstream call.
+		opts.Transport = upstream.New(upstream.Options{})
 	}
 	now := ratelimit.Clock(opts.Now)
 	g := &Gateway{

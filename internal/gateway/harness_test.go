@@ -16,6 +16,7 @@ import (
 	"time"
 
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/upstream"
 )
 
 const mountedKey = "mounted-provider-key-0001"
@@ -187,7 +188,7 @@ func startGateway(t *testing.T, provider string, mutate func(*gw.Config, *fakePr
 	audit := &auditTap{}
 	g, err := New(Options{
 		ConfigPath: path, Now: clock.Now, AuditOut: audit, PodName: "support-line-0",
-		Transport: up.Client().Transport, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Transport: upstreamTransport(up.Server), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		BackoffBase: time.Millisecond, AuditBackoffBase: time.Millisecond, AuditBackoffMax: 20 * time.Millisecond,
 	})
 	if err != nil {
@@ -222,4 +223,9 @@ func (tg *testGateway) post(t *testing.T, path, body string, header map[string]s
 	}
 	t.Cleanup(func() { resp.Body.Close() })
 	return resp
+}
+
+// upstreamTransport is the gateway's own upstream client, trusting the test server's CA.
+func upstreamTransport(s *httptest.Server) http.RoundTripper {
+	return upstream.New(upstream.Options{TLSConfig: s.Client().Transport.(*http.Transport).TLSClientConfig})
 }

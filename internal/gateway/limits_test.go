@@ -110,7 +110,7 @@ func TestDailyBudgetBlocksSurvivesRestartAndResetsNextUTCDay(t *testing.T) {
 	if err := tg.Close(); err != nil {
 		t.Fatal(err)
 	}
-	g2, err := New(Options{ConfigPath: tg.opts.ConfigPath, Now: tg.clock.Now, AuditOut: io.Discard, Transport: tg.upstream.Client().Transport})
+	g2, err := New(Options{ConfigPath: tg.opts.ConfigPath, Now: tg.clock.Now, AuditOut: io.Discard, Transport: upstreamTransport(tg.upstream.Server)})
 	if err != nil {
 		t.Fatal(err)
 	}

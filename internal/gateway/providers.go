@@ -21,6 +21,9 @@ func stripRequestHeaders(h http.Header) {
 	for _, k := range hopHeaders {
 		h.Del(k)
 	}
+	// The gateway reads token usage from the answer, so it takes it uncompressed: an
+	// agent's SDK asking for gzip would otherwise get spend that is never counted.
+	h.Del("Accept-Encoding")
 }
 
 // injectModelAuth sets the provider's own authentication header.
