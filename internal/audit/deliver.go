@@ -43,6 +43,13 @@ type deliverer struct {
 	delivered   uint64
 	failures    uint64
 	lastSuccess time.Time
+
+	// Owned by the delivery goroutine.
+	saved     uint64    // the cursor on disk
+	savedAt   time.Time // when it was written
+	seg       *os.File  // the segment being read, kept open between batches
+	segPath   string
+	saveTimer *time.Timer
 }
 
 // readPos is where a deliverer reads next: seq, found at off in the segment whose
@@ -100,15 +107,31 @@ func (l *Log) SetSinks(sinks []NamedSink) {
 // with exponential backoff and jitter until it is taken, then move the cursor.
 func (l *Log) deliver(ctx context.Context, d *deliverer) {
 	defer close(d.done)
+	d.saved, d.saveTimer = d.acked, time.NewTimer(time.Hour)
+	d.saveTimer.Stop()
+	defer func() {
+		d.saveTimer.Stop()
+		l.saveCursor(d)
+		if d.seg != nil {
+			_ = d.seg.Close()
+		}
+	}()
 	pos := readPos{seq: d.acked + 1}
 	attempt := 0
 	for {
-		lines, next, err := l.read(pos)
+		lines, next, err := l.read(d, pos)
 		if err == nil && len(lines) == 0 {
+			if d.saved < l.ackedOf(d) {
+				d.saveTimer.Reset(max(0, l.opts.CursorSaveInterval-l.opts.Now().Sub(d.savedAt)))
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-d.wake:
+				d.saveTimer.Stop()
+				continue
+			case <-d.saveTimer.C:
+				l.saveCursor(d)
 				continue
 			}
 		}
@@ -161,12 +184,31 @@ func (l *Log) failed(d *deliverer, err error) {
 	l.opts.Logger.Warn("audit delivery failed; will retry", "sink", d.name, "error", err.Error())
 }
 
-// ack records a delivered batch: cursor file first (so a crash repeats, never skips),
-// then memory, queue floor and metrics.
-func (l *Log) ack(d *deliverer, seq uint64, n int) {
-	if err := l.writeCursor(d.name, seq); err != nil {
-		l.opts.Logger.Error("audit cursor not saved; records may be delivered again after a restart", "sink", d.name, "error", err.Error())
+// ackedOf is what the sink has taken so far.
+func (l *Log) ackedOf(d *deliverer) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return d.acked
+}
+
+// saveCursor writes the sink's cursor if it moved since it was last saved.
+func (l *Log) saveCursor(d *deliverer) {
+	acked := l.ackedOf(d)
+	if acked <= d.saved {
+		return
 	}
+	if err := l.writeCursor(d.name, acked); err != nil {
+		l.opts.Logger.Error("audit cursor not saved; records may be delivered again after a restart", "sink", d.name, "error", err.Error())
+		return
+	}
+	d.saved, d.savedAt = acked, l.opts.Now()
+}
+
+// ack records a delivered batch in memory, moves the queue floor and the metrics, and
+// saves the cursor when it was last saved CursorSaveInterval ago or more. The floor
+// may pass the saved cursor: a restart then starts at the oldest record kept, which
+// the sink has already taken, so nothing is skipped.
+func (l *Log) ack(d *deliverer, seq uint64, n int) {
 	now := l.opts.Now()
 	l.mu.Lock()
 	d.acked, d.delivered, d.lastSuccess = seq, d.delivered+uint64(n), now
@@ -176,6 +218,9 @@ func (l *Log) ack(d *deliverer, seq uint64, n int) {
 	l.m.Delivered.WithLabelValues(d.name).Add(float64(n))
 	l.m.Backlog.WithLabelValues(d.name).Set(float64(backlog))
 	l.m.LastSuccess.WithLabelValues(d.name).Set(float64(now.UnixNano()) / 1e9)
+	if now.Sub(d.savedAt) >= l.opts.CursorSaveInterval {
+		l.saveCursor(d)
+	}
 }
 
 // advanceFloorLocked moves the floor to the slowest sink's cursor, releases the room
@@ -217,7 +262,7 @@ func (l *Log) wakeLocked() {
 // read returns the next batch at pos, only records already on disk, and the position
 // after it. It reads files without holding the lock: appends only add to the end, and
 // a segment is deleted only after every sink, this one included, has passed it.
-func (l *Log) read(pos readPos) ([][]byte, readPos, error) {
+func (l *Log) read(d *deliverer, pos readPos) ([][]byte, readPos, error) {
 	l.mu.Lock()
 	if pos.seq > l.synced {
 		l.mu.Unlock()
@@ -237,11 +282,18 @@ func (l *Log) read(pos readPos) ([][]byte, readPos, error) {
 	path, first, limit := seg.path, seg.first, seg.synced
 	l.mu.Unlock()
 
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, pos, fmt.Errorf("audit queue: %w", err)
+	if d.segPath != path {
+		if d.seg != nil {
+			_ = d.seg.Close()
+			d.seg, d.segPath = nil, ""
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, pos, fmt.Errorf("audit queue: %w", err)
+		}
+		d.seg, d.segPath = f, path
 	}
-	defer f.Close()
+	f := d.seg
 	if pos.seg != first { // first read in this segment: find seq's offset
 		off, err := offsetOf(f, pos.seq-first)
 		if err != nil {

@@ -57,7 +57,11 @@ type Options struct {
 	BatchBytes   int           // default 1 MiB
 	BackoffBase  time.Duration // default 200ms
 	BackoffMax   time.Duration // default 30s
-	Now          func() time.Time
+	// CursorSaveInterval: a sink's cursor (what it has taken) is saved to disk at most
+	// this often, and when delivery stops; default 1s. A crash can then only repeat up
+	// to this much delivery, never skip any.
+	CursorSaveInterval time.Duration
+	Now                func() time.Time
 	Logger       *slog.Logger
 	Metrics      *Metrics
 }
@@ -83,6 +87,9 @@ func (o *Options) defaults() {
 	}
 	if o.BatchRecords <= 0 {
 		o.BatchRecords = 500
+	}
+	if o.CursorSaveInterval <= 0 {
+		o.CursorSaveInterval = time.Second
 	}
 	if o.BatchBytes <= 0 {
 		o.BatchBytes = 1 << 20
@@ -427,9 +434,16 @@ func (l *Log) fullLocked() bool {
 // of room. A record that cannot be kept is counted as dropped, and the count goes into
 // the next record that is kept.
 func (l *Log) Append(payload []byte, reserved bool) (uint64, error) {
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, payload); err != nil {
-		return 0, fmt.Errorf("audit payload is not JSON: %w", err)
+	// A record is one line. Inside valid JSON a line break can only be whitespace
+	// between tokens; a payload with one is compacted, any other is taken as it is
+	// (json.Marshal's output always is).
+	if !json.Valid(payload) {
+		return 0, errors.New("audit payload is not JSON")
+	}
+	if bytes.ContainsAny(payload, "\r\n") {
+		var compact bytes.Buffer
+		_ = json.Compact(&compact, payload) // valid: cannot fail
+		payload = compact.Bytes()
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -447,7 +461,7 @@ func (l *Log) Append(payload []byte, reserved bool) (uint64, error) {
 		l.dropLocked()
 		return 0, err
 	}
-	e := envelope{kind: KindRecord, time: l.opts.Now(), droppedBefore: l.droppedPending, payload: compact.Bytes()}
+	e := envelope{kind: KindRecord, time: l.opts.Now(), droppedBefore: l.droppedPending, payload: payload}
 	line := l.encodeLocked(&e)
 	if !reserved && (int(l.head-l.floor)+l.reserved >= l.opts.MaxRecords || l.bytes+int64(len(line)) > l.opts.MaxBytes) {
 		l.dropLocked()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -361,4 +362,68 @@ func TestOpenAfterDamage(t *testing.T) {
 			verifyStream(t, dedupBySeq(t, sink.stream()), 8)
 		})
 	}
+}
+
+// The cursor is saved at most once per CursorSaveInterval while delivery runs, and
+// once more when it stops, so that a busy queue does not rewrite it per batch.
+func TestCursorSavedAtMostOncePerIntervalAndAtStop(t *testing.T) {
+	dir := t.TempDir()
+	sink := &memSink{}
+	l := openLog(t, dir, func(o *Options) { o.CursorSaveInterval = time.Hour }, NamedSink{"mem", sink})
+	cursor := func() string {
+		b, err := os.ReadFile(filepath.Join(dir, "cursor-mem"))
+		if err != nil {
+			return "none"
+		}
+		return strings.TrimSpace(string(b))
+	}
+	appendN(t, l, 0, 3)
+	waitFor(t, "the first delivery", func() bool { return l.Status().Sinks[0].Backlog == 0 })
+	first := cursor()
+	if first == "none" {
+		t.Fatal("the first batch left no cursor")
+	}
+	for i := range 4 {
+		appendN(t, l, 3+i, 1)
+		waitFor(t, "delivery", func() bool { return l.Status().Sinks[0].Backlog == 0 })
+	}
+	if got := cursor(); got != first {
+		t.Fatalf("cursor rewritten to %s within the interval (first save %s)", got, first)
+	}
+	head := l.Status().Seq
+	shutdown(t, l)
+	if got, want := cursor(), strconv.FormatUint(l.Status().Seq, 10); got != want || head == 0 {
+		t.Fatalf("cursor after shutdown %s, want the head %s", got, want)
+	}
+}
+
+func TestPayloadsAreKeptOnOneLine(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, nil)
+	for _, tc := range []struct {
+		payload, want string // want "": refused
+	}{
+		{`{"reason":"rate limit: retry later","n":1}`, `{"reason":"rate limit: retry later","n":1}`},
+		{"{\n  \"a\": 1,\r\n  \"b\": \"x y\"\n}", `{"a":1,"b":"x y"}`},
+		{`{"a": 1}`, `{"a": 1}`},
+		{`{not json`, ""},
+		{"", ""},
+	} {
+		_, err := l.Append([]byte(tc.payload), false)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("payload %q accepted", tc.payload)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("payload %q: %v", tc.payload, err)
+		}
+		data, _ := os.ReadFile(l.segs[len(l.segs)-1].path)
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if last := lines[len(lines)-1]; !strings.HasSuffix(last, `,"payload":`+tc.want+`}`) {
+			t.Errorf("payload %q stored as %s", tc.payload, last)
+		}
+	}
+	shutdown(t, l)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/voiceagent-dev/voiceagent-operator/internal/breaker"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/proxyserver"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/ratelimit"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/upstream"
 )
@@ -294,8 +295,10 @@ func (g *Gateway) checkReady() error {
 // Run serves until ctx ends.
 func (g *Gateway) Run(ctx context.Context) error {
 	cfg := g.cfg.Load()
+	// The agent's listener: a lean HTTP/1.1 loop (internal/proxyserver), since it is on
+	// the path of every call. Admin and inbound TLS are net/http.
+	proxy := &proxyserver.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second, Logger: g.log}
 	servers := []*http.Server{
-		{Addr: cfg.Listen.Proxy, Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second},
 		{Addr: cfg.Listen.Admin, Handler: g.AdminHandler(), ReadHeaderTimeout: 10 * time.Second},
 	}
 	if cfg.Inbound != nil {
@@ -309,22 +312,24 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, len(servers))
-	for i, s := range servers {
-		go func(i int, s *http.Server) {
+	errc := make(chan error, len(servers)+1)
+	go func() {
+		if err := proxy.Serve(proxyListener); !errors.Is(err, proxyserver.ErrServerClosed) {
+			errc <- fmt.Errorf("listen %s: %w", cfg.Listen.Proxy, err)
+		}
+	}()
+	for _, s := range servers {
+		go func(s *http.Server) {
 			var err error
-			switch {
-			case i == 0:
-				err = s.Serve(proxyListener)
-			case s.TLSConfig != nil:
+			if s.TLSConfig != nil {
 				err = s.ListenAndServeTLS("", "")
-			default:
+			} else {
 				err = s.ListenAndServe()
 			}
 			if !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("listen %s: %w", s.Addr, err)
 			}
-		}(i, s)
+		}(s)
 	}
 	g.log.Info("gateway serving", "proxy", cfg.Listen.Proxy, "admin", cfg.Listen.Admin, "tls", cfg.Inbound != nil)
 	ticker := time.NewTicker(g.opts.ReloadInterval)
@@ -334,6 +339,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			shutdown, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
+			_ = proxy.Shutdown(shutdown)
 			for _, s := range servers {
 				_ = s.Shutdown(shutdown)
 			}
