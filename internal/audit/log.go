@@ -62,8 +62,8 @@ type Options struct {
 	// to this much delivery, never skip any.
 	CursorSaveInterval time.Duration
 	Now                func() time.Time
-	Logger       *slog.Logger
-	Metrics      *Metrics
+	Logger             *slog.Logger
+	Metrics            *Metrics
 }
 
 func (o *Options) defaults() {
