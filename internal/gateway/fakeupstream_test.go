@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -50,6 +51,12 @@ func (f *fakeProviderUpstream) keys() []string {
 
 func (f *fakeProviderUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	f.calls.Add(1)
+	// As the providers do, JSON answers are compressed for a client that asks.
+	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		gz := &gzipJSONWriter{ResponseWriter: w}
+		defer gz.Close()
+		w = gz
+	}
 	var key string
 	switch {
 	case strings.HasPrefix(r.URL.Path, "/v1beta/"):
@@ -130,5 +137,52 @@ func sse(w http.ResponseWriter, _ string, datas []string) {
 	for _, d := range datas {
 		fmt.Fprintf(w, "data: %s\n\n", d)
 		w.(http.Flusher).Flush()
+	}
+}
+
+// gzipJSONWriter compresses a JSON answer; other answers (event streams) pass as they are.
+type gzipJSONWriter struct {
+	http.ResponseWriter
+	gz      *gzip.Writer
+	decided bool
+}
+
+func (g *gzipJSONWriter) decide() {
+	if g.decided {
+		return
+	}
+	g.decided = true
+	if strings.HasPrefix(g.Header().Get("Content-Type"), "application/json") {
+		g.Header().Set("Content-Encoding", "gzip")
+		g.Header().Del("Content-Length")
+		g.gz = gzip.NewWriter(g.ResponseWriter)
+	}
+}
+
+func (g *gzipJSONWriter) WriteHeader(code int) {
+	g.decide()
+	g.ResponseWriter.WriteHeader(code)
+}
+
+func (g *gzipJSONWriter) Write(p []byte) (int, error) {
+	g.decide()
+	if g.gz != nil {
+		return g.gz.Write(p)
+	}
+	return g.ResponseWriter.Write(p)
+}
+
+func (g *gzipJSONWriter) Flush() {
+	if g.gz != nil {
+		_ = g.gz.Flush()
+	}
+	if f, ok := g.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (g *gzipJSONWriter) Close() {
+	if g.gz != nil {
+		_ = g.gz.Close()
 	}
 }

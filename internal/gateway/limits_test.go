@@ -258,6 +258,21 @@ func TestAgentKeysAreStripped(t *testing.T) {
 	}
 }
 
+// An agent that asks for compression (every SDK on net/http, httpx, fetch does) must
+// not get its spend uncounted: the gateway asks the provider for the plain answer.
+func TestUsageCountedWhenTheAgentAsksForCompression(t *testing.T) {
+	tg := startGateway(t, "openai", nil)
+	resp := tg.post(t, "/model/chat/completions", openaiBody, map[string]string{"Accept-Encoding": "gzip, deflate, br"})
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !json.Valid(body) {
+		t.Fatalf("status %d, body %q", resp.StatusCode, body)
+	}
+	recs := tg.audit.waitRecords(t, 1)
+	if r := recs[0]; r.InputTokens != fakeInputTokens || r.OutputToks == 0 {
+		t.Fatalf("audit record %+v: usage not counted", r)
+	}
+}
+
 func TestConfigReloadChangesLimitsLive(t *testing.T) {
 	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
 		c.Limits = gw.Limits{RequestsPerSecond: 1, Burst: 1}
