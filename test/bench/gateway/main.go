@@ -17,6 +17,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,9 +42,15 @@ func main() {
 	durability := flag.String("durability", gw.AuditDurabilityWrite, "the gateway's audit durability: Write or Fsync")
 	only := flag.String("only", "", "measure only this target besides direct (gateway or nginx)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the measured run to this file (with -gateway-bin \"\", it covers the gateway)")
+	reverseProxyListen := flag.String("serve-go-reverseproxy", "", "internal: serve as the plain Go reverse proxy on this address (the bench starts itself so)")
+	reverseProxyUpstream := flag.String("reverseproxy-upstream", "", "internal: the upstream of -serve-go-reverseproxy")
 	gatewayBin := flag.String("gateway-bin", "bin/voiceagent-operator", "run the gateway as its own process from this binary, as in a pod and like nginx; empty runs it inside the bench process")
 	slice := flag.Duration("slice", 100*time.Millisecond, "targets take turns of this length, so that the machine's noise falls on all of them alike")
 	flag.Parse()
+	if *reverseProxyListen != "" {
+		serveGoReverseProxy(*reverseProxyListen, *reverseProxyUpstream)
+		return
+	}
 
 	upstream := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -72,7 +80,16 @@ func main() {
 		{"direct", upstream.URL + "/v1/chat/completions"},
 		{"gateway", gwURL + "/model/chat/completions"},
 	}
-	if *only == "gateway" {
+	if *only == "" || *only == "go-reverseproxy" {
+		u, stop, err := startGoReverseProxy(dir, upstream)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "go-reverseproxy not measured:", err)
+		} else {
+			defer stop()
+			targets = append(targets, target{"go-reverseproxy", u + "/v1/chat/completions"})
+		}
+	}
+	if *only == "gateway" || *only == "go-reverseproxy" {
 		// nginx not wanted in this run
 	} else if nginxURL, stop, err := startNginx(dir, upstream.URL, *rate*2); err != nil {
 		fmt.Fprintln(os.Stderr, "nginx not measured:", err)
@@ -107,12 +124,12 @@ func main() {
 	}
 	direct := results["direct"]
 	fmt.Printf("open-loop load: %d req/s per target for %s each, in turns of %s, loopback, %d cores\n\n", *rate, *duration, *slice, runtime.NumCPU())
-	fmt.Printf("%-8s %8s %10s %10s %10s %12s %12s\n", "target", "ok", "p50", "p99", "max", "added p50", "added p99")
+	fmt.Printf("%-16s %8s %10s %10s %10s %12s %12s\n", "target", "ok", "p50", "p99", "max", "added p50", "added p99")
 	for _, t := range measured {
 		r := results[t.name]
-		fmt.Printf("%-8s %8d %10s %10s %10s %12s %12s\n", t.name, r.ok, r.p50, r.p99, r.max, r.p50-direct.p50, r.p99-direct.p99)
+		fmt.Printf("%-16s %8d %10s %10s %10s %12s %12s\n", t.name, r.ok, r.p50, r.p99, r.max, r.p50-direct.p50, r.p99-direct.p99)
 		if r.failed > 0 {
-			fmt.Printf("         %d requests failed or were limited\n", r.failed)
+			fmt.Printf("                 %d requests failed or were limited\n", r.failed)
 		}
 	}
 }
@@ -342,4 +359,55 @@ func load(client *http.Client, targets []target, rate int, d, slice time.Duratio
 		out[t.name] = stats{ok: len(l), failed: failed[ti], p50: pct(0.50), p99: pct(0.99), max: l[len(l)-1]}
 	}
 	return out
+}
+
+// startGoReverseProxy runs this program again as a plain net/http reverse proxy
+// (httputil.ReverseProxy, none of the gateway's controls), as its own process: the
+// baseline of what any Go proxy adds on the machine.
+func startGoReverseProxy(dir string, upstream *httptest.Server) (string, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	ca := filepath.Join(dir, "reverseproxy-ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: upstream.Certificate().Raw}), 0o600); err != nil {
+		return "", nil, err
+	}
+	addr := freeAddr()
+	var stderr bytes.Buffer
+	cmd := exec.Command(self, "-serve-go-reverseproxy", addr, "-reverseproxy-upstream", upstream.URL)
+	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+ca)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return "http://" + addr, stop, nil
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("not listening after 10s: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the listener, with a deadline
+	}
+}
+
+func serveGoReverseProxy(listen, upstreamURL string) {
+	u, err := url.Parse(upstreamURL)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 256 // as the gateway's and nginx's upstream pools
+	rp := &httputil.ReverseProxy{Transport: transport, Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(u)
+		r.Out.Header.Set("Authorization", "Bearer bench-key")
+	}}
+	fmt.Fprintln(os.Stderr, http.ListenAndServe(listen, rp))
+	os.Exit(1)
 }
