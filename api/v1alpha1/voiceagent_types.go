@@ -138,10 +138,15 @@ const (
 )
 
 // ModelSpec is the primary model with its fallbacks.
+// +kubebuilder:validation:XValidation:rule="!has(self.fallbacks) || self.fallbacks.all(f, f.provider == self.provider || (self.provider in ['openai', 'openai-compatible'] && f.provider in ['openai', 'openai-compatible', 'anthropic']) || (self.provider == 'gemini' && f.provider in ['openai', 'openai-compatible']))",message="spec.model.fallbacks: each fallback must be the same provider as the primary, or one the gateway translates to: behind openai or openai-compatible, openai, openai-compatible or anthropic; behind gemini, openai or openai-compatible; an anthropic primary falls back to anthropic only"
 type ModelSpec struct {
 	ModelTarget `json:",inline"`
 
-	// Fallbacks are tried in order when the primary fails or its circuit is open.
+	// Fallbacks are tried in order when the primary fails or its circuit is open. The
+	// agent speaks the primary's format; a fallback of another provider is reached by
+	// translation, for text conversations: openai or openai-compatible to anthropic, and
+	// gemini to openai or openai-compatible. Calls with tools, media, audio, several
+	// choices or structured output skip a fallback that needs translation.
 	// +kubebuilder:validation:MaxItems=5
 	// +optional
 	Fallbacks []ModelTarget `json:"fallbacks,omitempty"`

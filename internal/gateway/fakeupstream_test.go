@@ -24,6 +24,7 @@ type fakeProviderUpstream struct {
 
 	mu       sync.Mutex
 	keysSeen []string
+	bodies   []string // request bodies that passed the key check
 	calls    atomic.Int64
 	// failNext makes the next N calls answer with failStatus.
 	failNext   atomic.Int64
@@ -84,6 +85,9 @@ func (f *fakeProviderUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
+	f.mu.Lock()
+	f.bodies = append(f.bodies, string(body))
+	f.mu.Unlock()
 	var req struct {
 		Stream bool `json:"stream"`
 	}

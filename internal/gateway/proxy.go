@@ -18,6 +18,7 @@ import (
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/neterr"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/pii"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/translate"
 )
 
 const (
@@ -122,10 +123,19 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	family := wireFamily(primary.Provider)
 	var lastErr string
 	for _, m := range cfg.Models {
+		path, query, upBody := suffix, r.URL.RawQuery, body
+		var tr *translate.Translation
 		if wireFamily(m.Provider) != family {
-			continue // another wire format: this request cannot go there
+			// Another wire format: translated both ways where a translation exists (the
+			// operator refuses other pairs at admission).
+			t, err := translate.Plan(family, suffix, r.URL.RawQuery, body, m.Provider, m.Name)
+			if err != nil {
+				lastErr = host(m.Endpoint) + ": " + err.Error()
+				continue
+			}
+			tr, path, query, upBody = t, t.Path, "", t.Body
 		}
-		done, msg := c.tryModel(w, r, m, suffix, body)
+		done, msg := c.tryModel(w, r, m, path, query, upBody, tr)
 		if done {
 			return
 		}
@@ -138,7 +148,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 
 // tryModel calls one model upstream with retries. It returns done once a response was
 // written to the client; otherwise the caller fails over to the next upstream.
-func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suffix string, body []byte) (bool, string) {
+func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suffix, rawQuery string, body []byte, tr *translate.Translation) (bool, string) {
 	br := c.g.breaker(m.Endpoint)
 	if !br.Allow() {
 		c.g.metrics.breakerState.WithLabelValues(host(m.Endpoint)).Set(1)
@@ -152,7 +162,7 @@ func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suff
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), m.Timeout.Duration)
 	defer cancel()
-	target, err := joinURL(m.Endpoint, suffix, r.URL.RawQuery)
+	target, err := joinURL(m.Endpoint, suffix, rawQuery)
 	if err != nil {
 		return false, "bad upstream URL"
 	}
@@ -181,7 +191,11 @@ func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suff
 	br.Success()
 	c.g.metrics.breakerState.WithLabelValues(host(m.Endpoint)).Set(0)
 	c.rec.Upstream = m.Provider + "/" + m.Name
-	c.relay(w, resp, m)
+	if tr != nil {
+		c.relayTranslated(w, resp, m, tr)
+	} else {
+		c.relay(w, resp, m)
+	}
 	return true, ""
 }
 
@@ -238,6 +252,71 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(data)
+}
+
+// relayTranslated answers from a fallback of another format in the format the agent
+// asked in. Usage is read from the fallback's own answer.
+func (c *call) relayTranslated(w http.ResponseWriter, resp *http.Response, m gw.Model, tr *translate.Translation) {
+	c.rec.Decision, c.rec.Status = "allowed", resp.StatusCode
+	c.rec.Reason = "served by a fallback in another format: " + tr.Direction
+	w.Header().Set("X-Request-ID", c.rec.RequestID)
+	if resp.StatusCode >= 400 {
+		kind := upstreamErrorKind(resp)
+		c.rec.Reason = "upstream status " + strconv.Itoa(resp.StatusCode)
+		writeError(w, resp.StatusCode, kind, "the model provider refused the call ("+kind+")", c.rec.RequestID)
+		return
+	}
+	now := c.g.opts.Now()
+	if isEventStream(resp.Header) && tr.Stream != nil {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.WriteHeader(resp.StatusCode)
+		flusher, _ := w.(http.Flusher)
+		var total usage
+		stream := tr.Stream(now)
+		failed := false
+		sc := &sseScanner{onEvent: func(data []byte) {
+			if u, ok := usageFromJSON(m.Provider, data); ok {
+				mergeStreamUsage(m.Provider, &total, u)
+			}
+			if out := stream.Event(data); len(out) > 0 && !failed {
+				if _, err := w.Write(out); err != nil {
+					failed = true
+				} else if flusher != nil {
+					flusher.Flush()
+				}
+			}
+		}}
+		buf := make([]byte, 32<<10)
+		for !failed {
+			n, err := resp.Body.Read(buf)
+			if n > 0 {
+				sc.Write(buf[:n])
+			}
+			if err != nil {
+				break
+			}
+		}
+		c.account(total, m)
+		return
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	if err != nil {
+		c.rec.Reason = "upstream body cut short"
+	}
+	total, _ := usageFromJSON(m.Provider, data)
+	c.account(total, m)
+	out, err := tr.Answer(data, now)
+	if err != nil {
+		c.rec.Status, c.rec.Reason = http.StatusBadGateway, "fallback answer not translatable"
+		writeError(w, http.StatusBadGateway, "upstream_error", "the fallback provider's answer could not be read", c.rec.RequestID)
+		return
+	}
+	c.finish()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(out)
 }
 
 // account charges tokens and spend after the call.
