@@ -25,6 +25,7 @@ type fakeProviderUpstream struct {
 	mu       sync.Mutex
 	keysSeen []string
 	bodies   []string // request bodies that passed the key check
+	paths    []string // and their paths
 	calls    atomic.Int64
 	// failNext makes the next N calls answer with failStatus.
 	failNext   atomic.Int64
@@ -87,6 +88,7 @@ func (f *fakeProviderUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	f.mu.Lock()
 	f.bodies = append(f.bodies, string(body))
+	f.paths = append(f.paths, r.URL.Path)
 	f.mu.Unlock()
 	var req struct {
 		Stream bool `json:"stream"`

@@ -360,3 +360,48 @@ func TestIntegrationAuthAndRateLimit(t *testing.T) {
 		t.Errorf("unknown integration: %d", s)
 	}
 }
+
+// A fallback of the same format gets its own model name, not the one the agent asked
+// the primary for; the primary keeps the agent's.
+func TestSameFormatFallbackGetsItsOwnModelName(t *testing.T) {
+	for _, tt := range []struct {
+		provider, path, body, wantPrimary, wantFallback string
+		fromPath                                        bool
+	}{
+		{"openai", "/model/chat/completions", openaiBody, `"model":"gpt-4o-mini"`, `"model":"fallback-model"`, false},
+		{"anthropic", "/model/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`,
+			`"model":"claude-sonnet-4-5"`, `"model":"fallback-model"`, false},
+		{"gemini", "/model/v1beta/models/gemini-2.5-pro:generateContent", `{"contents":[{"parts":[{"text":"hi"}]}]}`,
+			"/v1beta/models/gemini-2.5-pro:generateContent", "/v1beta/models/fallback-model:generateContent", true},
+	} {
+		t.Run(tt.provider, func(t *testing.T) {
+			var fallback *fakeProviderUpstream
+			tg := startGateway(t, tt.provider, func(c *gw.Config, primary *fakeProviderUpstream) {
+				fallback = newFakeProviderUpstream(t, mountedKey)
+				fm := c.Models[0]
+				fm.Name, fm.Endpoint = "fallback-model", strings.Replace(fm.Endpoint, primary.URL, fallback.URL, 1)
+				c.Models = append(c.Models, fm)
+			})
+			tg.upstream.failNext.Store(3) // the first call's tries on the primary
+			for i := 0; i < 2; i++ {
+				if resp := tg.post(t, tt.path, tt.body, nil); resp.StatusCode != http.StatusOK {
+					t.Fatalf("call %d: %d", i, resp.StatusCode)
+				}
+			}
+			seen := func(u *fakeProviderUpstream) string {
+				u.mu.Lock()
+				defer u.mu.Unlock()
+				if tt.fromPath {
+					return strings.Join(u.paths, " ")
+				}
+				return strings.Join(u.bodies, " ")
+			}
+			if got := seen(fallback); !strings.Contains(got, tt.wantFallback) {
+				t.Errorf("fallback got %s, want %s", got, tt.wantFallback)
+			}
+			if got := seen(tg.upstream); !strings.Contains(got, tt.wantPrimary) || strings.Contains(got, "fallback-model") {
+				t.Errorf("primary got %s, want %s", got, tt.wantPrimary)
+			}
+		})
+	}
+}

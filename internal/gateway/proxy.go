@@ -122,9 +122,13 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	suffix := strings.TrimPrefix(r.URL.Path, "/model")
 	family := wireFamily(primary.Provider)
 	var lastErr string
-	for _, m := range cfg.Models {
+	for i, m := range cfg.Models {
 		path, query, upBody := suffix, r.URL.RawQuery, body
 		var tr *translate.Translation
+		if i > 0 && wireFamily(m.Provider) == family {
+			// The model the agent asked for means nothing to a fallback: it gets its own.
+			path, upBody = withModel(family, path, upBody, m.Name)
+		}
 		if wireFamily(m.Provider) != family {
 			// Another wire format: translated both ways where a translation exists (the
 			// operator refuses other pairs at admission).
@@ -252,6 +256,32 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(data)
+}
+
+// withModel names model in a request of the given family: in the path for Gemini
+// (/v1beta/models/<model>:<method>), in the body's "model" field otherwise. A body that
+// is not a JSON object is left as it is.
+func withModel(family, path string, body []byte, model string) (string, []byte) {
+	if family == "gemini" {
+		if i := strings.Index(path, "/models/"); i >= 0 {
+			rest := path[i+len("/models/"):]
+			if j := strings.IndexByte(rest, ':'); j >= 0 {
+				return path[:i] + "/models/" + url.PathEscape(model) + rest[j:], body
+			}
+		}
+		return path, body
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil || fields == nil {
+		return path, body
+	}
+	name, _ := json.Marshal(model)
+	fields["model"] = name
+	out, err := json.Marshal(fields)
+	if err != nil {
+		return path, body
+	}
+	return path, out
 }
 
 // relayTranslated answers from a fallback of another format in the format the agent
