@@ -125,11 +125,8 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	for i, m := range cfg.Models {
 		path, query, upBody := suffix, r.URL.RawQuery, body
 		var tr *translate.Translation
-		if i > 0 && wireFamily(m.Provider) == family {
-			// The model the agent asked for means nothing to a fallback: it gets its own.
-			path, upBody = withModel(family, path, upBody, m.Name)
-		}
-		if wireFamily(m.Provider) != family {
+		switch {
+		case wireFamily(m.Provider) != family:
 			// Another wire format: translated both ways where a translation exists (the
 			// operator refuses other pairs at admission).
 			t, err := translate.Plan(family, suffix, r.URL.RawQuery, body, m.Provider, m.Name)
@@ -138,6 +135,9 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			tr, path, query, upBody = t, t.Path, "", t.Body
+		case i > 0:
+			// The model the agent asked for means nothing to a fallback: it gets its own.
+			path, upBody = withModel(family, path, upBody, m.Name)
 		}
 		done, msg := c.tryModel(w, r, m, path, query, upBody, tr)
 		if done {
