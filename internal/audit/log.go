@@ -131,25 +131,28 @@ type Log struct {
 	wg       sync.WaitGroup
 
 	mu              sync.Mutex
-	cond            *sync.Cond // signalled when a group fsync ends
-	f               *os.File   // the active (last) segment
-	segs            []*segment
-	head            uint64 // last written seq
-	prev            [sha256.Size]byte
-	synced          uint64 // last seq known to be on disk
-	syncing         bool
-	err             error // sticky: the queue can no longer be trusted to write
-	closed          bool
-	sinceCheckpoint int
-	reserved        int
-	droppedPending  uint64 // dropped since the last kept record
-	dropped         uint64
-	floor           uint64   // every sink has acknowledged records <= floor
-	sizes           []uint32 // line sizes of records floor+1 .. head
-	bytes           int64    // sum of sizes
-	lastSize        int64    // of the last record: what the next one probably needs
-	buf             []byte
-	sinks           map[string]*deliverer
+	syncLoopRunning bool // the group fsync goroutine of SyncInterval mode runs
+	// syncIntervalChanged wakes that goroutine when SetSyncInterval changes the mode.
+	syncIntervalChanged chan struct{}
+	cond                *sync.Cond // signalled when a group fsync ends
+	f                   *os.File   // the active (last) segment
+	segs                []*segment
+	head                uint64 // last written seq
+	prev                [sha256.Size]byte
+	synced              uint64 // last seq known to be on disk
+	syncing             bool
+	err                 error // sticky: the queue can no longer be trusted to write
+	closed              bool
+	sinceCheckpoint     int
+	reserved            int
+	droppedPending      uint64 // dropped since the last kept record
+	dropped             uint64
+	floor               uint64   // every sink has acknowledged records <= floor
+	sizes               []uint32 // line sizes of records floor+1 .. head
+	bytes               int64    // sum of sizes
+	lastSize            int64    // of the last record: what the next one probably needs
+	buf                 []byte
+	sinks               map[string]*deliverer
 }
 
 // Open opens (or creates) the queue in opts.Dir, continues the chain found there and
@@ -162,7 +165,8 @@ func Open(opts Options, sinks []NamedSink) (*Log, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit queue: %w", err)
 	}
-	l := &Log{opts: opts, dir: opts.Dir, m: opts.Metrics, sinks: map[string]*deliverer{}}
+	l := &Log{opts: opts, dir: opts.Dir, m: opts.Metrics, sinks: map[string]*deliverer{},
+		syncIntervalChanged: make(chan struct{}, 1)}
 	l.cond = sync.NewCond(&l.mu)
 	lock, err := os.OpenFile(filepath.Join(l.dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -200,10 +204,42 @@ func Open(opts Options, sinks []NamedSink) (*Log, error) {
 		go l.checkpointLoop()
 	}
 	if opts.SyncInterval > 0 {
-		l.wg.Add(1)
-		go l.syncLoop()
+		l.mu.Lock()
+		l.startSyncLoopLocked()
+		l.mu.Unlock()
 	}
 	return l, nil
+}
+
+// SetSyncInterval changes the durability mode of a running log (Options.SyncInterval),
+// so that a new configuration takes effect without a restart. Switching to 0 fsyncs
+// what is written so far before it returns: from then on every answered call's record
+// is on disk.
+func (l *Log) SetSyncInterval(d time.Duration) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	l.opts.SyncInterval = d
+	select { // a running loop takes the new interval, or ends
+	case l.syncIntervalChanged <- struct{}{}:
+	default:
+	}
+	if d <= 0 {
+		return l.syncLocked(l.head)
+	}
+	l.startSyncLoopLocked()
+	return nil
+}
+
+func (l *Log) startSyncLoopLocked() {
+	if l.syncLoopRunning {
+		return
+	}
+	l.syncLoopRunning = true
+	l.wg.Add(1)
+	go l.syncLoop(l.opts.SyncInterval)
 }
 
 // Instance is this writer's chain identity.
@@ -484,15 +520,28 @@ func (l *Log) Append(payload []byte, reserved bool) (uint64, error) {
 	return seq, nil
 }
 
-// syncLoop is the group fsync of SyncInterval mode.
-func (l *Log) syncLoop() {
+// syncLoop is the group fsync of SyncInterval mode. It ends when the log switches to
+// an fsync per record.
+func (l *Log) syncLoop(interval time.Duration) {
 	defer l.wg.Done()
-	t := time.NewTicker(l.opts.SyncInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-l.ctx.Done():
 			return
+		case <-l.syncIntervalChanged:
+			l.mu.Lock()
+			if l.opts.SyncInterval <= 0 {
+				l.syncLoopRunning = false
+				l.mu.Unlock()
+				return
+			}
+			if l.opts.SyncInterval != interval {
+				interval = l.opts.SyncInterval
+				t.Reset(interval)
+			}
+			l.mu.Unlock()
 		case <-t.C:
 			l.mu.Lock()
 			if !l.closed && l.err == nil && l.synced < l.head {

@@ -427,3 +427,39 @@ func TestPayloadsAreKeptOnOneLine(t *testing.T) {
 	}
 	shutdown(t, l)
 }
+
+// The durability mode changes on a running log: to an fsync per record (everything
+// written is on disk when Append returns), and back to the background group fsync.
+func TestSyncIntervalChangesWhileRunning(t *testing.T) {
+	l := openLog(t, t.TempDir(), func(o *Options) { o.SyncInterval = time.Hour })
+	synced := func() (uint64, uint64) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.synced, l.head
+	}
+	appendN(t, l, 0, 3)
+	if s, h := synced(); s >= h {
+		t.Fatalf("with an hourly group fsync, %d of %d records already synced", s, h)
+	}
+	if err := l.SetSyncInterval(0); err != nil {
+		t.Fatal(err)
+	}
+	if s, h := synced(); s != h {
+		t.Fatalf("after switching to an fsync per record: %d of %d synced", s, h)
+	}
+	appendN(t, l, 3, 2)
+	if s, h := synced(); s != h {
+		t.Fatalf("Append in fsync mode returned with %d of %d synced", s, h)
+	}
+	waitFor(t, "the group fsync goroutine to end", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return !l.syncLoopRunning || l.opts.SyncInterval > 0
+	})
+	if err := l.SetSyncInterval(5 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 5, 2)
+	waitFor(t, "the background group fsync", func() bool { s, h := synced(); return s == h })
+	shutdown(t, l)
+}

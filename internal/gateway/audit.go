@@ -95,9 +95,14 @@ func (g *Gateway) auditSinks(cfg *gw.Config) ([]audit.NamedSink, error) {
 	return out, nil
 }
 
-// reloadAuditSinks puts changed sinks in force; queue bounds and the checkpoint key
-// take effect at the next start.
+// reloadAuditSinks puts changed sinks and a changed durability in force; queue bounds
+// and the checkpoint key take effect at the next start.
 func (g *Gateway) reloadAuditSinks(old, cfg *gw.Config) error {
+	if old.Audit.Durability != cfg.Audit.Durability {
+		if err := g.trail.SetSyncInterval(auditSyncInterval(cfg.Audit.Durability)); err != nil {
+			return fmt.Errorf("audit durability: %w", err)
+		}
+	}
 	if reflect.DeepEqual(old.Audit.Sinks, cfg.Audit.Sinks) {
 		return nil
 	}

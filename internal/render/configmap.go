@@ -148,6 +148,9 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 		if a.FailurePolicy != "" {
 			cfg.Audit.FailurePolicy = string(a.FailurePolicy)
 		}
+		if a.Durability != "" {
+			cfg.Audit.Durability = string(a.Durability)
+		}
 		cfg.Audit.RecordContent = a.RecordContent
 	}
 	for _, s := range sinks {
