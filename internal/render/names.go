@@ -12,9 +12,13 @@ import (
 // FieldOwner is the server-side apply field manager of every child.
 const FieldOwner = "voiceagent-operator"
 
-// OperatorName is the app.kubernetes.io/name label of the operator's own pods (config/manager
-// and the Helm chart set it).
-const OperatorName = "voiceagent-operator"
+// OperatorPodLabel and OperatorPodLabelValue mark the operator's own pods (config/manager
+// and the Helm chart set them whatever the chart's nameOverride), so that the gateways'
+// NetworkPolicy admits the operator to their admin port.
+const (
+	OperatorPodLabel      = "voiceagent.dev/component"
+	OperatorPodLabelValue = "operator"
+)
 
 // Labels every child carries.
 const (

@@ -38,7 +38,7 @@ func NetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.NetworkPolicyE
 	if admin.OperatorNamespace != "" {
 		peers = append(peers, networkingv1.NetworkPolicyPeer{
 			NamespaceSelector: namespaceSelector(admin.OperatorNamespace),
-			PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{LabelName: OperatorName}},
+			PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{OperatorPodLabel: OperatorPodLabelValue}},
 		})
 	}
 	for _, ns := range admin.ScraperNamespaces {

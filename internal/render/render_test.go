@@ -254,7 +254,7 @@ func TestOperatorReachesOnlyTheAdminPort(t *testing.T) {
 				t.Errorf("admin rule ports %+v, want only %d", admin.Ports, gatewayconfig.AdminPort)
 			}
 			peer := admin.From[0]
-			if peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != tt.operatorNS || peer.PodSelector.MatchLabels[LabelName] != OperatorName {
+			if peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != tt.operatorNS || peer.PodSelector.MatchLabels[OperatorPodLabel] != OperatorPodLabelValue {
 				t.Errorf("admin rule peer %+v", peer)
 			}
 		})

@@ -208,6 +208,10 @@ func checkDeployment(t *testing.T, dep *appsv1.Deployment, v values, chart chart
 		t.Errorf("selector %v does not select the pod labels %v (%v)", dep.Spec.Selector, dep.Spec.Template.Labels, err)
 	}
 	tmpl := dep.Spec.Template
+	// The gateways' NetworkPolicy admits the operator by this label, whatever nameOverride says.
+	if tmpl.Labels[render.OperatorPodLabel] != render.OperatorPodLabelValue {
+		t.Errorf("pod labels %v lack %s=%s: the gateways' admin port would refuse the operator", tmpl.Labels, render.OperatorPodLabel, render.OperatorPodLabelValue)
+	}
 	for k, want := range v.strMap("podLabels") {
 		if tmpl.Labels[k] != want {
 			t.Errorf("pod label %s=%q, want %q", k, tmpl.Labels[k], want)
