@@ -4,11 +4,11 @@
 //
 // net/http's server also starts a background read per request, to notice a client
 // that goes away, and wakes the connection's goroutine through it at the end of every
-// request. On a small or virtualised node those wake-ups are most of what a Go proxy
-// adds to a call (docs/performance.md). The agent is the only client here, in the same
-// pod, so the gateway gives that up: a call whose agent has gone runs to its end (its
-// model timeout bounds it) and is recorded as usual. Parsing is net/http's own
-// (http.ReadRequest), so what the gateway accepts on the wire does not change.
+// request. On a small or virtualised node such wake-ups are most of what a Go proxy
+// adds to a call (docs/performance.md). Here the connection is watched for a hang-up
+// only once a call has run for watchAfter, which a model call that takes seconds does
+// and a fast call never pays for. Parsing is net/http's own (http.ReadRequest), so what
+// the gateway accepts on the wire does not change.
 package proxyserver
 
 import (
@@ -175,8 +175,17 @@ type conn struct {
 	nc    net.Conn
 	state atomic.Int32
 	lr    io.LimitedReader
-	br    *bufio.Reader
-	bw    *bufio.Writer
+	cr    connReader
+
+	// A call that runs longer than watchAfter, with its body read, has the connection
+	// watched for the agent hanging up (see watchForHangUp). Guarded by watchMu.
+	watchMu      sync.Mutex
+	watchState   int // watchIdle, watchRunning, watchStopped
+	watchDone    chan struct{}
+	bodyFinished atomic.Bool
+	hungUp       atomic.Bool
+	br           *bufio.Reader
+	bw           *bufio.Writer
 }
 
 var (
@@ -186,7 +195,8 @@ var (
 
 func (c *conn) serve() {
 	s := c.s
-	c.lr.R = c.nc
+	c.cr.nc = c.nc
+	c.lr.R = &c.cr
 	c.br = readers.Get().(*bufio.Reader)
 	c.br.Reset(&c.lr)
 	c.bw = writers.Get().(*bufio.Writer)
@@ -259,9 +269,17 @@ func (c *conn) serveOne() bool {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req = req.WithContext(ctx)
+	c.bodyFinished.Store(req.Body == http.NoBody)
+	req.Body = &bodyEOFNotifier{ReadCloser: req.Body, done: &c.bodyFinished}
+	c.watchMu.Lock()
+	c.watchState = watchIdle
+	c.watchMu.Unlock()
+	watch := time.AfterFunc(watchAfter, func() { c.watchForHangUp(cancel) })
 	w := &response{c: c, req: req, header: http.Header{}, status: http.StatusOK}
 	s.Handler.ServeHTTP(w, req)
-	if !w.finish() {
+	watch.Stop()
+	hungUp := c.stopWatching()
+	if !w.finish() || hungUp {
 		return false
 	}
 	// What the handler left of the body is read away, up to a bound, so that the next
@@ -271,6 +289,88 @@ func (c *conn) serveOne() bool {
 		return false
 	}
 	return !w.closeAfter
+}
+
+// watchAfter: calls shorter than this are never watched for a hang-up, so that the
+// fast path costs nothing; a model call that takes seconds is.
+const watchAfter = 50 * time.Millisecond
+
+const (
+	watchIdle = iota
+	watchRunning
+	watchStopped
+)
+
+// watchForHangUp reads the connection while the handler works, once the request body
+// is read: the end of the connection (the agent hung up) cancels the call's context, so
+// that the upstream call is abandoned instead of run to its end. A byte that arrives
+// instead (the next request, pipelined) is kept for the next read.
+func (c *conn) watchForHangUp(cancel context.CancelFunc) {
+	c.watchMu.Lock()
+	if c.watchState != watchIdle || !c.bodyFinished.Load() {
+		c.watchMu.Unlock()
+		return
+	}
+	c.watchState = watchRunning
+	done := make(chan struct{})
+	c.watchDone = done
+	c.watchMu.Unlock()
+	defer close(done)
+	var b [1]byte
+	n, err := c.nc.Read(b[:])
+	if n == 1 {
+		c.cr.pending = append(c.cr.pending, b[0])
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return // stopWatching ended the read
+	}
+	c.hungUp.Store(true)
+	cancel()
+}
+
+// stopWatching ends a watch in progress before the connection is read again, and
+// reports whether the agent hung up.
+func (c *conn) stopWatching() bool {
+	c.watchMu.Lock()
+	state, done := c.watchState, c.watchDone
+	c.watchState = watchStopped
+	c.watchMu.Unlock()
+	if state == watchRunning {
+		_ = c.nc.SetReadDeadline(time.Unix(1, 0)) // ends the pending read at once
+		<-done
+	}
+	return c.hungUp.Load()
+}
+
+// connReader reads the connection, after a byte the hang-up watch may have taken.
+type connReader struct {
+	nc      net.Conn
+	pending []byte
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		r.pending = r.pending[n:]
+		return n, nil
+	}
+	return r.nc.Read(p)
+}
+
+// bodyEOFNotifier tells the hang-up watch that the request body has been read.
+type bodyEOFNotifier struct {
+	io.ReadCloser
+	done *atomic.Bool
+}
+
+func (b *bodyEOFNotifier) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.done.Store(true)
+	}
+	return n, err
 }
 
 // reject answers a request that never reached the handler, and the connection ends.

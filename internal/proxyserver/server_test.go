@@ -297,3 +297,75 @@ func TestIdleAndSlowHeadConnectionsAreClosed(t *testing.T) {
 		t.Error("a connection with a half-sent head outlived ReadHeaderTimeout")
 	}
 }
+
+// watchedConn waits until a connection of s is watched for a hang-up, and returns it.
+func watchedConn(t *testing.T, s *Server) *conn {
+	t.Helper()
+	var found *conn
+	waitFor := time.Now().Add(5 * time.Second)
+	for found == nil {
+		s.mu.Lock()
+		for c := range s.conns {
+			c.watchMu.Lock()
+			if c.watchState == watchRunning {
+				found = c
+			}
+			c.watchMu.Unlock()
+		}
+		s.mu.Unlock()
+		if found == nil && time.Now().After(waitFor) {
+			t.Fatal("no connection was watched for a hang-up")
+		}
+		time.Sleep(5 * time.Millisecond) // polling, with a deadline
+	}
+	return found
+}
+
+// An agent that hangs up during a long call cancels the call's context (the gateway
+// then abandons the upstream call).
+func TestHangUpDuringALongCallCancelsIt(t *testing.T) {
+	cancelled := make(chan bool, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		select {
+		case <-r.Context().Done():
+			cancelled <- true
+		case <-time.After(5 * time.Second): // the test's bound
+			cancelled <- false
+		}
+	})
+	s, addr := start(t, h, nil)
+	c := dial(t, addr)
+	c.send("POST /long HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\nhi")
+	watchedConn(t, s)
+	c.nc.Close()
+	if !<-cancelled {
+		t.Fatal("the call's context was not cancelled when the agent hung up")
+	}
+}
+
+// A byte the watch reads (the next request, pipelined behind a long call) is not lost.
+func TestPipelinedRequestBehindALongCall(t *testing.T) {
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		_, _ = io.WriteString(w, r.URL.Path)
+	})
+	s, addr := start(t, h, nil)
+	c := dial(t, addr)
+	c.send("GET /slow HTTP/1.1\r\nHost: gw\r\n\r\n")
+	watched := watchedConn(t, s)
+	c.send("GET /next HTTP/1.1\r\nHost: gw\r\n\r\n")
+	watched.watchMu.Lock()
+	done := watched.watchDone
+	watched.watchMu.Unlock()
+	<-done // the watch has taken the first byte of /next
+	close(release)
+	for _, want := range []string{"/slow", "/next"} {
+		if a := c.read("GET"); a.status != 200 || a.body != want {
+			t.Fatalf("answer %d %q, want 200 %q", a.status, a.body, want)
+		}
+	}
+}
