@@ -184,6 +184,7 @@ type conn struct {
 	watchDone    chan struct{}
 	bodyFinished atomic.Bool
 	hungUp       atomic.Bool
+	linger       bool // end with lingeringClose
 	br           *bufio.Reader
 	bw           *bufio.Writer
 }
@@ -202,8 +203,10 @@ func (c *conn) serve() {
 	c.bw = writers.Get().(*bufio.Writer)
 	c.bw.Reset(c.nc)
 	defer func() {
-		if p := recover(); p != nil {
+		if p := recover(); p != nil && p != http.ErrAbortHandler {
 			s.Logger.Error("proxy handler panicked; connection closed", "panic", fmt.Sprint(p))
+		} else if p == nil && c.linger {
+			c.lingeringClose()
 		}
 		_ = c.nc.Close()
 		c.br.Reset(nil)
@@ -258,12 +261,14 @@ func (c *conn) serveOne() bool {
 		c.reject(http.StatusBadRequest, "missing Host header")
 		return false
 	}
+	var cont *continueReader
 	if exp := req.Header.Get("Expect"); exp != "" {
 		if !strings.EqualFold(exp, "100-continue") || !req.ProtoAtLeast(1, 1) {
 			c.reject(http.StatusExpectationFailed, "unsupported Expect header")
 			return false
 		}
-		req.Body = &continueReader{ReadCloser: req.Body, c: c}
+		cont = &continueReader{ReadCloser: req.Body, c: c}
+		req.Body = cont
 	}
 	req.RemoteAddr = c.nc.RemoteAddr().String()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -279,7 +284,17 @@ func (c *conn) serveOne() bool {
 	s.Handler.ServeHTTP(w, req)
 	watch.Stop()
 	hungUp := c.stopWatching()
-	if !w.finish() || hungUp {
+	// A client that waits for "100 Continue" which the handler never asked for (it
+	// answered without reading the body) has not sent the body: the connection ends
+	// instead of being read for it, as with net/http.
+	unsentBody := cont != nil && !cont.sent
+	if unsentBody {
+		w.closeAfter = true
+	}
+	// From here a connection that ends may still have input from the client (an unread
+	// body): it is closed gently, so that the answer is read before a reset.
+	c.linger = true
+	if !w.finish() || hungUp || unsentBody {
 		return false
 	}
 	// What the handler left of the body is read away, up to a bound, so that the next
@@ -288,7 +303,11 @@ func (c *conn) serveOne() bool {
 	if _, err := io.CopyN(io.Discard, req.Body, 256<<10); !errors.Is(err, io.EOF) && !errors.Is(err, http.ErrBodyReadAfterClose) {
 		return false
 	}
-	return !w.closeAfter
+	if w.closeAfter {
+		return false
+	}
+	c.linger = false
+	return true
 }
 
 // watchAfter: calls shorter than this are never watched for a hang-up, so that the
@@ -373,22 +392,27 @@ func (b *bodyEOFNotifier) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// lingeringClose ends the sending side and reads away, for a short while, what the
+// client still sends: closing a socket with unread input resets the connection, which
+// can destroy the answer before the client has read it (net/http does the same).
+func (c *conn) lingeringClose() {
+	tc, ok := c.nc.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	_ = c.bw.Flush()
+	_ = tc.CloseWrite()
+	_ = tc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	_, _ = io.Copy(io.Discard, io.LimitReader(tc, 64<<20))
+}
+
 // reject answers a request that never reached the handler, and the connection ends.
 func (c *conn) reject(status int, msg string) {
 	body := msg + "\n"
 	fmt.Fprintf(c.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
 		status, http.StatusText(status), len(body), body)
-	if c.bw.Flush() != nil {
-		return
-	}
-	// Closing with unread input would reset the connection and could destroy the
-	// answer before the client reads it: end the sending side, then read away what the
-	// client still sends, briefly.
-	if tc, ok := c.nc.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
-		_ = tc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		c.lr.N = 256 << 10
-		_, _ = io.Copy(io.Discard, c.br)
+	if c.bw.Flush() == nil {
+		c.linger = true
 	}
 }
 

@@ -369,3 +369,45 @@ func TestPipelinedRequestBehindALongCall(t *testing.T) {
 		}
 	}
 }
+
+// A handler that answers without reading the body of an Expect: 100-continue request
+// gets no late "100 Continue": the connection ends after the answer instead.
+func TestExpectContinueNotAskedForEndsTheConnection(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = io.WriteString(w, "denied")
+	})
+	_, addr := start(t, h, nil)
+	c := dial(t, addr)
+	c.send("POST /x HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n")
+	a := c.read("POST")
+	if a.status != http.StatusTooManyRequests || !a.close {
+		t.Fatalf("answer %d, Connection: close %v; want 429 with close", a.status, a.close)
+	}
+	rest, _ := io.ReadAll(c.br)
+	if len(rest) != 0 {
+		t.Fatalf("after the answer the server sent %q", rest)
+	}
+}
+
+// A large body the handler refuses unread does not reset the connection before the
+// client has its answer.
+func TestRefusedLargeBodyStillGetsItsAnswer(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.CopyN(io.Discard, r.Body, 1<<20)
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+	})
+	_, addr := start(t, h, nil)
+	body := strings.Repeat("x", 20<<20)
+	for i := range 5 {
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Post("http://"+addr+"/upload", "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("try %d: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("try %d: status %d", i, resp.StatusCode)
+		}
+	}
+}
