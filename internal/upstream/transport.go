@@ -30,13 +30,14 @@ import (
 
 // Transport is safe for concurrent use. The zero value is not; use New.
 type Transport struct {
-	tlsConfig      *tls.Config
-	maxIdlePerHost int
-	idleTimeout    time.Duration
-	dialer         net.Dialer
-	proxy          func(*http.Request) (*url.URL, error)
-	fallback       http.RoundTripper
-	now            func() time.Time
+	tlsConfig          *tls.Config
+	maxIdlePerHost     int
+	idleTimeout        time.Duration
+	livenessCheckAfter time.Duration
+	dialer             net.Dialer
+	proxy              func(*http.Request) (*url.URL, error)
+	fallback           http.RoundTripper
+	now                func() time.Time
 
 	mu   sync.Mutex
 	idle map[string][]*conn // by host:port, most recently used last
@@ -52,6 +53,10 @@ type Options struct {
 	IdleTimeout time.Duration
 	// DialTimeout bounds connecting and the TLS handshake: 10s.
 	DialTimeout time.Duration
+	// LivenessCheckAfter: a connection idle this long is checked (one non-blocking peek)
+	// before it is reused, so that one the server has closed meanwhile is not used:
+	// 100ms. Connections reused sooner, under load, are not checked.
+	LivenessCheckAfter time.Duration
 	// Fallback serves requests through a proxy and non-https requests: an
 	// http.Transport with the same TLS configuration by default.
 	Fallback http.RoundTripper
@@ -68,6 +73,9 @@ func New(o Options) *Transport {
 	if o.DialTimeout == 0 {
 		o.DialTimeout = 10 * time.Second
 	}
+	if o.LivenessCheckAfter == 0 {
+		o.LivenessCheckAfter = 100 * time.Millisecond
+	}
 	tc := o.TLSConfig.Clone()
 	if tc == nil {
 		tc = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -81,7 +89,7 @@ func New(o Options) *Transport {
 		o.Fallback = t
 	}
 	return &Transport{
-		tlsConfig: tc, maxIdlePerHost: o.MaxIdlePerHost, idleTimeout: o.IdleTimeout,
+		tlsConfig: tc, maxIdlePerHost: o.MaxIdlePerHost, idleTimeout: o.IdleTimeout, livenessCheckAfter: o.LivenessCheckAfter,
 		dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second},
 		proxy:  http.ProxyFromEnvironment, fallback: o.Fallback, now: time.Now,
 		idle: map[string][]*conn{},
@@ -107,7 +115,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if p, err := t.proxy(req); err != nil || p != nil {
 		return t.fallback.RoundTrip(req)
 	}
-	addr := hostPort(req.URL.Host)
+	addr := hostPort(req.URL)
 	ctx := req.Context()
 	for {
 		c, err := t.get(ctx, addr, req.URL.Hostname())
@@ -245,12 +253,24 @@ func (t *Transport) get(ctx context.Context, addr, serverName string) (*conn, er
 		c := pool[len(pool)-1]
 		pool[len(pool)-1] = nil
 		t.idle[addr] = pool[:len(pool)-1]
-		if now.Sub(c.idleSince) < t.idleTimeout {
-			t.mu.Unlock()
-			c.reused = true
-			return c, nil
+		idle := now.Sub(c.idleSince)
+		if idle >= t.idleTimeout {
+			_ = c.nc.Close()
+			continue
 		}
-		_ = c.nc.Close()
+		if idle >= t.livenessCheckAfter {
+			t.mu.Unlock()
+			if alive(c) {
+				c.reused = true
+				return c, nil
+			}
+			_ = c.nc.Close()
+			t.mu.Lock()
+			continue
+		}
+		t.mu.Unlock()
+		c.reused = true
+		return c, nil
 	}
 	t.mu.Unlock()
 	cfg := t.tlsConfig
@@ -264,6 +284,36 @@ func (t *Transport) get(ctx context.Context, addr, serverName string) (*conn, er
 		return nil, err
 	}
 	return &conn{addr: addr, nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, nil
+}
+
+// alive reports whether an idle connection is still open: a server that closed it has
+// sent a TLS close_notify and a FIN, which show up as readable input (an idle HTTP/1.1
+// connection has none otherwise). It peeks without blocking and without consuming.
+func alive(c *conn) bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	tc, ok := c.nc.(*tls.Conn)
+	if !ok {
+		return true
+	}
+	sc, ok := tc.NetConn().(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	open := true
+	var b [1]byte
+	_ = rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// Nothing to read (EAGAIN) is the only sign of an open, idle connection.
+		open = n < 0 && errors.Is(err, syscall.EAGAIN)
+		return true
+	})
+	return open
 }
 
 func (t *Transport) put(c *conn) {
@@ -293,11 +343,13 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-func hostPort(host string) string {
-	if _, _, err := net.SplitHostPort(host); err == nil {
-		return host
+// hostPort is the address to dial for a URL: its host and port, 443 by default.
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "443"
 	}
-	return net.JoinHostPort(host, "443")
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 // replayable is net/http's rule: no body or a body that can be had again, and a method

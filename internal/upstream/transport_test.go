@@ -47,8 +47,12 @@ func newTLSUpstream(t *testing.T, h http.HandlerFunc, configure func(*http.Serve
 	return u
 }
 
-func (u *tlsUpstream) transport(t *testing.T) *Transport {
-	tr := New(Options{TLSConfig: u.Client().Transport.(*http.Transport).TLSClientConfig})
+func (u *tlsUpstream) transport(t *testing.T, opts ...func(*Options)) *Transport {
+	o := Options{TLSConfig: u.Client().Transport.(*http.Transport).TLSClientConfig}
+	for _, f := range opts {
+		f(&o)
+	}
+	tr := New(o)
 	tr.proxy = func(*http.Request) (*url.URL, error) { return nil, nil } // the machine's proxy settings do not apply
 	t.Cleanup(tr.CloseIdleConnections)
 	return tr
@@ -207,7 +211,8 @@ func TestIdleConnectionClosedByTheUpstream(t *testing.T) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_, _ = io.WriteString(w, "ok")
 	}, func(s *http.Server) { s.IdleTimeout = 20 * time.Millisecond })
-	tr := up.transport(t)
+	// Without the liveness check, to see the replay rule at work.
+	tr := up.transport(t, func(o *Options) { o.LivenessCheckAfter = time.Hour })
 	ctx := context.Background()
 	staleConn := func() {
 		t.Helper()
@@ -280,7 +285,8 @@ func TestCancelledCallEndsPromptlyAndItsConnectionIsDropped(t *testing.T) {
 	}
 	resp.Body.Close()
 	tr.mu.Lock()
-	idle := len(tr.idle[hostPort(strings.TrimPrefix(up.URL, "https://"))])
+	u, _ := url.Parse(up.URL)
+	idle := len(tr.idle[hostPort(u)])
 	tr.mu.Unlock()
 	if idle != 0 {
 		t.Errorf("%d idle connections after two cancelled calls, want 0", idle)
@@ -321,5 +327,47 @@ func TestUnverifiedUpstreamIsRefused(t *testing.T) {
 	var unknown x509.UnknownAuthorityError
 	if err == nil || !errors.As(err, &unknown) {
 		t.Fatalf("call to an upstream with an unknown CA: %v, want a certificate error", err)
+	}
+}
+
+// With the liveness check (the default after 100ms idle), a connection the upstream
+// closed while idle is not used: even a POST, which is never replayed, goes through.
+func TestClosedIdleConnectionIsNotReused(t *testing.T) {
+	up := newTLSUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	}, func(s *http.Server) { s.IdleTimeout = 20 * time.Millisecond })
+	tr := up.transport(t, func(o *Options) { o.LivenessCheckAfter = time.Nanosecond })
+	ctx := context.Background()
+	for i := range 3 {
+		do(t, tr, newReq(t, ctx, http.MethodGet, up.URL+"/", ""))
+		opened := up.opened.Load()
+		waitFor(t, "the upstream to close the idle connection", func() bool { return up.closed.Load() == opened })
+		if code, body := do(t, tr, newReq(t, ctx, http.MethodPost, up.URL+"/", `{"n":1}`)); code != 200 || body != "ok" {
+			t.Fatalf("POST %d after the upstream closed the idle connection: %d %q", i, code, body)
+		}
+	}
+	// A live idle connection passes the check and is reused.
+	before := up.opened.Load()
+	do(t, tr, newReq(t, ctx, http.MethodGet, up.URL+"/", ""))
+	if up.opened.Load() != before {
+		t.Error("a live kept-alive connection was not reused")
+	}
+}
+
+func TestHostPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://api.openai.com/v1":  "api.openai.com:443",
+		"https://llm.internal:8443/": "llm.internal:8443",
+		"https://[::1]/v1":           "[::1]:443",
+		"https://[fd00::7]:9443/x":   "[fd00::7]:9443",
+	} {
+		u, err := url.Parse(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := hostPort(u); got != want {
+			t.Errorf("hostPort(%s) = %s, want %s", in, got, want)
+		}
 	}
 }
