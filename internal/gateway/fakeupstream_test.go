@@ -26,7 +26,9 @@ type fakeProviderUpstream struct {
 	keysSeen []string
 	bodies   []string // request bodies that passed the key check
 	paths    []string // and their paths
-	calls    atomic.Int64
+
+	cutStreams bool // Anthropic streams end before message_stop
+	calls      atomic.Int64
 	// failNext makes the next N calls answer with failStatus.
 	failNext   atomic.Int64
 	failStatus int
@@ -122,6 +124,9 @@ func (f *fakeProviderUpstream) serve(w http.ResponseWriter, r *http.Request) {
 			{"content_block_stop", `{"type":"content_block_stop","index":0}`},
 			{"message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":500}}`},
 			{"message_stop", `{"type":"message_stop"}`},
+		}
+		if f.cutStreams {
+			events = events[:3] // the stream breaks off before its end
 		}
 		for _, e := range events {
 			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.name, e.data)

@@ -405,3 +405,20 @@ func TestSameFormatFallbackGetsItsOwnModelName(t *testing.T) {
 		})
 	}
 }
+
+func TestWithModel(t *testing.T) {
+	for _, tt := range []struct {
+		family, path, body, model, wantPath, wantBody string
+	}{
+		{"gemini", "/v1beta/models/gemini-2.5-pro:generateContent", `{}`, "gemini-2.5-flash", "/v1beta/models/gemini-2.5-flash:generateContent", `{}`},
+		{"gemini", "/v1beta/models/gemini-2.5-pro:generateContent", `{}`, "tuned x/y", "/v1beta/models/gemini-2.5-pro:generateContent", `{}`},
+		{"openai", "/chat/completions", `{"model":"gpt-4o","n":1}`, "llama-3", "/chat/completions", `{"model":"llama-3","n":1}`},
+		{"anthropic", "/v1/messages", `{"max_tokens":5}`, "claude-haiku-4-5", "/v1/messages", `{"max_tokens":5,"model":"claude-haiku-4-5"}`},
+		{"openai", "/chat/completions", `not json`, "llama-3", "/chat/completions", `not json`},
+	} {
+		path, body := withModel(tt.family, tt.path, []byte(tt.body), tt.model)
+		if path != tt.wantPath || string(body) != tt.wantBody {
+			t.Errorf("withModel(%s, %s, %s, %q) = %s %s, want %s %s", tt.family, tt.path, tt.body, tt.model, path, body, tt.wantPath, tt.wantBody)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -227,6 +228,7 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model) {
 			}
 		}}
 		buf := make([]byte, 32<<10)
+		var readErr error
 		for {
 			n, err := resp.Body.Read(buf)
 			if n > 0 {
@@ -239,11 +241,13 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model) {
 				}
 			}
 			if err != nil {
+				readErr = err
 				break
 			}
 		}
 		// A stream's usage is known only at its end: its record follows it.
 		c.account(total, m)
+		c.abortIfCutShort(readErr, true)
 		return
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
@@ -258,15 +262,30 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model) {
 	_, _ = w.Write(data)
 }
 
+// abortIfCutShort ends the agent's connection without the end of the answer when the
+// upstream stream broke off (a read error other than its end, or no end event): a
+// cleanly ended answer would pass a partial stream off as the whole one. The record
+// says so and is kept first.
+func (c *call) abortIfCutShort(readErr error, ended bool) {
+	if (readErr == nil || errors.Is(readErr, io.EOF)) && ended {
+		return
+	}
+	c.rec.Reason = "upstream stream cut short"
+	c.finish()
+	panic(http.ErrAbortHandler)
+}
+
 // withModel names model in a request of the given family: in the path for Gemini
 // (/v1beta/models/<model>:<method>), in the body's "model" field otherwise. A body that
 // is not a JSON object is left as it is.
 func withModel(family, path string, body []byte, model string) (string, []byte) {
 	if family == "gemini" {
-		if i := strings.Index(path, "/models/"); i >= 0 {
+		// The path is unescaped here (joinURL escapes it once); a name that would change
+		// the path's shape is not put in it.
+		if i := strings.Index(path, "/models/"); i >= 0 && !strings.ContainsAny(model, "/?#: ") {
 			rest := path[i+len("/models/"):]
 			if j := strings.IndexByte(rest, ':'); j >= 0 {
-				return path[:i] + "/models/" + url.PathEscape(model) + rest[j:], body
+				return path[:i] + "/models/" + model + rest[j:], body
 			}
 		}
 		return path, body
@@ -318,16 +337,19 @@ func (c *call) relayTranslated(w http.ResponseWriter, resp *http.Response, m gw.
 			}
 		}}
 		buf := make([]byte, 32<<10)
+		var readErr error
 		for !failed {
 			n, err := resp.Body.Read(buf)
 			if n > 0 {
 				sc.Write(buf[:n])
 			}
 			if err != nil {
+				readErr = err
 				break
 			}
 		}
 		c.account(total, m)
+		c.abortIfCutShort(readErr, stream.Ended())
 		return
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))

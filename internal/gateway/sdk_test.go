@@ -261,7 +261,7 @@ func TestGeminiSDKFailsOverToOpenAI(t *testing.T) {
 	bodies := append([]string(nil), fallback.bodies...)
 	fallback.mu.Unlock()
 	if len(bodies) != 2 || !strings.Contains(bodies[0], `"model":"gpt-4o-mini"`) || !strings.Contains(bodies[0], `{"role":"system","content":"Be brief."}`) ||
-		!strings.Contains(bodies[0], `"max_tokens":64`) || !strings.Contains(bodies[1], `"include_usage":true`) {
+		!strings.Contains(bodies[0], `"max_completion_tokens":64`) || !strings.Contains(bodies[1], `"include_usage":true`) {
 		t.Errorf("requests the fallback got: %q", bodies)
 	}
 	for _, k := range fallback.keys() {
@@ -275,5 +275,32 @@ func TestGeminiSDKFailsOverToOpenAI(t *testing.T) {
 		if r.Upstream != "openai/gpt-4o-mini" || r.InputTokens != 1000 || r.OutputToks != 500 || !strings.HasPrefix(r.CostUSD, "0.00045") {
 			t.Errorf("record %d: %+v", i, r)
 		}
+	}
+}
+
+// A translated stream that breaks off is not passed off as complete: the agent's SDK
+// sees an error, and the record says the stream was cut short.
+func TestTranslatedStreamCutShortIsAnErrorForTheAgent(t *testing.T) {
+	ctx := context.Background()
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
+		fallback := newFakeProviderUpstream(t, mountedKey)
+		fallback.cutStreams = true
+		c.Models = append(c.Models, gw.Model{Provider: "anthropic", Name: "claude-haiku-4-5", Endpoint: fallback.URL,
+			Timeout: gw.Duration{Duration: 5 * time.Second}, CredentialFile: c.Models[0].CredentialFile})
+		c.Breaker = gw.Breaker{FailureThreshold: 100, OpenDuration: gw.Duration{Duration: time.Minute}}
+	})
+	tg.upstream.failNext.Store(1 << 20)
+	client := openai.NewClient(openaioption.WithBaseURL(tg.URL+"/model/"), openaioption.WithAPIKey(agentKey), openaioption.WithMaxRetries(0))
+	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+		Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+	})
+	for stream.Next() {
+	}
+	if stream.Err() == nil {
+		t.Fatal("a stream cut short upstream ended cleanly for the agent")
+	}
+	recs := tg.audit.waitRecords(t, 1)
+	if r := recs[0]; r.Reason != "upstream stream cut short" {
+		t.Errorf("record %+v", r)
 	}
 }

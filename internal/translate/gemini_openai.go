@@ -29,7 +29,10 @@ var geminiUntranslatable = []string{"tools", "toolConfig", "cachedContent"}
 // streamGenerateContent (stream true) request into a chat completions request for
 // model. A streamed translation asks for usage in the last chunk, which is where the
 // gateway reads it.
-func GeminiToOpenAIChat(body []byte, stream bool, model string) (Request, error) {
+//
+// OpenAI's own API takes the output limit as max_completion_tokens (its newer models
+// refuse max_tokens); OpenAI-compatible servers mostly know only max_tokens.
+func GeminiToOpenAIChat(body []byte, stream bool, model string, openAIProper bool) (Request, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return Request{}, fmt.Errorf("%w: body is not a JSON object", ErrUntranslatable)
@@ -63,6 +66,7 @@ func GeminiToOpenAIChat(body []byte, stream bool, model string) (Request, error)
 		Model         string    `json:"model"`
 		Messages      []message `json:"messages"`
 		MaxTokens     *int64    `json:"max_tokens,omitempty"`
+		MaxCompletion *int64    `json:"max_completion_tokens,omitempty"`
 		Temperature   *float64  `json:"temperature,omitempty"`
 		TopP          *float64  `json:"top_p,omitempty"`
 		Stop          []string  `json:"stop,omitempty"`
@@ -83,7 +87,12 @@ func GeminiToOpenAIChat(body []byte, stream bool, model string) (Request, error)
 		if (g.ResponseMimeType != "" && g.ResponseMimeType != "text/plain") || (len(g.ResponseSchema) > 0 && !isNull(g.ResponseSchema)) {
 			return Request{}, fmt.Errorf("%w: structured output (responseMimeType, responseSchema)", ErrUntranslatable)
 		}
-		out.MaxTokens, out.Temperature, out.TopP, out.Stop = g.MaxOutputTokens, g.Temperature, g.TopP, g.StopSequences
+		out.Temperature, out.TopP, out.Stop = g.Temperature, g.TopP, g.StopSequences
+		if openAIProper {
+			out.MaxCompletion = g.MaxOutputTokens
+		} else {
+			out.MaxTokens = g.MaxOutputTokens
+		}
 	}
 	if s := in.SystemInstruction; s != nil {
 		text, err := geminiText(s.Parts)
@@ -215,8 +224,13 @@ func OpenAIChatToGemini(body []byte, _ time.Time) ([]byte, error) {
 // OpenAIStream turns the data of a chat completions stream, chunk by chunk, into the
 // `data:` lines of a streamGenerateContent answer (alt=sse).
 type OpenAIStream struct {
-	done bool
+	done     bool // an error event: nothing more is passed on
+	finished bool // a finish_reason was seen
 }
+
+// Ended: a choice finished, or an error event was seen. ([DONE] itself never reaches
+// Event: the gateway's scanner drops it.)
+func (s *OpenAIStream) Ended() bool { return s.done || s.finished }
 
 // Event takes the data of one chunk and returns the SSE bytes to send the agent.
 func (s *OpenAIStream) Event(data []byte) []byte {
@@ -239,6 +253,9 @@ func (s *OpenAIStream) Event(data []byte) []byte {
 	}
 	out := geminiResponse{UsageMetadata: ch.Usage.gemini(), ModelVersion: ch.Model, ResponseID: ch.ID}
 	for _, c := range ch.Choices {
+		if c.FinishReason != "" {
+			s.finished = true
+		}
 		if c.Delta == nil || (c.Delta.Content == "" && c.FinishReason == "") {
 			continue
 		}

@@ -19,10 +19,10 @@ func TestPlan(t *testing.T) {
 	}{
 		{name: "gemini to openai", from: "gemini", suffix: "/v1beta/models/gemini-2.5-flash:generateContent", body: gemini, to: "openai",
 			wantPath: "/chat/completions",
-			wantBody: `{"model":"gpt-4o-mini","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi there"},{"role":"assistant","content":"hello"},{"role":"user","content":"and?"}],"max_tokens":64,"temperature":0.3,"top_p":0.8,"stop":["END"]}`},
-		{name: "gemini stream to openai-compatible", from: "gemini", suffix: "/v1beta/models/m:streamGenerateContent", query: "alt=sse", body: `{"contents":[{"parts":[{"text":"hi"}]}]}`, to: "openai-compatible",
+			wantBody: `{"model":"gpt-4o-mini","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi there"},{"role":"assistant","content":"hello"},{"role":"user","content":"and?"}],"max_completion_tokens":64,"temperature":0.3,"top_p":0.8,"stop":["END"]}`},
+		{name: "gemini stream to openai-compatible", from: "gemini", suffix: "/v1beta/models/m:streamGenerateContent", query: "alt=sse", body: `{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":32}}`, to: "openai-compatible",
 			wantPath: "/chat/completions", stream: true,
-			wantBody: `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`},
+			wantBody: `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":32,"stream":true,"stream_options":{"include_usage":true}}`},
 		{name: "gemini stream without sse", from: "gemini", suffix: "/v1beta/models/m:streamGenerateContent", body: `{"contents":[{"parts":[{"text":"hi"}]}]}`, to: "openai", refused: ErrUntranslatable, refusedText: "alt=sse"},
 		{name: "gemini embeddings", from: "gemini", suffix: "/v1beta/models/m:embedContent", body: `{}`, to: "openai", refused: ErrUntranslatable, refusedText: "embedContent"},
 		{name: "gemini tools", from: "gemini", suffix: "/v1beta/models/m:generateContent", body: `{"contents":[{"parts":[{"text":"hi"}]}],"tools":[{"functionDeclarations":[]}]}`, to: "openai", refused: ErrUntranslatable, refusedText: `"tools"`},

@@ -335,6 +335,9 @@ func (s *AnthropicStream) Event(data []byte) []byte {
 	return nil
 }
 
+// Ended: message_stop or an error event was seen.
+func (s *AnthropicStream) Ended() bool { return s.done }
+
 func (s *AnthropicStream) chunk(delta map[string]any, finish *string) []byte {
 	return s.line(map[string]any{
 		"id": s.id, "object": "chat.completion.chunk", "created": s.Now.Unix(), "model": s.model,

@@ -13,8 +13,10 @@ import (
 var ErrUnsupportedPair = errors.New("no translation between these request formats")
 
 // StreamTranslator turns one upstream event's data into the SSE bytes for the agent.
+// Ended reports whether the upstream stream's end (or an error event) was seen.
 type StreamTranslator interface {
 	Event(data []byte) []byte
+	Ended() bool
 }
 
 // Translation is how one call reaches a fallback that speaks another format.
@@ -68,7 +70,7 @@ func Plan(fromFamily, suffix, rawQuery string, body []byte, toProvider, model st
 		default:
 			return nil, fmt.Errorf("%w: only generateContent goes to an openai fallback, not %s", ErrUntranslatable, method)
 		}
-		req, err := GeminiToOpenAIChat(body, stream, model)
+		req, err := GeminiToOpenAIChat(body, stream, model, toProvider == "openai")
 		if err != nil {
 			return nil, err
 		}
