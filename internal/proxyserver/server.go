@@ -184,7 +184,9 @@ type conn struct {
 	watchDone    chan struct{}
 	bodyFinished atomic.Bool
 	hungUp       atomic.Bool
-	linger       bool // end with lingeringClose
+	reqStart     time.Time          // guarded by watchMu
+	reqCancel    context.CancelFunc // guarded by watchMu
+	linger       bool               // end with lingeringClose
 	br           *bufio.Reader
 	bw           *bufio.Writer
 }
@@ -275,9 +277,9 @@ func (c *conn) serveOne() bool {
 	defer cancel()
 	req = req.WithContext(ctx)
 	c.bodyFinished.Store(req.Body == http.NoBody)
-	req.Body = &bodyEOFNotifier{ReadCloser: req.Body, done: &c.bodyFinished}
+	req.Body = &bodyEOFNotifier{ReadCloser: req.Body, c: c}
 	c.watchMu.Lock()
-	c.watchState = watchIdle
+	c.watchState, c.reqStart, c.reqCancel = watchIdle, time.Now(), cancel
 	c.watchMu.Unlock()
 	watch := time.AfterFunc(watchAfter, func() { c.watchForHangUp(cancel) })
 	w := &response{c: c, req: req, header: http.Header{}, status: http.StatusOK}
@@ -378,16 +380,22 @@ func (r *connReader) Read(p []byte) (int, error) {
 	return r.nc.Read(p)
 }
 
-// bodyEOFNotifier tells the hang-up watch that the request body has been read.
+// bodyEOFNotifier tells the hang-up watch that the request body has been read, and
+// starts the watch then if the call has already run past watchAfter (a slow upload).
 type bodyEOFNotifier struct {
 	io.ReadCloser
-	done *atomic.Bool
+	c *conn
 }
 
 func (b *bodyEOFNotifier) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil {
-		b.done.Store(true)
+	if err != nil && !b.c.bodyFinished.Swap(true) {
+		b.c.watchMu.Lock()
+		late, cancel := b.c.watchState == watchIdle && time.Since(b.c.reqStart) >= watchAfter, b.c.reqCancel
+		b.c.watchMu.Unlock()
+		if late {
+			go b.c.watchForHangUp(cancel)
+		}
 	}
 	return n, err
 }

@@ -411,3 +411,30 @@ func TestRefusedLargeBodyStillGetsItsAnswer(t *testing.T) {
 		}
 	}
 }
+
+// A call whose body arrived slowly is watched from the end of its body on.
+func TestHangUpAfterASlowUploadCancelsTheCall(t *testing.T) {
+	bodyRead := make(chan struct{})
+	cancelled := make(chan bool, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		close(bodyRead)
+		select {
+		case <-r.Context().Done():
+			cancelled <- true
+		case <-time.After(5 * time.Second): // the test's bound
+			cancelled <- false
+		}
+	})
+	s, addr := start(t, h, nil)
+	c := dial(t, addr)
+	c.send("POST /upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n")
+	time.Sleep(2 * watchAfter) // the upload is slow: part of the scenario
+	c.send("hi")
+	<-bodyRead
+	watchedConn(t, s)
+	c.nc.Close()
+	if !<-cancelled {
+		t.Fatal("a hang-up after a slow upload did not cancel the call")
+	}
+}
