@@ -75,11 +75,8 @@ func applyChild(ctx context.Context, c client.Client, desired client.Object) (ap
 	}
 	ann[annotationDesiredHash] = hash
 	want.SetAnnotations(ann)
-	live := &unstructured.Unstructured{}
-	live.SetGroupVersionKind(want.GroupVersionKind())
-	err = c.Get(ctx, client.ObjectKeyFromObject(want), live)
-	exists := err == nil
-	if err != nil && !isNotFound(err) {
+	live, exists, err := getLive(ctx, c, desired, want)
+	if err != nil {
 		return applyUnchanged, fmt.Errorf("get %s %s: %w", want.GetKind(), want.GetName(), err)
 	}
 	if exists && contains(normalise(live.Object), normalise(want.Object)) {
@@ -96,6 +93,32 @@ func applyChild(ctx context.Context, c client.Client, desired client.Object) (ap
 		return applyUpdated, nil
 	}
 	return applyCreated, nil
+}
+
+// getLive reads the live child through the informer whose events trigger reconciles:
+// the typed one for a typed child. Reading it as unstructured would go to a second
+// informer, which can lag behind the first: a reconcile started by an edit would then
+// see the object from before the edit, find no drift, and nothing would bring the edit
+// back (seen as a rare TestDriftIsReverted failure).
+func getLive(ctx context.Context, c client.Client, desired client.Object, want *unstructured.Unstructured) (*unstructured.Unstructured, bool, error) {
+	key := client.ObjectKeyFromObject(want)
+	if _, ok := desired.(*unstructured.Unstructured); ok {
+		live := &unstructured.Unstructured{}
+		live.SetGroupVersionKind(want.GroupVersionKind())
+		if err := c.Get(ctx, key, live); err != nil {
+			return nil, false, client.IgnoreNotFound(err)
+		}
+		return live, true, nil
+	}
+	typed := reflect.New(reflect.TypeOf(desired).Elem()).Interface().(client.Object)
+	if err := c.Get(ctx, key, typed); err != nil {
+		return nil, false, client.IgnoreNotFound(err)
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(typed)
+	if err != nil {
+		return nil, false, err
+	}
+	return &unstructured.Unstructured{Object: m}, true, nil
 }
 
 // normalise round-trips a value through JSON so that numbers and nested types compare
