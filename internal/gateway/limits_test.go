@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -114,6 +115,12 @@ func TestDailyBudgetBlocksSurvivesRestartAndResetsNextUTCDay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Stopped before the temp dir is removed: its audit queue writes there until then.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = g2.Stop(ctx)
+	})
 	if d := g2.budget.Check(); d.Allowed {
 		t.Errorf("after restart the spent budget allows calls: %+v", d)
 	}
