@@ -196,19 +196,22 @@ func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suff
 	br.Success()
 	c.g.metrics.breakerState.WithLabelValues(host(m.Endpoint)).Set(0)
 	c.rec.Upstream = m.Provider + "/" + m.Name
-	if tr != nil {
-		c.relayTranslated(w, resp, m, tr)
-	} else {
-		c.relay(w, resp, m)
-	}
+	c.relay(w, resp, m, tr)
 	return true, ""
 }
 
 // relay copies the upstream response to the agent, counting tokens and spend as it
-// passes. Error bodies are replaced: upstream detail goes nowhere near the agent.
-func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model) {
+// passes. With tr the answer comes from a fallback of another format: it is translated
+// back into the agent's format, usage is read from the fallback's own answer, and no
+// upstream header is passed on. Error bodies are replaced: upstream detail goes nowhere
+// near the agent.
+func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr *translate.Translation) {
 	c.rec.Decision, c.rec.Status = "allowed", resp.StatusCode
-	copyResponseHeaders(w.Header(), resp.Header)
+	if tr == nil {
+		copyResponseHeaders(w.Header(), resp.Header)
+	} else {
+		c.rec.Reason = "served by a fallback in another format: " + tr.Direction
+	}
 	w.Header().Set("X-Request-ID", c.rec.RequestID)
 	if resp.StatusCode >= 400 {
 		kind := upstreamErrorKind(resp)
@@ -217,27 +220,44 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model) {
 		writeError(w, resp.StatusCode, kind, "the model provider refused the call ("+kind+")", c.rec.RequestID)
 		return
 	}
+	now := c.g.opts.Now()
 	var total usage
-	if isEventStream(resp.Header) {
+	if isEventStream(resp.Header) && (tr == nil || tr.Stream != nil) {
+		var stream translate.StreamTranslator
+		if tr != nil {
+			stream = tr.Stream(now)
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set("Cache-Control", "no-cache")
+		}
 		w.Header().Del("Content-Length")
 		w.WriteHeader(resp.StatusCode)
 		flusher, _ := w.(http.Flusher)
+		failed := false
+		send := func(p []byte) {
+			if _, err := w.Write(p); err != nil {
+				failed = true
+			} else if flusher != nil {
+				flusher.Flush()
+			}
+		}
 		sc := &sseScanner{onEvent: func(data []byte) {
 			if u, ok := usageFromJSON(m.Provider, data); ok {
 				mergeStreamUsage(m.Provider, &total, u)
 			}
+			if stream != nil && !failed {
+				if out := stream.Event(data); len(out) > 0 {
+					send(out)
+				}
+			}
 		}}
 		buf := make([]byte, 32<<10)
 		var readErr error
-		for {
+		for !failed {
 			n, err := resp.Body.Read(buf)
 			if n > 0 {
 				sc.Write(buf[:n])
-				if _, werr := w.Write(buf[:n]); werr != nil {
-					break
-				}
-				if flusher != nil {
-					flusher.Flush()
+				if stream == nil {
+					send(buf[:n])
 				}
 			}
 			if err != nil {
@@ -247,7 +267,7 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model) {
 		}
 		// A stream's usage is known only at its end: its record follows it.
 		c.account(total, m)
-		c.abortIfCutShort(readErr, true)
+		c.abortIfCutShort(readErr, stream == nil || stream.Ended())
 		return
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
@@ -256,6 +276,14 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model) {
 	}
 	total, _ = usageFromJSON(m.Provider, data)
 	c.account(total, m)
+	if tr != nil {
+		if data, err = tr.Answer(data, now); err != nil {
+			c.rec.Status, c.rec.Reason = http.StatusBadGateway, "fallback answer not translatable"
+			writeError(w, http.StatusBadGateway, "upstream_error", "the fallback provider's answer could not be read", c.rec.RequestID)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+	}
 	c.finish()
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(resp.StatusCode)
@@ -301,74 +329,6 @@ func withModel(family, path string, body []byte, model string) (string, []byte) 
 		return path, body
 	}
 	return path, out
-}
-
-// relayTranslated answers from a fallback of another format in the format the agent
-// asked in. Usage is read from the fallback's own answer.
-func (c *call) relayTranslated(w http.ResponseWriter, resp *http.Response, m gw.Model, tr *translate.Translation) {
-	c.rec.Decision, c.rec.Status = "allowed", resp.StatusCode
-	c.rec.Reason = "served by a fallback in another format: " + tr.Direction
-	w.Header().Set("X-Request-ID", c.rec.RequestID)
-	if resp.StatusCode >= 400 {
-		kind := upstreamErrorKind(resp)
-		c.rec.Reason = "upstream status " + strconv.Itoa(resp.StatusCode)
-		writeError(w, resp.StatusCode, kind, "the model provider refused the call ("+kind+")", c.rec.RequestID)
-		return
-	}
-	now := c.g.opts.Now()
-	if isEventStream(resp.Header) && tr.Stream != nil {
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-cache")
-		w.WriteHeader(resp.StatusCode)
-		flusher, _ := w.(http.Flusher)
-		var total usage
-		stream := tr.Stream(now)
-		failed := false
-		sc := &sseScanner{onEvent: func(data []byte) {
-			if u, ok := usageFromJSON(m.Provider, data); ok {
-				mergeStreamUsage(m.Provider, &total, u)
-			}
-			if out := stream.Event(data); len(out) > 0 && !failed {
-				if _, err := w.Write(out); err != nil {
-					failed = true
-				} else if flusher != nil {
-					flusher.Flush()
-				}
-			}
-		}}
-		buf := make([]byte, 32<<10)
-		var readErr error
-		for !failed {
-			n, err := resp.Body.Read(buf)
-			if n > 0 {
-				sc.Write(buf[:n])
-			}
-			if err != nil {
-				readErr = err
-				break
-			}
-		}
-		c.account(total, m)
-		c.abortIfCutShort(readErr, stream.Ended())
-		return
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
-	if err != nil {
-		c.rec.Reason = "upstream body cut short"
-	}
-	total, _ := usageFromJSON(m.Provider, data)
-	c.account(total, m)
-	out, err := tr.Answer(data, now)
-	if err != nil {
-		c.rec.Status, c.rec.Reason = http.StatusBadGateway, "fallback answer not translatable"
-		writeError(w, http.StatusBadGateway, "upstream_error", "the fallback provider's answer could not be read", c.rec.RequestID)
-		return
-	}
-	c.finish()
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
-	w.WriteHeader(resp.StatusCode)
-	_, _ = w.Write(out)
 }
 
 // account charges tokens and spend after the call.
@@ -615,20 +575,11 @@ func upstreamErrorKind(resp *http.Response) string {
 	}
 	_ = json.Unmarshal(data, &e)
 	for _, k := range []string{e.Error.Type, e.Error.Status, fmt.Sprint(e.Error.Code)} {
-		if k != "" && k != "<nil>" && len(k) <= 64 && isIdent(k) {
+		if k != "<nil>" && neterr.SafeKind(k) {
 			return k
 		}
 	}
 	return "upstream_error"
-}
-
-func isIdent(s string) bool {
-	for _, c := range s {
-		if !(c == '_' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
-			return false
-		}
-	}
-	return true
 }
 
 var droppedResponseHeaders = []string{"Set-Cookie", "Server", "Via", "Alt-Svc", "X-Powered-By"}

@@ -27,3 +27,18 @@ func Kind(err error) string {
 	}
 	return "connection failed"
 }
+
+// SafeKind reports whether an error kind an upstream reported (its error type, status
+// or code) may be passed on: 1 to 64 letters, digits and underscores, which cannot
+// carry an address, a body or a credential.
+func SafeKind(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '_' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+			return false
+		}
+	}
+	return true
+}

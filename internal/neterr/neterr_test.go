@@ -24,3 +24,15 @@ func TestKindNeverCarriesDetail(t *testing.T) {
 		}
 	}
 }
+
+func TestSafeKind(t *testing.T) {
+	for s, want := range map[string]bool{
+		"overloaded_error": true, "RESOURCE_EXHAUSTED": true, "429": true,
+		"": false, "overloaded at 10.3.4.5": false, "key sk-abc": false, "a.b": false,
+		"x_" + string(make([]byte, 63)): false,
+	} {
+		if got := SafeKind(s); got != want {
+			t.Errorf("SafeKind(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/neterr"
 )
 
 type geminiPart struct {
@@ -246,7 +248,7 @@ func (s *OpenAIStream) Event(data []byte) []byte {
 	if json.Unmarshal(data, &fields) == nil && fields.Error != nil {
 		s.done = true
 		kind := "upstream_error"
-		if isIdent(fields.Error.Type) {
+		if neterr.SafeKind(fields.Error.Type) {
 			kind = fields.Error.Type
 		}
 		return sseLine(map[string]any{"error": map[string]any{"code": 502, "status": "UNAVAILABLE", "message": "the fallback provider ended the stream with an error (" + kind + ")"}})

@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/neterr"
 )
 
 // ErrUntranslatable is wrapped by errors about requests this package cannot translate.
@@ -327,7 +329,7 @@ func (s *AnthropicStream) Event(data []byte) []byte {
 	case "error":
 		s.done = true
 		msg, kind := "the fallback provider ended the stream with an error", "upstream_error"
-		if ev.Error != nil && isIdent(ev.Error.Type) {
+		if ev.Error != nil && neterr.SafeKind(ev.Error.Type) {
 			kind = ev.Error.Type
 		}
 		return s.line(map[string]any{"error": map[string]any{"message": msg, "type": kind}})
@@ -348,18 +350,4 @@ func (s *AnthropicStream) chunk(delta map[string]any, finish *string) []byte {
 func (s *AnthropicStream) line(v any) []byte {
 	b, _ := json.Marshal(v) // maps of strings and numbers: cannot fail
 	return append(append([]byte("data: "), b...), "\n\n"...)
-}
-
-// isIdent: an error kind made of letters and underscores is passed on; anything else
-// could carry upstream detail.
-func isIdent(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if r != '_' && (r < 'a' || r > 'z') {
-			return false
-		}
-	}
-	return true
 }
