@@ -192,21 +192,19 @@ func startGatewayProcess(bin, dir string, upstream *httptest.Server, rps float64
 			fmt.Fprint(os.Stderr, "gateway: ", cmd.ProcessState, "\n", stderr.String())
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	ready := waitUntil(10*time.Second, func() bool {
 		resp, err := http.Get("http://" + admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return "http://" + proxy, stop, nil
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, fmt.Errorf("not ready after 10s: %s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling for readiness, with a deadline
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if !ready {
+		stop()
+		return "", nil, fmt.Errorf("not ready after 10s: %s", stderr.String())
 	}
+	return "http://" + proxy, stop, nil
 }
 
 func freeAddr() string {
@@ -282,17 +280,9 @@ http {
 	if err := cmd.Start(); err != nil {
 		return "", nil, err
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			return "", nil, fmt.Errorf("nginx did not start: %s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !waitUntil(5*time.Second, func() bool { return listening(addr) }) {
+		_ = cmd.Process.Kill()
+		return "", nil, fmt.Errorf("nginx did not start: %s", stderr.String())
 	}
 	// SIGTERM, not SIGKILL: nginx's master stops its workers only when it is told to.
 	return "http://" + addr, func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }, nil
@@ -382,18 +372,31 @@ func startGoReverseProxy(dir string, upstream *httptest.Server) (string, func(),
 		return "", nil, err
 	}
 	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return "http://" + addr, stop, nil
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, fmt.Errorf("not listening after 10s: %s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the listener, with a deadline
+	if !waitUntil(10*time.Second, func() bool { return listening(addr) }) {
+		stop()
+		return "", nil, fmt.Errorf("not listening after 10s: %s", stderr.String())
 	}
+	return "http://" + addr, stop, nil
+}
+
+// waitUntil polls ready until it holds or d has passed.
+func waitUntil(d time.Duration, ready func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !ready() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond) // polling, with a deadline
+	}
+	return true
+}
+
+func listening(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
 }
 
 func serveGoReverseProxy(listen, upstreamURL string) {
