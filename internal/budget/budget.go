@@ -69,7 +69,12 @@ const (
 
 // Tracker accumulates spend and persists it. It is safe for concurrent use.
 type Tracker struct {
+	// mu guards the counters; calls take it on their way through, so it is never held
+	// across file I/O. saveMu orders the writers of the state file, each of which
+	// snapshots the counters after taking it, so the file never goes back to an older
+	// total. Lock order: saveMu, then mu.
 	mu     sync.Mutex
+	saveMu sync.Mutex
 	path   string
 	now    Clock
 	limits Limits
@@ -77,6 +82,9 @@ type Tracker struct {
 	// writeBehind defers persisting to Flush; dirty says there is something to flush.
 	writeBehind bool
 	dirty       bool
+	// writeFile persists the state file (writeFileAtomic; tests hold it to prove that
+	// calls do not wait for the disk).
+	writeFile func(path string, data []byte) error
 }
 
 // EnableWriteBehind makes Add update memory only and leaves persisting to Flush, which
@@ -89,17 +97,25 @@ func (t *Tracker) EnableWriteBehind() {
 	t.mu.Unlock()
 }
 
-// Flush persists the totals if they changed since the last write.
+// Flush persists the totals if they changed since the last write. Calls are not held
+// up by the write: the fsync of a state file takes milliseconds on many disks.
 func (t *Tracker) Flush() error {
+	t.saveMu.Lock()
+	defer t.saveMu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if !t.dirty {
+		t.mu.Unlock()
 		return nil
 	}
-	if err := t.save(); err != nil {
+	st := t.st
+	t.dirty = false
+	t.mu.Unlock()
+	if err := t.save(st); err != nil {
+		t.mu.Lock()
+		t.dirty = true
+		t.mu.Unlock()
 		return err
 	}
-	t.dirty = false
 	return nil
 }
 
@@ -111,7 +127,7 @@ func Open(path string, now Clock) (*Tracker, error) {
 	if now == nil {
 		now = time.Now
 	}
-	t := &Tracker{path: path, now: now, st: state{Version: stateVersion}}
+	t := &Tracker{path: path, now: now, st: state{Version: stateVersion}, writeFile: writeFileAtomic}
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -238,40 +254,40 @@ func nextMonth(now time.Time) time.Time {
 }
 
 // Add records the cost of a call and, unless write-behind is on, persists the new
-// totals before returning. The
-// spend counts in memory even when persisting fails (the error says so): the money is
-// spent either way, and forgetting it would under-count. Writes are serialised by the
-// tracker's lock so the file never goes back to an older total.
+// totals before returning. The spend counts in memory even when persisting fails (the
+// error says so): the money is spent either way, and forgetting it would under-count.
 func (t *Tracker) Add(cost Micros) error {
 	if cost < 0 {
 		return fmt.Errorf("add spend: negative cost %s", cost)
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.roll()
 	if cost == 0 {
+		t.mu.Unlock()
 		return nil
 	}
 	t.st.Daily = addSat(t.st.Daily, cost)
 	t.st.Monthly = addSat(t.st.Monthly, cost)
-	if t.writeBehind {
-		t.dirty = true
+	t.dirty = true
+	writeBehind := t.writeBehind
+	t.mu.Unlock()
+	if writeBehind {
 		return nil
 	}
-	if err := t.save(); err != nil {
+	if err := t.Flush(); err != nil {
 		return fmt.Errorf("add spend of %s USD: %w", cost, err)
 	}
 	return nil
 }
 
 // save writes the state atomically: a reader (or a restart after a crash) sees the old
-// file or the new one, never a torn one. The caller holds mu.
-func (t *Tracker) save() error {
-	data, err := json.Marshal(t.st)
+// file or the new one, never a torn one.
+func (t *Tracker) save(st state) error {
+	data, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode budget state: %w", err)
 	}
-	if err := writeFileAtomic(t.path, append(data, '\n')); err != nil {
+	if err := t.writeFile(t.path, append(data, '\n')); err != nil {
 		return fmt.Errorf("save budget state %s: %w", t.path, err)
 	}
 	return nil

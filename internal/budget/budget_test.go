@@ -499,3 +499,58 @@ func TestWriteBehindPersistsOnFlushOnly(t *testing.T) {
 		t.Errorf("after flush and reopen: day %s month %s", day, month)
 	}
 }
+
+// A flush waits for the disk (an fsync and a rename); calls checking and adding spend
+// meanwhile must not wait with it, and the flush in progress must not lose what they add.
+func TestCallsDoNotWaitForAFlushInProgress(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "budget.json")
+	now := func() time.Time { return time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC) }
+	tr, err := Open(path, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.EnableWriteBehind()
+	writing, release := make(chan struct{}), make(chan struct{})
+	tr.writeFile = func(path string, data []byte) error {
+		close(writing)
+		<-release
+		return writeFileAtomic(path, data)
+	}
+	if err := tr.Add(1_000_000); err != nil {
+		t.Fatal(err)
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- tr.Flush() }()
+	<-writing
+
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if d := tr.Check(); !d.Allowed {
+			t.Errorf("check during flush: %+v", d)
+		}
+		if err := tr.Add(500_000); err != nil {
+			t.Errorf("add during flush: %v", err)
+		}
+	}()
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Check and Add waited for the state file write")
+	}
+	close(release)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	tr.writeFile = writeFileAtomic
+	if err := tr.Flush(); err != nil { // the spend added during the first flush
+		t.Fatal(err)
+	}
+	again, err := Open(path, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if day, _ := again.Spent(); day != 1_500_000 {
+		t.Fatalf("persisted %s, want 1.5 USD: spend added during a flush was lost", day)
+	}
+}
