@@ -20,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/rawio"
 )
 
 // ErrQueueFull is returned by Append and Reserve when the queue holds its maximum of
@@ -134,8 +136,9 @@ type Log struct {
 	syncLoopRunning bool // the group fsync goroutine of SyncInterval mode runs
 	// syncIntervalChanged wakes that goroutine when SetSyncInterval changes the mode.
 	syncIntervalChanged chan struct{}
-	cond                *sync.Cond // signalled when a group fsync ends
-	f                   *os.File   // the active (last) segment
+	cond                *sync.Cond        // signalled when a group fsync ends
+	f                   *os.File          // the active (last) segment
+	fw                  *rawio.FileWriter // appends to f
 	segs                []*segment
 	head                uint64 // last written seq
 	prev                [sha256.Size]byte
@@ -307,7 +310,7 @@ func (l *Log) load() error {
 			f.Close()
 			return fmt.Errorf("audit queue: sync: %w", err)
 		}
-		l.f = f
+		l.f, l.fw = f, newFileWriter(f)
 	}
 	l.synced = l.head
 	return nil
@@ -629,7 +632,7 @@ func (l *Log) encodeLocked(e *envelope) []byte {
 func (l *Log) writeLocked(line []byte) error {
 	seq := l.head + 1
 	seg := l.segs[len(l.segs)-1]
-	if _, err := l.f.Write(line); err != nil {
+	if _, err := l.fw.Write(line); err != nil {
 		if terr := l.f.Truncate(seg.size); terr != nil {
 			l.err = fmt.Errorf("audit queue unwritable: %w", err)
 		}
@@ -681,7 +684,7 @@ func (l *Log) rotateLocked(seq uint64) error {
 		old.synced = old.size
 		l.synced = l.head
 		_ = l.f.Close()
-		l.f = nil
+		l.f, l.fw = nil, nil
 	}
 	path := filepath.Join(l.dir, fmt.Sprintf("seg-%020d.jsonl", seq))
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -693,9 +696,19 @@ func (l *Log) rotateLocked(seq uint64) error {
 		_ = os.Remove(path)
 		return fmt.Errorf("audit queue: %w", err)
 	}
-	l.f = f
+	l.f, l.fw = f, newFileWriter(f)
 	l.segs = append(l.segs, &segment{path: path, first: seq, last: seq - 1})
 	return nil
+}
+
+// newFileWriter appends records with raw write calls (package rawio says why); it
+// cannot fail for a file os.OpenFile returned.
+func newFileWriter(f *os.File) *rawio.FileWriter {
+	w, err := rawio.NewFileWriter(f)
+	if err != nil {
+		panic("audit queue: " + err.Error())
+	}
+	return w
 }
 
 // syncLocked returns once seq is on disk. One caller at a time runs fsync, for
@@ -802,7 +815,7 @@ func (l *Log) stop() {
 	}
 	if l.f != nil {
 		_ = l.f.Close()
-		l.f = nil
+		l.f, l.fw = nil, nil
 	}
 	l.mu.Unlock()
 	l.release()

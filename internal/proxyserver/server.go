@@ -25,6 +25,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/rawio"
 )
 
 // Server serves one handler. Its zero value is not usable; set Handler.
@@ -92,6 +94,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
+		nc = rawio.Wrap(nc)
 		c := &conn{s: s, nc: nc}
 		c.state.Store(stateIdle)
 		s.mu.Lock()
@@ -404,7 +407,10 @@ func (b *bodyEOFNotifier) Read(p []byte) (int, error) {
 // client still sends: closing a socket with unread input resets the connection, which
 // can destroy the answer before the client has read it (net/http does the same).
 func (c *conn) lingeringClose() {
-	tc, ok := c.nc.(*net.TCPConn)
+	tc, ok := c.nc.(interface {
+		net.Conn
+		CloseWrite() error
+	})
 	if !ok {
 		return
 	}

@@ -45,6 +45,7 @@ func main() {
 	reverseProxyListen := flag.String("serve-go-reverseproxy", "", "internal: serve as the plain Go reverse proxy on this address (the bench starts itself so)")
 	reverseProxyUpstream := flag.String("reverseproxy-upstream", "", "internal: the upstream of -serve-go-reverseproxy")
 	gatewayBin := flag.String("gateway-bin", "bin/voiceagent-operator", "run the gateway as its own process from this binary, as in a pod and like nginx; empty runs it inside the bench process")
+	compareBin := flag.String("compare-bin", "", "also run a gateway from this binary (another build) as target gateway-compare, measured in the same turns: an A/B test under the same noise")
 	slice := flag.Duration("slice", 100*time.Millisecond, "targets take turns of this length, so that the machine's noise falls on all of them alike")
 	flag.Parse()
 	if *reverseProxyListen != "" {
@@ -80,6 +81,20 @@ func main() {
 		{"direct", upstream.URL + "/v1/chat/completions"},
 		{"gateway", gwURL + "/model/chat/completions"},
 	}
+	if *compareBin != "" {
+		cdir := filepath.Join(dir, "compare")
+		if err := os.Mkdir(cdir, 0o700); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		u, stop, err := startGatewayProcess(*compareBin, cdir, upstream, float64(*rate)*2, *durability)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "gateway-compare:", err)
+			os.Exit(1)
+		}
+		defer stop()
+		targets = append(targets, target{"gateway-compare", u + "/model/chat/completions"})
+	}
 	if *only == "" || *only == "go-reverseproxy" {
 		u, stop, err := startGoReverseProxy(dir, upstream)
 		if err != nil {
@@ -103,7 +118,7 @@ func main() {
 	}}
 	var measured []target
 	for _, t := range targets {
-		if *only == "" || t.name == "direct" || t.name == *only {
+		if *only == "" || t.name == "direct" || t.name == *only || t.name == "gateway-compare" {
 			measured = append(measured, t)
 		}
 	}

@@ -1,0 +1,7 @@
+//go:build linux && !race
+
+package rawio
+
+import "syscall"
+
+const sysFstatat = syscall.SYS_NEWFSTATAT
