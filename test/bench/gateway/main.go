@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"flag"
 	"fmt"
@@ -42,6 +43,9 @@ func main() {
 	durability := flag.String("durability", gw.AuditDurabilityWrite, "the gateway's audit durability: Write or Fsync")
 	only := flag.String("only", "", "measure only this target besides direct (gateway or nginx)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the measured run to this file (with -gateway-bin \"\", it covers the gateway)")
+	upstreamProcess := flag.Bool("upstream-process", true, "run the upstream as its own process, as a provider is; false serves it from the load generator's process, where a direct call never has to wake another process and so looks cheaper than it is")
+	serveUpstream := flag.String("serve-upstream", "", "internal: serve as the upstream on this address (the bench starts itself so)")
+	upstreamCertOut := flag.String("upstream-cert-out", "", "internal: where -serve-upstream writes its certificate")
 	reverseProxyListen := flag.String("serve-go-reverseproxy", "", "internal: serve as the plain Go reverse proxy on this address (the bench starts itself so)")
 	reverseProxyUpstream := flag.String("reverseproxy-upstream", "", "internal: the upstream of -serve-go-reverseproxy")
 	gatewayBin := flag.String("gateway-bin", "bin/voiceagent-operator", "run the gateway as its own process from this binary, as in a pod and like nginx; empty runs it inside the bench process")
@@ -53,17 +57,25 @@ func main() {
 		return
 	}
 
-	upstream := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, reply)
-	}))
-	upstream.EnableHTTP2 = false
-	upstream.StartTLS()
-	defer upstream.Close()
+	if *serveUpstream != "" {
+		serveUpstreamProcess(*serveUpstream, *upstreamCertOut)
+		return
+	}
 
 	dir, _ := os.MkdirTemp("", "gateway-bench-")
 	defer os.RemoveAll(dir)
+	var upstream *benchUpstream
+	if *upstreamProcess {
+		u, err := startUpstreamProcess(dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "upstream:", err)
+			os.Exit(1)
+		}
+		upstream = u
+	} else {
+		upstream = startUpstreamInProcess()
+	}
+	defer upstream.stop()
 	var gwURL string
 	var stopGW func()
 	if *gatewayBin != "" {
@@ -138,7 +150,11 @@ func main() {
 		stopProfile()
 	}
 	direct := results["direct"]
-	fmt.Printf("open-loop load: %d req/s per target for %s each, in turns of %s, loopback, %d cores\n\n", *rate, *duration, *slice, runtime.NumCPU())
+	where := "its own process"
+	if !*upstreamProcess {
+		where = "the load generator's process"
+	}
+	fmt.Printf("open-loop load: %d req/s per target for %s each, in turns of %s, loopback, %d cores; upstream in %s\n\n", *rate, *duration, *slice, runtime.NumCPU(), where)
 	fmt.Printf("%-16s %8s %10s %10s %10s %12s %12s\n", "target", "ok", "p50", "p99", "max", "added p50", "added p99")
 	for _, t := range measured {
 		r := results[t.name]
@@ -171,7 +187,7 @@ func benchConfig(dir, endpoint, proxy, admin string, rps float64, durability str
 
 // startGatewayProcess runs `<bin> gateway --config FILE` with the upstream's test CA
 // trusted through SSL_CERT_FILE, and waits for /readyz.
-func startGatewayProcess(bin, dir string, upstream *httptest.Server, rps float64, durability string) (string, func(), error) {
+func startGatewayProcess(bin, dir string, upstream *benchUpstream, rps float64, durability string) (string, func(), error) {
 	if _, err := os.Stat(bin); err != nil {
 		return "", nil, fmt.Errorf("%w (make build)", err)
 	}
@@ -185,7 +201,7 @@ func startGatewayProcess(bin, dir string, upstream *httptest.Server, rps float64
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		return "", nil, err
 	}
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: upstream.Certificate().Raw}), 0o600); err != nil {
+	if err := os.WriteFile(ca, upstream.certPEM, 0o600); err != nil {
 		return "", nil, err
 	}
 	out, err := os.Create(filepath.Join(dir, "gateway-stdout.jsonl")) // the stdout audit sink
@@ -228,14 +244,15 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-func startGateway(dir string, upstream *httptest.Server, rps float64, durability string) (string, func()) {
+func startGateway(dir string, upstream *benchUpstream, rps float64, durability string) (string, func()) {
 	cfg := benchConfig(dir, upstream.URL, "127.0.0.1:0", "127.0.0.1:0", rps, durability)
 	data, _ := cfg.Marshal()
 	path := filepath.Join(dir, gw.FileName)
 	_ = os.WriteFile(path, data, 0o600)
 	audit, _ := os.Create(filepath.Join(dir, "audit.jsonl"))
 	// The same keep-alive pool size as nginx's upstream block below.
-	transport := upstream.Client().Transport.(*http.Transport).Clone()
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = upstream.tlsConfig()
 	transport.MaxIdleConnsPerHost = 256
 	g, err := gateway.New(gateway.Options{ConfigPath: path, AuditOut: audit, Transport: transport,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -369,13 +386,13 @@ func load(client *http.Client, targets []target, rate int, d, slice time.Duratio
 // startGoReverseProxy runs this program again as a plain net/http reverse proxy
 // (httputil.ReverseProxy, none of the gateway's controls), as its own process: the
 // baseline of what any Go proxy adds on the machine.
-func startGoReverseProxy(dir string, upstream *httptest.Server) (string, func(), error) {
+func startGoReverseProxy(dir string, upstream *benchUpstream) (string, func(), error) {
 	self, err := os.Executable()
 	if err != nil {
 		return "", nil, err
 	}
 	ca := filepath.Join(dir, "reverseproxy-ca.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: upstream.Certificate().Raw}), 0o600); err != nil {
+	if err := os.WriteFile(ca, upstream.certPEM, 0o600); err != nil {
 		return "", nil, err
 	}
 	addr := freeAddr()
@@ -428,4 +445,81 @@ func serveGoReverseProxy(listen, upstreamURL string) {
 	}}
 	fmt.Fprintln(os.Stderr, http.ListenAndServe(listen, rp))
 	os.Exit(1)
+}
+
+// benchUpstream is the model provider of the bench: a TLS server answering every call
+// with one chat completion.
+type benchUpstream struct {
+	URL     string
+	certPEM []byte
+	stop    func()
+}
+
+func (u *benchUpstream) tlsConfig() *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(u.certPEM)
+	return &tls.Config{RootCAs: pool}
+}
+
+func newUpstreamServer() *httptest.Server {
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, reply)
+	}))
+	s.EnableHTTP2 = false
+	return s
+}
+
+func startUpstreamInProcess() *benchUpstream {
+	s := newUpstreamServer()
+	s.StartTLS()
+	return &benchUpstream{URL: s.URL, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw}), stop: s.Close}
+}
+
+// startUpstreamProcess runs this program again as the upstream, as its own process.
+func startUpstreamProcess(dir string) (*benchUpstream, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	addr, certFile := freeAddr(), filepath.Join(dir, "upstream-cert.pem")
+	var stderr bytes.Buffer
+	cmd := exec.Command(self, "-serve-upstream", addr, "-upstream-cert-out", certFile)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	var certPEM []byte
+	if !waitUntil(10*time.Second, func() bool {
+		certPEM, _ = os.ReadFile(certFile)
+		return len(certPEM) > 0 && listening(addr)
+	}) {
+		stop()
+		return nil, fmt.Errorf("not serving after 10s: %s", stderr.String())
+	}
+	return &benchUpstream{URL: "https://" + addr, certPEM: certPEM, stop: stop}, nil
+}
+
+func serveUpstreamProcess(addr, certOut string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	s := newUpstreamServer()
+	s.Listener = ln
+	s.StartTLS()
+	// Written whole under another name, then renamed: the bench never reads half of it.
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
+	if err := os.WriteFile(certOut+".tmp", certPEM, 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if err := os.Rename(certOut+".tmp", certOut); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	select {} // until the bench kills it
 }
