@@ -6,8 +6,8 @@
 // which then polls every 20 µs until the process is idle again. A sidecar at 1,000
 // calls per second is idle between almost every two calls, so it paid that wake-up and
 // its context switches on every call. Measured on the 2-core test machine (two gateway
-// builds side by side in one `make bench-gateway` run, perf stat on each): 30% fewer
-// context switches and 14% less CPU per call (docs/performance.md).
+// builds side by side in one bench run, perf stat on each, twice): 21 to 30% fewer
+// context switches and 9 to 14% less CPU per call (docs/performance.md).
 //
 // Only calls that cannot wait long are made raw: the sockets are non-blocking (read
 // and send return EAGAIN at once, and waiting for readiness, deadlines and Close stay
