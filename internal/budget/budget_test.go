@@ -475,12 +475,8 @@ func TestConcurrentAdd(t *testing.T) {
 }
 
 func TestWriteBehindPersistsOnFlushOnly(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "budget.json")
-	now := func() time.Time { return time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC) }
-	tr, err := Open(path, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	clk := clockAt(utc("2026-11-24T12:00:00Z"))
+	tr, path := openTemp(t, clk)
 	tr.EnableWriteBehind()
 	if err := tr.Add(1_500_000); err != nil {
 		t.Fatal(err)
@@ -491,7 +487,7 @@ func TestWriteBehindPersistsOnFlushOnly(t *testing.T) {
 	if err := tr.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	again, err := Open(path, now)
+	again, err := Open(path, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,12 +499,8 @@ func TestWriteBehindPersistsOnFlushOnly(t *testing.T) {
 // A flush waits for the disk (an fsync and a rename); calls checking and adding spend
 // meanwhile must not wait with it, and the flush in progress must not lose what they add.
 func TestCallsDoNotWaitForAFlushInProgress(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "budget.json")
-	now := func() time.Time { return time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC) }
-	tr, err := Open(path, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	clk := clockAt(utc("2026-11-24T12:00:00Z"))
+	tr, path := openTemp(t, clk)
 	tr.EnableWriteBehind()
 	writing, release := make(chan struct{}), make(chan struct{})
 	tr.writeFile = func(path string, data []byte) error {
@@ -546,7 +538,7 @@ func TestCallsDoNotWaitForAFlushInProgress(t *testing.T) {
 	if err := tr.Flush(); err != nil { // the spend added during the first flush
 		t.Fatal(err)
 	}
-	again, err := Open(path, now)
+	again, err := Open(path, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
