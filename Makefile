@@ -88,9 +88,10 @@ test-e2e: ## End-to-end tests on a kwok cluster with the real ESO and cert-manag
 	$(GO) test -tags e2e ./test/e2e/ -count=1 -timeout 30m -v
 
 .PHONY: bench-gateway
-bench-gateway: build ## Gateway latency vs direct vs nginx (apt-get install nginx-light), and allocations per call.
+bench-gateway: build ## Gateway latency and throughput vs direct vs nginx (apt-get install nginx-light), and allocations per call.
 	$(GO) test -run '^$$' -bench BenchmarkProxiedModelCall -benchtime 20000x -count 5 ./internal/gateway/
 	$(GO) run ./test/bench/gateway -rate 1000 -duration 10s
+	$(GO) run ./test/bench/gateway -throughput 16 -duration 5s
 
 .PHONY: bench-audit
 bench-audit: ## Verify an audit stream of 100,000 records (must stay well under 2 s).

@@ -49,6 +49,7 @@ func main() {
 	reverseProxyListen := flag.String("serve-go-reverseproxy", "", "internal: serve as the plain Go reverse proxy on this address (the bench starts itself so)")
 	reverseProxyUpstream := flag.String("reverseproxy-upstream", "", "internal: the upstream of -serve-go-reverseproxy")
 	gatewayBin := flag.String("gateway-bin", "bin/voiceagent-operator", "run the gateway as its own process from this binary, as in a pod and like nginx; empty runs it inside the bench process")
+	throughput := flag.Int("throughput", 0, "measure throughput instead: this many clients per target, each sending its next request as soon as the last is answered (closed loop)")
 	compareBin := flag.String("compare-bin", "", "also run a gateway from this binary (another build) as target gateway-compare, measured in the same turns: an A/B test under the same noise")
 	slice := flag.Duration("slice", 100*time.Millisecond, "targets take turns of this length, so that the machine's noise falls on all of them alike")
 	flag.Parse()
@@ -57,6 +58,11 @@ func main() {
 		return
 	}
 
+	// The rate limits are on, above the offered load: nothing is refused.
+	limit := *rate * 2
+	if *throughput > 0 {
+		limit = 1_000_000
+	}
 	if *serveUpstream != "" {
 		serveUpstreamProcess(*serveUpstream, *upstreamCertOut)
 		return
@@ -79,14 +85,14 @@ func main() {
 	var gwURL string
 	var stopGW func()
 	if *gatewayBin != "" {
-		u, stop, err := startGatewayProcess(*gatewayBin, dir, upstream, float64(*rate)*2, *durability)
+		u, stop, err := startGatewayProcess(*gatewayBin, dir, upstream, float64(limit), *durability)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "gateway:", err)
 			os.Exit(1)
 		}
 		gwURL, stopGW = u, stop
 	} else {
-		gwURL, stopGW = startGateway(dir, upstream, float64(*rate)*2, *durability)
+		gwURL, stopGW = startGateway(dir, upstream, float64(limit), *durability)
 	}
 	defer stopGW()
 	targets := []target{
@@ -99,7 +105,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		u, stop, err := startGatewayProcess(*compareBin, cdir, upstream, float64(*rate)*2, *durability)
+		u, stop, err := startGatewayProcess(*compareBin, cdir, upstream, float64(limit), *durability)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "gateway-compare:", err)
 			os.Exit(1)
@@ -118,7 +124,7 @@ func main() {
 	}
 	if *only == "gateway" || *only == "go-reverseproxy" {
 		// nginx not wanted in this run
-	} else if nginxURL, stop, err := startNginx(dir, upstream.URL, *rate*2); err != nil {
+	} else if nginxURL, stop, err := startNginx(dir, upstream.URL, limit); err != nil {
 		fmt.Fprintln(os.Stderr, "nginx not measured:", err)
 	} else {
 		defer stop()
@@ -133,6 +139,21 @@ func main() {
 		if *only == "" || t.name == "direct" || t.name == *only || t.name == "gateway-compare" {
 			measured = append(measured, t)
 		}
+	}
+	if *throughput > 0 {
+		saturate(client, measured, *throughput, *warmup, *slice)
+		results := saturate(client, measured, *throughput, *duration, *slice)
+		direct := results["direct"]
+		fmt.Printf("closed loop: %d clients per target, %s each, in turns of %s, loopback, %d cores (load generator, upstream and proxy share them)\n\n", *throughput, *duration, *slice, runtime.NumCPU())
+		fmt.Printf("%-16s %8s %10s %10s %10s %12s\n", "target", "ok", "req/s", "p50", "p99", "of direct")
+		for _, t := range measured {
+			r := results[t.name]
+			fmt.Printf("%-16s %8d %10.0f %10s %10s %11.0f%%\n", t.name, r.ok, r.perSecond, r.p50, r.p99, 100*r.perSecond/direct.perSecond)
+			if r.failed > 0 {
+				fmt.Printf("                 %d requests failed or were limited\n", r.failed)
+			}
+		}
+		return
 	}
 	load(client, measured, *rate, *warmup, *slice)
 	var stopProfile func()
@@ -323,6 +344,7 @@ http {
 type stats struct {
 	ok, failed    int
 	p50, p99, max time.Duration
+	perSecond     float64 // answered calls per second of the target's turns (closed loop)
 }
 
 // load sends requests at a fixed rate regardless of how fast answers come (open loop),
@@ -369,6 +391,64 @@ func load(client *http.Client, targets []target, rate int, d, slice time.Duratio
 		}
 	}
 	wg.Wait()
+	return summarize(targets, lat, failed)
+}
+
+// saturate measures throughput: in each of a target's turns, clients goroutines send
+// request after request until the turn ends; the target's rate is its answered calls
+// over the time its turns took (a turn ends when its last call is answered).
+func saturate(client *http.Client, targets []target, clients int, d, slice time.Duration) map[string]stats {
+	turns := max(1, int(d/slice))
+	lat := make([][]time.Duration, len(targets))
+	failed := make([]int, len(targets))
+	busy := make([]time.Duration, len(targets))
+	var mu sync.Mutex
+	body := []byte(`{"model":"m","messages":[{"role":"user","content":"Call me at +1 415 555 2671"}]}`)
+	for turn := 0; turn < turns*len(targets); turn++ {
+		ti := turn % len(targets)
+		url := targets[ti].url
+		start := time.Now()
+		end := start.Add(slice)
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var mine []time.Duration
+				bad := 0
+				for time.Now().Before(end) {
+					t0 := time.Now()
+					resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+					if err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+					if err != nil || resp.StatusCode != http.StatusOK {
+						bad++
+						continue
+					}
+					mine = append(mine, time.Since(t0))
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				lat[ti] = append(lat[ti], mine...)
+				failed[ti] += bad
+			}()
+		}
+		wg.Wait()
+		busy[ti] += time.Since(start)
+	}
+	out := summarize(targets, lat, failed)
+	for ti, t := range targets {
+		r := out[t.name]
+		r.perSecond = float64(r.ok) / busy[ti].Seconds()
+		out[t.name] = r
+	}
+	return out
+}
+
+// summarize sorts each target's latencies into its stats.
+func summarize(targets []target, lat [][]time.Duration, failed []int) map[string]stats {
 	out := make(map[string]stats, len(targets))
 	for ti, t := range targets {
 		l := lat[ti]
