@@ -136,26 +136,29 @@ type Log struct {
 	syncLoopRunning bool // the group fsync goroutine of SyncInterval mode runs
 	// syncIntervalChanged wakes that goroutine when SetSyncInterval changes the mode.
 	syncIntervalChanged chan struct{}
-	cond                *sync.Cond        // signalled when a group fsync ends
-	f                   *os.File          // the active (last) segment
-	fw                  *rawio.FileWriter // appends to f
-	segs                []*segment
-	head                uint64 // last written seq
-	prev                [sha256.Size]byte
-	synced              uint64 // last seq known to be on disk
-	syncing             bool
-	err                 error // sticky: the queue can no longer be trusted to write
-	closed              bool
-	sinceCheckpoint     int
-	reserved            int
-	droppedPending      uint64 // dropped since the last kept record
-	dropped             uint64
-	floor               uint64   // every sink has acknowledged records <= floor
-	sizes               []uint32 // line sizes of records floor+1 .. head
-	bytes               int64    // sum of sizes
-	lastSize            int64    // of the last record: what the next one probably needs
-	buf                 []byte
-	sinks               map[string]*deliverer
+	// unsynced tells an idle syncLoop that a record waits for the group fsync.
+	unsynced        chan struct{}
+	syncTicks       int               // the syncLoop's ticks, for tests
+	cond            *sync.Cond        // signalled when a group fsync ends
+	f               *os.File          // the active (last) segment
+	fw              *rawio.FileWriter // appends to f
+	segs            []*segment
+	head            uint64 // last written seq
+	prev            [sha256.Size]byte
+	synced          uint64 // last seq known to be on disk
+	syncing         bool
+	err             error // sticky: the queue can no longer be trusted to write
+	closed          bool
+	sinceCheckpoint int
+	reserved        int
+	droppedPending  uint64 // dropped since the last kept record
+	dropped         uint64
+	floor           uint64   // every sink has acknowledged records <= floor
+	sizes           []uint32 // line sizes of records floor+1 .. head
+	bytes           int64    // sum of sizes
+	lastSize        int64    // of the last record: what the next one probably needs
+	buf             []byte
+	sinks           map[string]*deliverer
 }
 
 // Open opens (or creates) the queue in opts.Dir, continues the chain found there and
@@ -169,7 +172,7 @@ func Open(opts Options, sinks []NamedSink) (*Log, error) {
 		return nil, fmt.Errorf("audit queue: %w", err)
 	}
 	l := &Log{opts: opts, dir: opts.Dir, m: opts.Metrics, sinks: map[string]*deliverer{},
-		syncIntervalChanged: make(chan struct{}, 1)}
+		syncIntervalChanged: make(chan struct{}, 1), unsynced: make(chan struct{}, 1)}
 	l.cond = sync.NewCond(&l.mu)
 	lock, err := os.OpenFile(filepath.Join(l.dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -523,13 +526,24 @@ func (l *Log) Append(payload []byte, reserved bool) (uint64, error) {
 	return seq, nil
 }
 
-// syncLoop is the group fsync of SyncInterval mode. It ends when the log switches to
+// syncLoop is the group fsync of SyncInterval mode: a record written at t is on disk
+// by about t+interval. While records keep coming it ticks every interval; a tick with
+// nothing to sync stops the ticker until the next record (l.unsynced), so that an idle
+// gateway does not wake up a hundred times a second. It ends when the log switches to
 // an fsync per record.
 func (l *Log) syncLoop(interval time.Duration) {
 	defer l.wg.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	ticking := true
 	for {
+		var tick <-chan time.Time
+		var wake <-chan struct{}
+		if ticking {
+			tick = t.C
+		} else {
+			wake = l.unsynced
+		}
 		select {
 		case <-l.ctx.Done():
 			return
@@ -543,16 +557,28 @@ func (l *Log) syncLoop(interval time.Duration) {
 			if l.opts.SyncInterval != interval {
 				interval = l.opts.SyncInterval
 				t.Reset(interval)
+				ticking = true
 			}
 			l.mu.Unlock()
-		case <-t.C:
+		case <-wake:
+			t.Reset(interval)
+			ticking = true
+		case <-tick:
 			l.mu.Lock()
-			if !l.closed && l.err == nil && l.synced < l.head {
+			l.syncTicks++
+			idle := l.synced >= l.head
+			if !idle && !l.closed && l.err == nil {
 				if err := l.syncLocked(l.head); err != nil {
 					l.opts.Logger.Error("audit queue sync failed", "error", err.Error())
 				}
 			}
 			l.mu.Unlock()
+			if idle {
+				// A record written from here on finds l.unsynced empty or already
+				// signalled: either way the loop hears of it.
+				t.Stop()
+				ticking = false
+			}
 		}
 	}
 }
@@ -641,6 +667,12 @@ func (l *Log) writeLocked(line []byte) error {
 	seg.size += int64(len(line))
 	seg.last = seq
 	l.head = seq
+	if l.opts.SyncInterval > 0 {
+		select {
+		case l.unsynced <- struct{}{}:
+		default: // already signalled
+		}
+	}
 	l.lastSize = int64(len(line))
 	l.prev = hashLine(line[:len(line)-1])
 	l.m.Appended.Inc()

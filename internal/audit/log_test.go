@@ -463,3 +463,35 @@ func TestSyncIntervalChangesWhileRunning(t *testing.T) {
 	waitFor(t, "the background group fsync", func() bool { s, h := synced(); return s == h })
 	shutdown(t, l)
 }
+
+// The group fsync keeps its promise (a record is on disk within about one interval)
+// whether records keep coming or arrive after a quiet spell, and a quiet log stops
+// ticking: a sidecar with no calls should not wake up every 10 ms.
+func TestGroupFsyncSleepsWhileNothingIsWritten(t *testing.T) {
+	const interval = 5 * time.Millisecond
+	l := openLog(t, t.TempDir(), func(o *Options) { o.SyncInterval = interval })
+	state := func() (synced, head uint64, ticks int) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.synced, l.head, l.syncTicks
+	}
+	allSynced := func() bool { s, h, _ := state(); return s == h }
+
+	appendN(t, l, 0, 3)
+	waitFor(t, "the group fsync of a first batch", allSynced)
+	// Watch a quiet window of 40 intervals: a ticker would tick about 40 times; the loop
+	// may tick once or twice more to find there is nothing to do, then sleeps.
+	_, _, before := state()
+	time.Sleep(40 * interval) // the window observed, not a synchronisation
+	if _, _, after := state(); after-before > 3 {
+		t.Fatalf("the sync loop ticked %d times in a quiet window of 40 intervals", after-before)
+	}
+
+	appendN(t, l, 3, 2) // after the quiet spell: the loop wakes and syncs
+	waitFor(t, "the group fsync after a quiet spell", allSynced)
+	for i := 5; i < 50; i++ { // records keep coming: every one is synced
+		appendN(t, l, i, 1)
+	}
+	waitFor(t, "the group fsync of a steady stream", allSynced)
+	shutdown(t, l)
+}
