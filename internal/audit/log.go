@@ -20,8 +20,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/voiceagent-dev/voiceagent-operator/internal/rawio"
 )
 
 // ErrQueueFull is returned by Append and Reserve when the queue holds its maximum of
@@ -138,10 +136,9 @@ type Log struct {
 	syncIntervalChanged chan struct{}
 	// unsynced tells an idle syncLoop that a record waits for the group fsync.
 	unsynced        chan struct{}
-	syncTicks       int               // the syncLoop's ticks, for tests
-	cond            *sync.Cond        // signalled when a group fsync ends
-	f               *os.File          // the active (last) segment
-	fw              *rawio.FileWriter // appends to f
+	syncTicks       int        // the syncLoop's ticks, for tests
+	cond            *sync.Cond // signalled when a group fsync ends
+	f               *os.File   // the active (last) segment
 	segs            []*segment
 	head            uint64 // last written seq
 	prev            [sha256.Size]byte
@@ -313,7 +310,7 @@ func (l *Log) load() error {
 			f.Close()
 			return fmt.Errorf("audit queue: sync: %w", err)
 		}
-		l.f, l.fw = f, newFileWriter(f)
+		l.f = f
 	}
 	l.synced = l.head
 	return nil
@@ -658,7 +655,7 @@ func (l *Log) encodeLocked(e *envelope) []byte {
 func (l *Log) writeLocked(line []byte) error {
 	seq := l.head + 1
 	seg := l.segs[len(l.segs)-1]
-	if _, err := l.fw.Write(line); err != nil {
+	if _, err := l.f.Write(line); err != nil {
 		if terr := l.f.Truncate(seg.size); terr != nil {
 			l.err = fmt.Errorf("audit queue unwritable: %w", err)
 		}
@@ -716,7 +713,7 @@ func (l *Log) rotateLocked(seq uint64) error {
 		old.synced = old.size
 		l.synced = l.head
 		_ = l.f.Close()
-		l.f, l.fw = nil, nil
+		l.f = nil
 	}
 	path := filepath.Join(l.dir, fmt.Sprintf("seg-%020d.jsonl", seq))
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -728,19 +725,9 @@ func (l *Log) rotateLocked(seq uint64) error {
 		_ = os.Remove(path)
 		return fmt.Errorf("audit queue: %w", err)
 	}
-	l.f, l.fw = f, newFileWriter(f)
+	l.f = f
 	l.segs = append(l.segs, &segment{path: path, first: seq, last: seq - 1})
 	return nil
-}
-
-// newFileWriter appends records with raw write calls (package rawio says why); it
-// cannot fail for a file os.OpenFile returned.
-func newFileWriter(f *os.File) *rawio.FileWriter {
-	w, err := rawio.NewFileWriter(f)
-	if err != nil {
-		panic("audit queue: " + err.Error())
-	}
-	return w
 }
 
 // syncLocked returns once seq is on disk. One caller at a time runs fsync, for
@@ -847,7 +834,7 @@ func (l *Log) stop() {
 	}
 	if l.f != nil {
 		_ = l.f.Close()
-		l.f, l.fw = nil, nil
+		l.f = nil
 	}
 	l.mu.Unlock()
 	l.release()

@@ -25,8 +25,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/voiceagent-dev/voiceagent-operator/internal/rawio"
 )
 
 // Server serves one handler. Its zero value is not usable; set Handler.
@@ -94,7 +92,6 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		nc = rawio.Wrap(nc)
 		c := &conn{s: s, nc: nc}
 		c.state.Store(stateIdle)
 		s.mu.Lock()
@@ -407,10 +404,7 @@ func (b *bodyEOFNotifier) Read(p []byte) (int, error) {
 // client still sends: closing a socket with unread input resets the connection, which
 // can destroy the answer before the client has read it (net/http does the same).
 func (c *conn) lingeringClose() {
-	tc, ok := c.nc.(interface {
-		net.Conn
-		CloseWrite() error
-	})
+	tc, ok := c.nc.(*net.TCPConn)
 	if !ok {
 		return
 	}

@@ -26,8 +26,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/voiceagent-dev/voiceagent-operator/internal/rawio"
 )
 
 // Transport is safe for concurrent use. The zero value is not; use New.
@@ -280,19 +278,9 @@ func (t *Transport) get(ctx context.Context, addr, serverName string) (*conn, er
 		cfg = cfg.Clone()
 		cfg.ServerName = serverName
 	}
-	// The dial timeout covers the handshake too, as with tls.Dialer.
-	if t.dialer.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.dialer.Timeout)
-		defer cancel()
-	}
-	raw, err := t.dialer.DialContext(ctx, "tcp", addr)
+	d := tls.Dialer{NetDialer: &t.dialer, Config: cfg}
+	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, err
-	}
-	nc := tls.Client(rawio.Wrap(raw), cfg)
-	if err := nc.HandshakeContext(ctx); err != nil {
-		_ = raw.Close()
 		return nil, err
 	}
 	return &conn{addr: addr, nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, nil

@@ -1,7 +1,0 @@
-//go:build linux && !race
-
-package rawio
-
-import "syscall"
-
-const sysFstatat = syscall.SYS_FSTATAT
