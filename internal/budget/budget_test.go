@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -544,5 +545,53 @@ func TestCallsDoNotWaitForAFlushInProgress(t *testing.T) {
 	}
 	if day, _ := again.Spent(); day != 1_500_000 {
 		t.Fatalf("persisted %s, want 1.5 USD: spend added during a flush was lost", day)
+	}
+}
+
+// Two flushes at once: the one that snapshotted the older total must not be the last to
+// write, or the file goes back to it (saveMu orders them).
+func TestOverlappingFlushesNeverWriteAnOlderTotal(t *testing.T) {
+	clk := clockAt(utc("2026-11-24T12:00:00Z"))
+	tr, path := openTemp(t, clk)
+	tr.EnableWriteBehind()
+	firstWriting, releaseFirst := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	tr.writeFile = func(path string, data []byte) error {
+		if calls.Add(1) == 1 {
+			close(firstWriting)
+			<-releaseFirst // the first flush, holding the older total, is slow
+		}
+		return writeFileAtomic(path, data)
+	}
+	if err := tr.Add(1_000_000); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- tr.Flush() }()
+	<-firstWriting
+	if err := tr.Add(2_000_000); err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan error, 1)
+	go func() { second <- tr.Flush() }()
+	// Give the second flush the chance to overtake (it must not be able to), then let
+	// the first one finish.
+	select {
+	case err := <-second:
+		second <- err
+	case <-time.After(100 * time.Millisecond): // the window observed, not a synchronisation
+	}
+	close(releaseFirst)
+	for _, c := range []chan error{first, second} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
+		}
+	}
+	again, err := Open(path, clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if day, _ := again.Spent(); day != 3_000_000 {
+		t.Fatalf("the file holds %s, want 3 USD: an older total was written last", day)
 	}
 }
