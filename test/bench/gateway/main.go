@@ -341,6 +341,22 @@ http {
 	return "http://" + addr, func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }, nil
 }
 
+// callBody is the model call every target gets, with a phone number for the redactor.
+var callBody = []byte(`{"model":"m","messages":[{"role":"user","content":"Call me at +1 415 555 2671"}]}`)
+
+// call makes one model call and reports how long it took and whether it was answered
+// 200 OK.
+func call(client *http.Client, url string) (time.Duration, bool) {
+	t0 := time.Now()
+	resp, err := client.Post(url, "application/json", bytes.NewReader(callBody))
+	if err != nil {
+		return 0, false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return time.Since(t0), resp.StatusCode == http.StatusOK
+}
+
 type stats struct {
 	ok, failed    int
 	p50, p99, max time.Duration
@@ -360,7 +376,6 @@ func load(client *http.Client, targets []target, rate int, d, slice time.Duratio
 	failed := make([]int, len(targets))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	body := []byte(`{"model":"m","messages":[{"role":"user","content":"Call me at +1 415 555 2671"}]}`)
 	start := time.Now()
 	i := 0
 	for turn := 0; turn < turns*len(targets); turn++ {
@@ -373,16 +388,10 @@ func load(client *http.Client, targets []target, rate int, d, slice time.Duratio
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				t0 := time.Now()
-				resp, err := client.Post(url, "application/json", bytes.NewReader(body))
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				el := time.Since(t0)
+				el, ok := call(client, url)
 				mu.Lock()
 				defer mu.Unlock()
-				if err != nil || resp.StatusCode != http.StatusOK {
+				if !ok {
 					failed[ti]++
 					return
 				}
@@ -403,7 +412,6 @@ func saturate(client *http.Client, targets []target, clients int, d, slice time.
 	failed := make([]int, len(targets))
 	busy := make([]time.Duration, len(targets))
 	var mu sync.Mutex
-	body := []byte(`{"model":"m","messages":[{"role":"user","content":"Call me at +1 415 555 2671"}]}`)
 	for turn := 0; turn < turns*len(targets); turn++ {
 		ti := turn % len(targets)
 		url := targets[ti].url
@@ -417,17 +425,11 @@ func saturate(client *http.Client, targets []target, clients int, d, slice time.
 				var mine []time.Duration
 				bad := 0
 				for time.Now().Before(end) {
-					t0 := time.Now()
-					resp, err := client.Post(url, "application/json", bytes.NewReader(body))
-					if err == nil {
-						_, _ = io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-					}
-					if err != nil || resp.StatusCode != http.StatusOK {
+					if el, ok := call(client, url); ok {
+						mine = append(mine, el)
+					} else {
 						bad++
-						continue
 					}
-					mine = append(mine, time.Since(t0))
 				}
 				mu.Lock()
 				defer mu.Unlock()
@@ -467,28 +469,39 @@ func summarize(targets []target, lat [][]time.Duration, failed []int) map[string
 // (httputil.ReverseProxy, none of the gateway's controls), as its own process: the
 // baseline of what any Go proxy adds on the machine.
 func startGoReverseProxy(dir string, upstream *benchUpstream) (string, func(), error) {
-	self, err := os.Executable()
-	if err != nil {
-		return "", nil, err
-	}
 	ca := filepath.Join(dir, "reverseproxy-ca.pem")
 	if err := os.WriteFile(ca, upstream.certPEM, 0o600); err != nil {
 		return "", nil, err
 	}
 	addr := freeAddr()
-	var stderr bytes.Buffer
-	cmd := exec.Command(self, "-serve-go-reverseproxy", addr, "-reverseproxy-upstream", upstream.URL)
-	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+ca)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	stop, err := startSelf([]string{"SSL_CERT_FILE=" + ca}, func() bool { return listening(addr) },
+		"-serve-go-reverseproxy", addr, "-reverseproxy-upstream", upstream.URL)
+	if err != nil {
 		return "", nil, err
 	}
-	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	if !waitUntil(10*time.Second, func() bool { return listening(addr) }) {
-		stop()
-		return "", nil, fmt.Errorf("not listening after 10s: %s", stderr.String())
-	}
 	return "http://" + addr, stop, nil
+}
+
+// startSelf runs this program again with args (and env added to this process's), as
+// one of the bench's own processes, and waits until ready holds. stop kills it.
+func startSelf(env []string, ready func() bool, args ...string) (stop func(), err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	if !waitUntil(10*time.Second, ready) {
+		stop()
+		return nil, fmt.Errorf("%s not ready after 10s: %s", args[0], stderr.String())
+	}
+	return stop, nil
 }
 
 // waitUntil polls ready until it holds or d has passed.
@@ -559,25 +572,14 @@ func startUpstreamInProcess() *benchUpstream {
 
 // startUpstreamProcess runs this program again as the upstream, as its own process.
 func startUpstreamProcess(dir string) (*benchUpstream, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	addr, certFile := freeAddr(), filepath.Join(dir, "upstream-cert.pem")
-	var stderr bytes.Buffer
-	cmd := exec.Command(self, "-serve-upstream", addr, "-upstream-cert-out", certFile)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
 	var certPEM []byte
-	if !waitUntil(10*time.Second, func() bool {
+	stop, err := startSelf(nil, func() bool {
 		certPEM, _ = os.ReadFile(certFile)
 		return len(certPEM) > 0 && listening(addr)
-	}) {
-		stop()
-		return nil, fmt.Errorf("not serving after 10s: %s", stderr.String())
+	}, "-serve-upstream", addr, "-upstream-cert-out", certFile)
+	if err != nil {
+		return nil, err
 	}
 	return &benchUpstream{URL: "https://" + addr, certPEM: certPEM, stop: stop}, nil
 }
