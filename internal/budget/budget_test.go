@@ -497,18 +497,28 @@ func TestWriteBehindPersistsOnFlushOnly(t *testing.T) {
 	}
 }
 
+// writeBehindWithSlowFirstWrite opens a write-behind tracker whose first state file
+// write signals writing and then waits for release; later writes go straight through.
+func writeBehindWithSlowFirstWrite(t *testing.T, clk *fakeClock) (tr *Tracker, path string, writing <-chan struct{}, release chan<- struct{}) {
+	tr, path = openTemp(t, clk)
+	tr.EnableWriteBehind()
+	started, done := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	tr.writeFile = func(path string, data []byte) error {
+		if calls.Add(1) == 1 {
+			close(started)
+			<-done
+		}
+		return writeFileAtomic(path, data)
+	}
+	return tr, path, started, done
+}
+
 // A flush waits for the disk (an fsync and a rename); calls checking and adding spend
 // meanwhile must not wait with it, and the flush in progress must not lose what they add.
 func TestCallsDoNotWaitForAFlushInProgress(t *testing.T) {
 	clk := clockAt(utc("2026-11-24T12:00:00Z"))
-	tr, path := openTemp(t, clk)
-	tr.EnableWriteBehind()
-	writing, release := make(chan struct{}), make(chan struct{})
-	tr.writeFile = func(path string, data []byte) error {
-		close(writing)
-		<-release
-		return writeFileAtomic(path, data)
-	}
+	tr, path, writing, release := writeBehindWithSlowFirstWrite(t, clk)
 	if err := tr.Add(1_000_000); err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +545,6 @@ func TestCallsDoNotWaitForAFlushInProgress(t *testing.T) {
 	if err := <-flushed; err != nil {
 		t.Fatal(err)
 	}
-	tr.writeFile = writeFileAtomic
 	if err := tr.Flush(); err != nil { // the spend added during the first flush
 		t.Fatal(err)
 	}
@@ -552,17 +561,8 @@ func TestCallsDoNotWaitForAFlushInProgress(t *testing.T) {
 // write, or the file goes back to it (saveMu orders them).
 func TestOverlappingFlushesNeverWriteAnOlderTotal(t *testing.T) {
 	clk := clockAt(utc("2026-11-24T12:00:00Z"))
-	tr, path := openTemp(t, clk)
-	tr.EnableWriteBehind()
-	firstWriting, releaseFirst := make(chan struct{}), make(chan struct{})
-	var calls atomic.Int32
-	tr.writeFile = func(path string, data []byte) error {
-		if calls.Add(1) == 1 {
-			close(firstWriting)
-			<-releaseFirst // the first flush, holding the older total, is slow
-		}
-		return writeFileAtomic(path, data)
-	}
+	// The first flush, holding the older total, is slow.
+	tr, path, firstWriting, releaseFirst := writeBehindWithSlowFirstWrite(t, clk)
 	if err := tr.Add(1_000_000); err != nil {
 		t.Fatal(err)
 	}

@@ -321,19 +321,27 @@ func watchedConn(t *testing.T, s *Server) *conn {
 	return found
 }
 
+// waitsForCancel is a long call: it reads the body (then closes bodyRead) and reports
+// on cancelled whether its context was cancelled within 5 s.
+func waitsForCancel() (h http.Handler, bodyRead <-chan struct{}, cancelled <-chan bool) {
+	read, result := make(chan struct{}), make(chan bool, 1)
+	h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		close(read)
+		select {
+		case <-r.Context().Done():
+			result <- true
+		case <-time.After(5 * time.Second): // the test's bound
+			result <- false
+		}
+	})
+	return h, read, result
+}
+
 // An agent that hangs up during a long call cancels the call's context (the gateway
 // then abandons the upstream call).
 func TestHangUpDuringALongCallCancelsIt(t *testing.T) {
-	cancelled := make(chan bool, 1)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.ReadAll(r.Body)
-		select {
-		case <-r.Context().Done():
-			cancelled <- true
-		case <-time.After(5 * time.Second): // the test's bound
-			cancelled <- false
-		}
-	})
+	h, _, cancelled := waitsForCancel()
 	s, addr := start(t, h, nil)
 	c := dial(t, addr)
 	c.send("POST /long HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\nhi")
@@ -414,18 +422,7 @@ func TestRefusedLargeBodyStillGetsItsAnswer(t *testing.T) {
 
 // A call whose body arrived slowly is watched from the end of its body on.
 func TestHangUpAfterASlowUploadCancelsTheCall(t *testing.T) {
-	bodyRead := make(chan struct{})
-	cancelled := make(chan bool, 1)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.ReadAll(r.Body)
-		close(bodyRead)
-		select {
-		case <-r.Context().Done():
-			cancelled <- true
-		case <-time.After(5 * time.Second): // the test's bound
-			cancelled <- false
-		}
-	})
+	h, bodyRead, cancelled := waitsForCancel()
 	s, addr := start(t, h, nil)
 	c := dial(t, addr)
 	c.send("POST /upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n")

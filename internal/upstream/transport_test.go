@@ -206,27 +206,26 @@ func TestConnectionNotReusedWhenTheAnswerSaysCloseOrIsNotReadToTheEnd(t *testing
 	}
 }
 
-func TestIdleConnectionClosedByTheUpstream(t *testing.T) {
-	up := newTLSUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+// idleClosingUpstream answers "ok" and closes a connection idle for 20 ms.
+func idleClosingUpstream(t *testing.T) *tlsUpstream {
+	return newTLSUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_, _ = io.WriteString(w, "ok")
 	}, func(s *http.Server) { s.IdleTimeout = 20 * time.Millisecond })
+}
+
+func TestIdleConnectionClosedByTheUpstream(t *testing.T) {
+	up := idleClosingUpstream(t)
 	// Without the liveness check, to see the replay rule at work.
 	tr := up.transport(t, func(o *Options) { o.LivenessCheckAfter = time.Hour })
 	ctx := context.Background()
-	staleConn := func() {
-		t.Helper()
-		do(t, tr, newReq(t, ctx, http.MethodGet, up.URL+"/", ""))
-		opened := up.opened.Load()
-		waitFor(t, "the upstream to close the idle connection", func() bool { return up.closed.Load() == opened })
-	}
 
 	// Replayable (GET, or POST with an idempotency key): sent again on a new connection.
-	staleConn()
+	staleConn(t, tr, up)
 	if code, body := do(t, tr, newReq(t, ctx, http.MethodGet, up.URL+"/", "")); code != 200 || body != "ok" {
 		t.Fatalf("GET over a stale connection: %d %q", code, body)
 	}
-	staleConn()
+	staleConn(t, tr, up)
 	req := newReq(t, ctx, http.MethodPost, up.URL+"/", `{"a":1}`)
 	req.Header.Set("Idempotency-Key", "k1")
 	if code, _ := do(t, tr, req); code != 200 {
@@ -234,7 +233,7 @@ func TestIdleConnectionClosedByTheUpstream(t *testing.T) {
 	}
 
 	// Not replayable: the error goes to the caller, whose own retry policy decides.
-	staleConn()
+	staleConn(t, tr, up)
 	_, err := tr.RoundTrip(newReq(t, ctx, http.MethodPost, up.URL+"/", `{"a":1}`))
 	if !errors.Is(err, errServerClosedIdle) {
 		t.Fatalf("POST over a stale connection: %v, want errServerClosedIdle", err)
@@ -330,19 +329,22 @@ func TestUnverifiedUpstreamIsRefused(t *testing.T) {
 	}
 }
 
+// staleConn leaves tr one kept-alive connection that the upstream has since closed.
+func staleConn(t *testing.T, tr *Transport, up *tlsUpstream) {
+	t.Helper()
+	do(t, tr, newReq(t, context.Background(), http.MethodGet, up.URL+"/", ""))
+	opened := up.opened.Load()
+	waitFor(t, "the upstream to close the idle connection", func() bool { return up.closed.Load() == opened })
+}
+
 // With the liveness check (the default after 100ms idle), a connection the upstream
 // closed while idle is not used: even a POST, which is never replayed, goes through.
 func TestClosedIdleConnectionIsNotReused(t *testing.T) {
-	up := newTLSUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = io.WriteString(w, "ok")
-	}, func(s *http.Server) { s.IdleTimeout = 20 * time.Millisecond })
+	up := idleClosingUpstream(t)
 	tr := up.transport(t, func(o *Options) { o.LivenessCheckAfter = time.Nanosecond })
 	ctx := context.Background()
 	for i := range 3 {
-		do(t, tr, newReq(t, ctx, http.MethodGet, up.URL+"/", ""))
-		opened := up.opened.Load()
-		waitFor(t, "the upstream to close the idle connection", func() bool { return up.closed.Load() == opened })
+		staleConn(t, tr, up)
 		if code, body := do(t, tr, newReq(t, ctx, http.MethodPost, up.URL+"/", `{"n":1}`)); code != 200 || body != "ok" {
 			t.Fatalf("POST %d after the upstream closed the idle connection: %d %q", i, code, body)
 		}
