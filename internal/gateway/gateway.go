@@ -23,9 +23,7 @@ import (
 	"github.com/voiceagent-dev/voiceagent-operator/internal/breaker"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
-	"github.com/voiceagent-dev/voiceagent-operator/internal/proxyserver"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/ratelimit"
-	"github.com/voiceagent-dev/voiceagent-operator/internal/upstream"
 )
 
 // Options are the gateway's process-level settings; everything about the VoiceAgent
@@ -99,7 +97,7 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if opts.Transport == nil {
 		// The per-model timeout (the call's context) bounds every upstream call.
-		opts.Transport = upstream.New(upstream.Options{})
+		opts.Transport = newUpstreamTransport(nil)
 	}
 	now := ratelimit.Clock(opts.Now)
 	g := &Gateway{
@@ -295,9 +293,7 @@ func (g *Gateway) checkReady() error {
 // Run serves until ctx ends.
 func (g *Gateway) Run(ctx context.Context) error {
 	cfg := g.cfg.Load()
-	// The agent's listener: a lean HTTP/1.1 loop (internal/proxyserver), since it is on
-	// the path of every call. Admin and inbound TLS are net/http.
-	proxy := &proxyserver.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second, Logger: g.log}
+	proxy := newAgentServer(g.Handler())
 	servers := []*http.Server{
 		{Addr: cfg.Listen.Admin, Handler: g.AdminHandler(), ReadHeaderTimeout: 10 * time.Second},
 	}
@@ -314,7 +310,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, len(servers)+1)
 	go func() {
-		if err := proxy.Serve(proxyListener); !errors.Is(err, proxyserver.ErrServerClosed) {
+		if err := proxy.Serve(proxyListener); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("listen %s: %w", cfg.Listen.Proxy, err)
 		}
 	}()

@@ -17,8 +17,6 @@ import (
 	"time"
 
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
-	"github.com/voiceagent-dev/voiceagent-operator/internal/proxyserver"
-	"github.com/voiceagent-dev/voiceagent-operator/internal/upstream"
 )
 
 const mountedKey = "mounted-provider-key-0001"
@@ -206,7 +204,7 @@ func startGateway(t *testing.T, provider string, mutate func(*gw.Config, *fakePr
 			t.Errorf("stop audit trail: %v", err)
 		}
 	})
-	// The agent's side is served as in production, by internal/proxyserver.
+	// The agent's side is served as in production.
 	url := serveProxy(t, g.Handler())
 	return &testGateway{Gateway: g, URL: url, dir: dir, cfg: cfg, audit: audit, clock: clock,
 		keyFile: cfg.Models[0].CredentialFile, upstream: up}
@@ -229,17 +227,17 @@ func (tg *testGateway) post(t *testing.T, path, body string, header map[string]s
 
 // upstreamTransport is the gateway's own upstream client, trusting the test server's CA.
 func upstreamTransport(s *httptest.Server) http.RoundTripper {
-	return upstream.New(upstream.Options{TLSConfig: s.Client().Transport.(*http.Transport).TLSClientConfig})
+	return NewUpstreamTransport(s.Client().Transport.(*http.Transport).TLSClientConfig)
 }
 
-// serveProxy serves h on a loopback port with the gateway's own proxy server.
+// serveProxy serves h on a loopback port with the gateway's own agent-side server.
 func serveProxy(t *testing.T, h http.Handler) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &proxyserver.Server{Handler: h}
+	srv := newAgentServer(h)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "http://" + ln.Addr().String()

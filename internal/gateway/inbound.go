@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -25,10 +26,24 @@ func newInbound(in *gw.Inbound) (*http.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.Transport = &http.Transport{
+		DialContext:            (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		ResponseHeaderTimeout:  upstreamResponseHeaderTimeout,
+		MaxResponseHeaderBytes: upstreamMaxResponseHeaderBytes,
+		IdleConnTimeout:        upstreamIdleConnTimeout,
+		MaxIdleConnsPerHost:    64,
+	}
+	// The Service's port is the only one reachable from the network: heads, bodies and
+	// idle connections are all bounded. A WebSocket upgrade (a telephony provider's
+	// media stream) lives as long as its call, so the read deadline guardBody sets is
+	// lifted once a request's body has been read, and there is no write timeout.
 	return &http.Server{
 		Addr:              in.Listen,
-		Handler:           httputil.NewSingleHostReverseProxy(target),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           guardBody(proxy),
+		ReadHeaderTimeout: serverReadHeaderLimit,
+		IdleTimeout:       serverIdleTimeout,
+		MaxHeaderBytes:    serverMaxHeaderBytes,
 		TLSConfig: &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
