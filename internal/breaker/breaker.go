@@ -40,9 +40,11 @@ func (s State) String() string {
 
 // Breaker is one upstream's circuit breaker. It is safe for concurrent use.
 //
-// Reports are not tied to the call that produced them: a Success or Failure arriving
-// while Open (from a call admitted before the breaker opened) is ignored, and one
-// arriving while HalfOpen is taken as the probe's answer.
+// Reports are tied to the call that produced them, as gobreaker does it: every change
+// of state starts a new generation, Allow hands out a Ticket of the current one, and a
+// report whose ticket is of an earlier generation is ignored. So a slow success from
+// traffic admitted before the breaker opened can never close it: only the half-open
+// probe's own answer can.
 type Breaker struct {
 	mu        sync.Mutex
 	now       Clock
@@ -51,7 +53,12 @@ type Breaker struct {
 	state     State
 	failures  int       // consecutive, while Closed
 	since     time.Time // when Open or HalfOpen was entered
+	gen       uint64    // bumped on every change of state
 }
+
+// Ticket is what Allow hands a call; its report counts only in the generation it was
+// issued in.
+type Ticket struct{ gen uint64 }
 
 // New returns a closed breaker that opens after failureThreshold consecutive failures
 // (a threshold below 1 acts as 1) and stays open for openDuration (0 or less: the
@@ -76,41 +83,58 @@ func (b *Breaker) set(threshold int, openDuration time.Duration) {
 // it reports. A probe that never reports (its caller forgot, or crashed) would leave the
 // breaker half-open forever, so after another open duration without an answer it is
 // presumed failed and the next caller becomes the new probe.
-func (b *Breaker) Allow() bool {
+func (b *Breaker) Allow() (Ticket, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch b.state {
 	case Closed:
-		return true
+		return Ticket{b.gen}, true
 	case Open, HalfOpen:
 		now := b.now()
 		if now.Sub(b.since) < b.openFor {
-			return false
+			return Ticket{}, false
 		}
 		b.state, b.since = HalfOpen, now
-		return true
+		b.gen++
+		return Ticket{b.gen}, true
 	}
-	return false
+	return Ticket{}, false
 }
 
-// Success reports a call that worked. It resets the failure count, and the answer of a
+// Report gives the result of the call t was issued to: Success or Failure.
+func (b *Breaker) Report(t Ticket, success bool) {
+	if success {
+		b.Success(t)
+	} else {
+		b.Failure(t)
+	}
+}
+
+// Success reports a call that worked (of t's generation only). It resets the failure count, and the answer of a
 // half-open probe closes the breaker.
-func (b *Breaker) Success() {
+func (b *Breaker) Success(t Ticket) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if t.gen != b.gen {
+		return
+	}
 	switch b.state {
 	case Closed:
 		b.failures = 0
 	case HalfOpen:
 		b.state, b.failures = Closed, 0
+		b.gen++
 	}
 }
 
-// Failure reports a call that failed. Enough consecutive failures open a closed
+// Failure reports a call that failed (of t's generation only). Enough consecutive failures open a closed
 // breaker; a failed half-open probe re-opens it for another open duration.
-func (b *Breaker) Failure() {
+func (b *Breaker) Failure(t Ticket) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if t.gen != b.gen {
+		return
+	}
 	switch b.state {
 	case Closed:
 		b.failures++
@@ -125,6 +149,7 @@ func (b *Breaker) Failure() {
 // trip opens the breaker; the caller holds mu.
 func (b *Breaker) trip() {
 	b.state, b.since, b.failures = Open, b.now(), 0
+	b.gen++
 }
 
 // State reports the current state without changing it: an Open breaker whose open

@@ -180,17 +180,34 @@ func TestBreakerScripts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newFakeClock()
 			b := New(tt.threshold, tt.open, clk.Now)
+			// A report uses the ticket of the last Allow; one without an Allow of its
+			// own (plain traffic while closed) takes one first.
+			var last Ticket
+			have := false
+			report := func(success bool) {
+				if !have {
+					if tk, ok := b.Allow(); ok {
+						last = tk
+					}
+				}
+				b.Report(last, success)
+				have = false
+			}
 			for i, o := range tt.ops {
 				clk.Advance(o.advance)
 				switch o.do {
 				case "allow":
-					if got := b.Allow(); got != o.want {
+					tk, got := b.Allow()
+					if got != o.want {
 						t.Fatalf("op %d: Allow = %v, want %v (state %v)", i, got, o.want, b.State())
 					}
+					if got {
+						last, have = tk, true
+					}
 				case "success":
-					b.Success()
+					report(true)
 				case "failure":
-					b.Failure()
+					report(false)
 				case "update":
 					b.Update(o.threshold, o.open)
 				case "state":
@@ -247,7 +264,8 @@ func TestOneProbeUnderContention(t *testing.T) {
 			clk := newFakeClock()
 			b := New(1, time.Second, clk.Now)
 			if tt.trip {
-				b.Failure()
+				tk, _ := b.Allow()
+				b.Failure(tk)
 				clk.Advance(time.Second)
 			}
 			var admitted atomic.Int64
@@ -259,7 +277,7 @@ func TestOneProbeUnderContention(t *testing.T) {
 					defer done.Done()
 					start.Wait()
 					for i := 0; i < 5; i++ {
-						if b.Allow() {
+						if _, ok := b.Allow(); ok {
 							admitted.Add(1)
 							break
 						}
@@ -287,12 +305,8 @@ func TestConcurrentReports(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 200; i++ {
 				clk.Advance(time.Microsecond * 100)
-				if b.Allow() {
-					if (g+i)%3 == 0 {
-						b.Success()
-					} else {
-						b.Failure()
-					}
+				if tk, ok := b.Allow(); ok {
+					b.Report(tk, (g+i)%3 == 0)
 				}
 				if i%50 == 0 {
 					b.Update(3, time.Millisecond)
@@ -303,9 +317,48 @@ func TestConcurrentReports(t *testing.T) {
 	}
 	wg.Wait()
 	clk.Advance(time.Second)
-	b.Allow()   // becomes the probe if not closed
-	b.Success() // a probe's success closes; a success while closed keeps it closed
+	tk, _ := b.Allow() // becomes the probe if not closed
+	b.Success(tk)      // a probe's success closes; a success while closed keeps it closed
 	if s := b.State(); s != Closed {
 		t.Fatalf("state %v after a successful probe", s)
+	}
+}
+
+// TestReportsCountOnlyInTheirGeneration: results of calls admitted before a change of
+// state (slow answers from earlier traffic) must not decide the half-open probe.
+func TestReportsCountOnlyInTheirGeneration(t *testing.T) {
+	tests := []struct {
+		name      string
+		staleOK   bool // the stale call's result
+		wantState State
+	}{
+		{name: "a slow success from before the trip does not close a half-open breaker", staleOK: true, wantState: HalfOpen},
+		{name: "a slow failure from before the trip does not re-open a half-open breaker", staleOK: false, wantState: HalfOpen},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newFakeClock()
+			b := New(1, time.Second, clk.Now)
+			stale, _ := b.Allow() // a call admitted while closed, still running
+			tk, _ := b.Allow()
+			b.Failure(tk) // trips
+			clk.Advance(time.Second)
+			probe, ok := b.Allow()
+			if !ok || b.State() != HalfOpen {
+				t.Fatalf("no half-open probe: ok %v, state %v", ok, b.State())
+			}
+			b.Report(stale, tt.staleOK)
+			if got := b.State(); got != tt.wantState {
+				t.Fatalf("state %v after a stale report, want %v", got, tt.wantState)
+			}
+			b.Success(probe)
+			if got := b.State(); got != Closed {
+				t.Fatalf("state %v after the probe's success, want Closed", got)
+			}
+			b.Failure(stale) // and once closed again, the stale ticket is still nobody's
+			if got := b.State(); got != Closed {
+				t.Fatalf("state %v after a stale failure while closed, want Closed", got)
+			}
+		})
 	}
 }

@@ -18,24 +18,36 @@ import (
 // chain. It never holds a credential; content is recorded only when the VoiceAgent asks
 // for it, and then PII-redacted.
 type auditRecord struct {
-	Time        time.Time `json:"time"`
-	VoiceAgent  string    `json:"voiceAgent"`
-	Namespace   string    `json:"namespace"`
-	Pod         string    `json:"pod,omitempty"`
-	RequestID   string    `json:"requestId"`
-	Route       string    `json:"route"`              // model | integration
-	Target      string    `json:"target"`             // provider/model or integration name
-	Upstream    string    `json:"upstream,omitempty"` // the upstream that answered, after failover
-	Decision    string    `json:"decision"`           // allowed | denied | failed
-	Reason      string    `json:"reason,omitempty"`
-	Status      int       `json:"status"`
-	LatencyMs   float64   `json:"latencyMs"`
-	Attempts    int       `json:"attempts,omitempty"`
-	InputTokens int64     `json:"inputTokens,omitempty"`
-	OutputToks  int64     `json:"outputTokens,omitempty"`
-	CostUSD     string    `json:"costUSD,omitempty"`
-	BudgetAlert bool      `json:"budgetAlert,omitempty"`
-	Content     string    `json:"content,omitempty"`
+	Time       time.Time `json:"time"`
+	VoiceAgent string    `json:"voiceAgent"`
+	Namespace  string    `json:"namespace"`
+	Pod        string    `json:"pod,omitempty"`
+	RequestID  string    `json:"requestId"`
+	Route      string    `json:"route"`  // model | integration
+	Target     string    `json:"target"` // provider/model or integration name
+	Method     string    `json:"method,omitempty"`
+	// Path is the normalised upstream path the call went to (no query: it can hold
+	// personal data); Operation the allowed operation it matched.
+	Path        string  `json:"path,omitempty"`
+	Operation   string  `json:"operation,omitempty"`
+	Upstream    string  `json:"upstream,omitempty"` // the upstream that answered, after failover
+	Decision    string  `json:"decision"`           // allowed | denied | failed
+	Reason      string  `json:"reason,omitempty"`
+	Status      int     `json:"status"`
+	LatencyMs   float64 `json:"latencyMs"`
+	Attempts    int     `json:"attempts,omitempty"`
+	InputTokens int64   `json:"inputTokens,omitempty"`
+	OutputToks  int64   `json:"outputTokens,omitempty"`
+	// CachedInputTokens of InputTokens were read from or written to a prompt cache.
+	CachedInputTokens int64 `json:"cachedInputTokens,omitempty"`
+	// UsageEstimated: the answer's usage could not be read, and the call was charged
+	// an estimate from the sizes of request and answer.
+	UsageEstimated bool `json:"usageEstimated,omitempty"`
+	// Count of refusals a summary record stands for (route "refusals").
+	Count       int64  `json:"count,omitempty"`
+	CostUSD     string `json:"costUSD,omitempty"`
+	BudgetAlert bool   `json:"budgetAlert,omitempty"`
+	Content     string `json:"content,omitempty"`
 	// For route "config": the VoiceAgent generation put in force and its spec owners.
 	Generation   int64    `json:"generation,omitempty"`
 	SpecManagers []string `json:"specManagers,omitempty"`

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/audit"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/breaker"
@@ -68,6 +69,12 @@ type Gateway struct {
 	concurrency *ratelimit.Concurrency
 	budget      *budget.Tracker
 
+	// bodyMemory bounds the bytes of request and answer bodies held in memory at once;
+	// integrationSlots the integration calls in flight.
+	bodyMemory       *semaphore.Weighted
+	integrationSlots *semaphore.Weighted
+	refusals         *refusalSummary
+
 	mu           sync.Mutex
 	breakers     map[string]*breaker.Breaker
 	integBuckets map[string]*ratelimit.Bucket
@@ -111,6 +118,10 @@ func New(opts Options) (*Gateway, error) {
 		breakers:     map[string]*breaker.Breaker{},
 		integBuckets: map[string]*ratelimit.Bucket{},
 		credentials:  map[string]*credentialFile{},
+
+		bodyMemory:       semaphore.NewWeighted(maxBufferedBodyBytes),
+		integrationSlots: semaphore.NewWeighted(maxIntegrationCalls),
+		refusals:         newRefusalSummary(opts.Now),
 	}
 	cfg, raw, err := g.readConfig()
 	if err != nil {
@@ -131,6 +142,14 @@ func New(opts Options) (*Gateway, error) {
 	g.recordConfig(nil, cfg, "gateway started with this configuration")
 	return g, nil
 }
+
+// The gateway's memory bounds: its container has 256Mi by default. Bodies that must be
+// read whole (a model request, for its model, its stream options and retries; a
+// fallback's answer, for translation) share 96 MiB; everything else streams.
+const (
+	maxBufferedBodyBytes = 96 << 20
+	maxIntegrationCalls  = 64
+)
 
 // noRedirects keeps the gateway from following an upstream's redirect to a host the
 // NetworkPolicy and the configuration never allowed.
@@ -258,9 +277,17 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("/model/", g.serveModel)
 	mux.HandleFunc("/integrations/", g.serveIntegration)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "unknown route: use /model/ or /integrations/<name>/", requestID(r))
+		c := g.newCall(r, "unknown", "")
+		defer c.finish()
+		c.deny(w, http.StatusNotFound, "not_found", "unknown route: use /model/ or /integrations/<name>/", 0)
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if why := requestRefusal(r); why != "" {
+			g.refuseRequest(w, r, why)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // AdminHandler serves health, readiness, metrics and the audit delivery summary.
@@ -343,6 +370,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		case err := <-errc:
 			return err
 		case <-ticker.C:
+			g.flushRefusals()
 			if err := g.budget.Flush(); err != nil {
 				g.log.Error("spend not persisted", "error", err.Error())
 			}
@@ -356,6 +384,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 // Close persists what must survive a restart: spend, and a checkpoint that seals the
 // audit records so far. The gateway keeps serving; Stop ends the audit trail.
 func (g *Gateway) Close() error {
+	g.flushRefusals()
 	if err := g.budget.Flush(); err != nil {
 		return fmt.Errorf("persist spend: %w", err)
 	}

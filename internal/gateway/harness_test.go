@@ -140,13 +140,25 @@ type testGateway struct {
 	upstream *fakeProviderUpstream
 }
 
+// testModelName is the configured model of a test gateway: the name the tests' calls
+// and the official SDK examples use, since the gateway refuses any other.
+func testModelName(provider string) string {
+	switch provider {
+	case "gemini":
+		return "gemini-2.5-flash"
+	case "anthropic":
+		return "claude-haiku-4-5"
+	}
+	return "gpt-4o-mini"
+}
+
 // newTestConfig is a valid configuration with one model of the given provider.
 func newTestConfig(dir, provider, endpoint string) *gw.Config {
 	keyFile := filepath.Join(dir, "model-key")
 	return &gw.Config{
 		Version: gw.ContentsVersion, VoiceAgent: "support-line", Namespace: "callcenter", Replicas: 1,
 		Listen:   gw.Listen{Proxy: "127.0.0.1:0", Admin: "127.0.0.1:0"},
-		Models:   []gw.Model{{Provider: provider, Name: "m", Endpoint: endpoint, Timeout: gw.Duration{Duration: 5 * time.Second}, CredentialFile: keyFile}},
+		Models:   []gw.Model{{Provider: provider, Name: testModelName(provider), Endpoint: endpoint, Timeout: gw.Duration{Duration: 5 * time.Second}, CredentialFile: keyFile}},
 		Breaker:  gw.Breaker{FailureThreshold: 3, OpenDuration: gw.Duration{Duration: 30 * time.Second}},
 		Audit:    gw.Audit{RedactPII: true, FailurePolicy: "FailClosed", QueueDir: filepath.Join(dir, "audit")},
 		StateDir: dir,

@@ -8,17 +8,19 @@ import (
 
 // metrics of one gateway, on its own registry so that tests can run several.
 type metrics struct {
-	registry        *prometheus.Registry
-	requests        *prometheus.CounterVec
-	rejections      *prometheus.CounterVec
-	tokens          *prometheus.CounterVec
-	spendUSD        prometheus.Counter
-	budgetExceeded  prometheus.Gauge
-	budgetAlert     prometheus.Gauge
-	breakerState    *prometheus.GaugeVec
-	upstreamLatency *prometheus.HistogramVec
-	configReloads   *prometheus.CounterVec
-	audit           *audit.Metrics
+	registry           *prometheus.Registry
+	requests           *prometheus.CounterVec
+	rejections         *prometheus.CounterVec
+	tokens             *prometheus.CounterVec
+	spendUSD           prometheus.Counter
+	budgetExceeded     prometheus.Gauge
+	budgetAlert        prometheus.Gauge
+	breakerState       *prometheus.GaugeVec
+	upstreamLatency    *prometheus.HistogramVec
+	configReloads      *prometheus.CounterVec
+	usageEstimated     prometheus.Counter
+	refusalsSummarized prometheus.Counter
+	audit              *audit.Metrics
 }
 
 func newMetrics() *metrics {
@@ -52,9 +54,15 @@ func newMetrics() *metrics {
 		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "voiceagent_gateway_config_reloads_total", Help: "Configuration reloads by result.",
 		}, []string{"result"}),
+		usageEstimated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "voiceagent_gateway_usage_estimated_total", Help: "Model calls whose usage could not be read from the answer and were charged an estimate.",
+		}),
+		refusalsSummarized: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "voiceagent_gateway_refusals_summarized_total", Help: "Refused calls recorded in a summary record instead of one record each.",
+		}),
 	}
 	m.registry.MustRegister(m.requests, m.rejections, m.tokens, m.spendUSD, m.budgetExceeded, m.budgetAlert,
-		m.breakerState, m.upstreamLatency, m.configReloads)
+		m.breakerState, m.upstreamLatency, m.configReloads, m.usageEstimated, m.refusalsSummarized)
 	m.audit = audit.NewMetrics(m.registry)
 	return m
 }

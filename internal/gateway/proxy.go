@@ -10,9 +10,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
@@ -38,6 +41,9 @@ type call struct {
 	release  func()
 	reserved bool // room for the record is reserved in the audit queue
 	finished bool
+	// requestBytes is the size of the agent's request, for a usage estimate.
+	requestBytes int64
+	denyKind     string
 }
 
 func (g *Gateway) newCall(r *http.Request, route, target string) *call {
@@ -45,7 +51,7 @@ func (g *Gateway) newCall(r *http.Request, route, target string) *call {
 	now := g.opts.Now()
 	return &call{g: g, cfg: cfg, start: now, rec: auditRecord{
 		Time: now.UTC(), VoiceAgent: cfg.VoiceAgent, Namespace: cfg.Namespace, Pod: g.opts.PodName,
-		RequestID: requestID(r), Route: route, Target: target,
+		RequestID: requestID(r), Route: route, Target: target, Method: r.Method,
 	}}
 }
 
@@ -58,6 +64,7 @@ func (c *call) deny(w http.ResponseWriter, status int, limit, message string, re
 	}
 	writeError(w, status, limit, message, c.rec.RequestID)
 	c.rec.Decision, c.rec.Reason, c.rec.Status = "denied", limit+": "+message, status
+	c.denyKind = limit
 }
 
 // finish releases the call's slot and writes its record. It runs before the body of a
@@ -77,6 +84,13 @@ func (c *call) finish() {
 		outcome = "upstream_error"
 	}
 	c.g.metrics.requests.WithLabelValues(c.rec.Route, outcome).Inc()
+	if c.rec.Decision == "denied" && !c.g.refusals.admit(c.denyKind) {
+		if c.reserved {
+			c.g.trail.Release()
+		}
+		c.g.metrics.refusalsSummarized.Inc()
+		return
+	}
 	c.writeAudit()
 }
 
@@ -94,6 +108,15 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	primary := cfg.Models[0]
 	c := g.newCall(r, "model", primary.Provider+"/"+primary.Name)
 	defer c.finish()
+	suffix := strings.TrimPrefix(r.URL.Path, "/model")
+	family := wireFamily(primary.Provider)
+	op, ok := findOperation(family, primary.ExtraOperations, r.Method, suffix)
+	if !ok {
+		c.deny(w, http.StatusForbidden, "operation_not_allowed", fmt.Sprintf("%s %s is not an inference operation of provider %s; "+
+			"the VoiceAgent can open it in spec.model.extraOperations", r.Method, suffix, primary.Provider), 0)
+		return
+	}
+	c.rec.Operation = op.Name
 	if !c.admitAudit(w) || !c.admitCommon(w) {
 		return
 	}
@@ -106,25 +129,37 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.release = g.concurrency.Release
-	if d := g.budget.Check(); !d.Allowed {
-		g.metrics.budgetExceeded.Set(1)
+	d := g.budget.Check()
+	g.setBudgetGauges(d)
+	if !d.Allowed {
 		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
 		return
 	} else if d.Alert || d.Exceeded {
 		c.rec.BudgetAlert = true
-		g.metrics.budgetAlert.Set(1)
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
-	if err != nil || len(body) > maxRequestBody {
-		c.deny(w, http.StatusRequestEntityTooLarge, "request_too_large", "request body too large or unreadable", 0)
+	body, releaseBody, status := g.readBody(r.Body, maxRequestBody)
+	if status != 0 {
+		c.denyBody(w, status)
 		return
 	}
+	defer releaseBody()
+	c.requestBytes = int64(len(body))
 	c.recordContent(body)
-	suffix := strings.TrimPrefix(r.URL.Path, "/model")
-	family := wireFamily(primary.Provider)
+	if op.ModelIn != "" {
+		if asked := requestModel(op, suffix, body); asked != primary.Name {
+			c.deny(w, http.StatusForbidden, "model_not_allowed", fmt.Sprintf("model %q is not this VoiceAgent's model %q (spec.model.name)", asked, primary.Name), 0)
+			return
+		}
+	}
+	// An OpenAI chat stream carries usage only when asked: the gateway always asks,
+	// and keeps the usage-only chunk from an agent that did not.
+	sameFormatBody, hideUsageChunk := body, false
+	if family == "openai" && op.Name == "chat.completions" {
+		sameFormatBody, hideUsageChunk = withIncludeUsage(body)
+	}
 	var lastErr string
 	for i, m := range cfg.Models {
-		path, query, upBody := suffix, r.URL.RawQuery, body
+		path, query, upBody := suffix, r.URL.RawQuery, sameFormatBody
 		var tr *translate.Translation
 		switch {
 		case wireFamily(m.Provider) != family:
@@ -140,7 +175,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 			// The model the agent asked for means nothing to a fallback: it gets its own.
 			path, upBody = withModel(family, path, upBody, m.Name)
 		}
-		done, msg := c.tryModel(w, r, m, path, query, upBody, tr)
+		done, msg := c.tryModel(w, r, m, path, query, upBody, tr, hideUsageChunk && tr == nil, op.Priced)
 		if done {
 			return
 		}
@@ -151,28 +186,84 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	writeError(w, http.StatusBadGateway, "upstream_unavailable", "no model upstream could serve the call: "+lastErr, c.rec.RequestID)
 }
 
-// tryModel calls one model upstream with retries. It returns done once a response was
-// written to the client; otherwise the caller fails over to the next upstream.
-func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suffix, rawQuery string, body []byte, tr *translate.Translation) (bool, string) {
+// setBudgetGauges follows the budget's state both ways: a gauge that only ever went
+// to 1 would report a spent budget long after the next day reset it.
+func (g *Gateway) setBudgetGauges(d budget.Decision) {
+	exceeded, alert := 0.0, 0.0
+	if d.Exceeded {
+		exceeded = 1
+	}
+	if d.Alert || d.Exceeded {
+		alert = 1
+	}
+	g.metrics.budgetExceeded.Set(exceeded)
+	g.metrics.budgetAlert.Set(alert)
+}
+
+// withIncludeUsage sets stream_options.include_usage on a streamed OpenAI chat
+// request. hide is true when the gateway set it (the agent did not ask): the agent
+// then must not get the usage-only chunk, which some clients do not expect.
+func withIncludeUsage(body []byte) (out []byte, hide bool) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil || fields == nil {
+		return body, false
+	}
+	var stream bool
+	if json.Unmarshal(fields["stream"], &stream) != nil || !stream {
+		return body, false
+	}
+	var opts map[string]json.RawMessage
+	if raw, ok := fields["stream_options"]; ok && string(raw) != "null" {
+		if json.Unmarshal(raw, &opts) != nil {
+			return body, false // the provider refuses it as it is
+		}
+	}
+	if opts == nil {
+		opts = map[string]json.RawMessage{}
+	}
+	var asked bool
+	_ = json.Unmarshal(opts["include_usage"], &asked)
+	if asked {
+		return body, false
+	}
+	opts["include_usage"] = json.RawMessage("true")
+	raw, err := json.Marshal(opts)
+	if err != nil {
+		return body, false
+	}
+	fields["stream_options"] = raw
+	if out, err = json.Marshal(fields); err != nil {
+		return body, false
+	}
+	return out, true
+}
+
+// tryModel calls one model upstream. It returns done once a response was written to
+// the client; otherwise the caller fails over to the next upstream.
+func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suffix, rawQuery string, body []byte, tr *translate.Translation, hideUsageChunk, priced bool) (bool, string) {
 	br := c.g.breaker(m.Endpoint)
-	if !br.Allow() {
+	ticket, ok := br.Allow()
+	if !ok {
 		c.g.metrics.breakerState.WithLabelValues(host(m.Endpoint)).Set(1)
 		return false, host(m.Endpoint) + ": circuit open"
 	}
 	key, err := c.g.credential(m.CredentialFile).Value()
 	if err != nil {
 		c.g.log.Error("model credential unreadable", "upstream", host(m.Endpoint), "error", err.Error())
-		br.Failure()
+		br.Failure(ticket)
 		return false, host(m.Endpoint) + ": credential unavailable"
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), m.Timeout.Duration)
+	// The provider bills a call the agent hangs up on: the gateway's call to it is not
+	// cancelled with the agent's, only bounded by the model's timeout.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), m.Timeout.Duration)
 	defer cancel()
-	target, err := joinURL(m.Endpoint, suffix, rawQuery)
-	if err != nil {
+	target, ok := upstreamURL(m.Endpoint, suffix, rawQuery)
+	if !ok {
 		return false, "bad upstream URL"
 	}
+	c.rec.Path = target.Path
 	resp, attempts, errMsg := c.g.doWithRetries(ctx, func() (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, r.Method, target, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, r.Method, target.String(), bytes.NewReader(body))
 		if err != nil {
 			return nil, err
 		}
@@ -181,10 +272,10 @@ func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suff
 		injectModelAuth(m.Provider, req.Header, key)
 		req.Header.Set("X-Request-ID", c.rec.RequestID)
 		return req, nil
-	}, true, m.Endpoint)
+	}, m.Endpoint, false)
 	c.rec.Attempts += attempts
 	if resp == nil || retryable(resp.StatusCode) {
-		br.Failure()
+		br.Failure(ticket)
 		c.g.metrics.breakerState.WithLabelValues(host(m.Endpoint)).Set(float64(br.State()))
 		if resp != nil {
 			drain(resp)
@@ -193,22 +284,63 @@ func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suff
 		return false, errMsg
 	}
 	defer resp.Body.Close()
-	br.Success()
+	br.Success(ticket)
 	c.g.metrics.breakerState.WithLabelValues(host(m.Endpoint)).Set(0)
 	c.rec.Upstream = m.Provider + "/" + m.Name
-	c.relay(w, resp, m, tr)
+	c.relay(w, resp, m, tr, newScrubber(key), hideUsageChunk, priced)
 	return true, ""
 }
 
-// relay copies the upstream response to the agent, counting tokens and spend as it
-// passes. With tr the answer comes from a fallback of another format: it is translated
-// back into the agent's format, usage is read from the fallback's own answer, and no
-// upstream header is passed on. Error bodies are replaced: upstream detail goes nowhere
-// near the agent.
-func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr *translate.Translation) {
+// maxReadAfterHangUp bounds what the gateway reads of an answer after the agent hung
+// up, looking for its usage; past it, the call is charged an estimate.
+const maxReadAfterHangUp = 8 << 20
+
+// agentWriter writes to the agent through the scrubber, flushing each write so that a
+// stream streams. Once a write fails (the agent hung up) it discards the rest, so that
+// the gateway can read on to the usage.
+type agentWriter struct {
+	w       http.ResponseWriter
+	flusher http.Flusher
+	scrub   *scrubber
+	failed  bool
+	written int64
+}
+
+func (a *agentWriter) Write(p []byte) error {
+	a.written += int64(len(p))
+	if a.failed {
+		return nil
+	}
+	out := a.scrub.Apply(p)
+	if len(out) == 0 {
+		return nil
+	}
+	if _, err := a.w.Write(out); err != nil {
+		a.failed = true
+		return nil
+	}
+	if a.flusher != nil {
+		a.flusher.Flush()
+	}
+	return nil
+}
+
+func (a *agentWriter) close() {
+	if rest := a.scrub.Flush(); len(rest) > 0 && !a.failed {
+		_, _ = a.w.Write(rest)
+	}
+}
+
+// relay copies the upstream response to the agent, reading usage as it passes and
+// scrubbing the injected key from what passes. With tr the answer comes from a
+// fallback of another format: it is translated back into the agent's format, usage is
+// read from the fallback's own answer, and no upstream header is passed on. Error
+// bodies are replaced: upstream detail goes nowhere near the agent.
+func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr *translate.Translation, scrub *scrubber, hideUsageChunk, priced bool) {
 	c.rec.Decision, c.rec.Status = "allowed", resp.StatusCode
 	if tr == nil {
 		copyResponseHeaders(w.Header(), resp.Header)
+		scrub.Header(w.Header())
 	} else {
 		c.rec.Reason = "served by a fallback in another format: " + tr.Direction
 	}
@@ -221,73 +353,107 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr 
 		return
 	}
 	now := c.g.opts.Now()
+	flusher, _ := w.(http.Flusher)
+	aw := &agentWriter{w: w, flusher: flusher, scrub: scrub}
 	var total usage
-	if isEventStream(resp.Header) && (tr == nil || tr.Stream != nil) {
+	if tr != nil && !(isEventStream(resp.Header) && tr.Stream != nil) {
+		c.relayTranslatedAnswer(w, resp, m, tr, now, priced)
+		return
+	}
+	// Scrubbing can change the length: the answer goes chunked.
+	w.Header().Del("Content-Length")
+	var feed func([]byte) error
+	var ended func() bool
+	var closeFeed func()
+	switch {
+	case isEventStream(resp.Header):
 		var stream translate.StreamTranslator
 		if tr != nil {
 			stream = tr.Stream(now)
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.Header().Set("Cache-Control", "no-cache")
 		}
-		w.Header().Del("Content-Length")
-		w.WriteHeader(resp.StatusCode)
-		flusher, _ := w.(http.Flusher)
-		failed := false
-		send := func(p []byte) {
-			if _, err := w.Write(p); err != nil {
-				failed = true
-			} else if flusher != nil {
-				flusher.Flush()
-			}
+		sse := &sseRelay{hold: hideUsageChunk, out: aw.Write}
+		if stream != nil {
+			sse.out = func([]byte) error { return nil }
 		}
-		sc := &sseScanner{onEvent: func(data []byte) {
-			if u, ok := usageFromJSON(m.Provider, data); ok {
-				mergeStreamUsage(m.Provider, &total, u)
+		sse.onData = func(data []byte) bool {
+			if u, ok := usageFromJSON(data); ok {
+				total.maxMerge(u)
 			}
-			if stream != nil && !failed {
+			if stream != nil {
 				if out := stream.Event(data); len(out) > 0 {
-					send(out)
+					_ = aw.Write(out)
 				}
 			}
-		}}
-		buf := make([]byte, 32<<10)
-		var readErr error
-		for !failed {
-			n, err := resp.Body.Read(buf)
-			if n > 0 {
-				sc.Write(buf[:n])
-				if stream == nil {
-					send(buf[:n])
-				}
+			return hideUsageChunk && isUsageOnlyChunk(data)
+		}
+		feed = func(p []byte) error { _, err := sse.Write(p); return err }
+		closeFeed = func() { _ = sse.Close() }
+		ended = func() bool { return stream == nil || stream.Ended() }
+	default:
+		scan := &usageScanner{}
+		feed = func(p []byte) error {
+			_, _ = scan.Write(p)
+			return aw.Write(p)
+		}
+		closeFeed = func() { total.maxMerge(scan.total) }
+		ended = func() bool { return true }
+	}
+	w.WriteHeader(resp.StatusCode)
+	buf := make([]byte, 32<<10)
+	var readErr error
+	var afterHangUp int64
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if aw.failed {
+				afterHangUp += int64(n)
 			}
-			if err != nil {
-				readErr = err
+			if ferr := feed(buf[:n]); ferr != nil {
+				readErr = ferr
 				break
 			}
 		}
-		// A stream's usage is known only at its end: its record follows it.
-		c.account(total, m)
-		c.abortIfCutShort(readErr, stream == nil || stream.Ended())
+		if err != nil {
+			readErr = err
+			break
+		}
+		if afterHangUp > maxReadAfterHangUp {
+			readErr = errors.New("agent hung up; answer not read to its end")
+			break
+		}
+	}
+	closeFeed()
+	aw.close()
+	c.account(total, m, aw.written, priced)
+	if aw.failed {
+		c.rec.Reason = "the agent hung up before the end of the answer"
 		return
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
-	if err != nil {
-		c.rec.Reason = "upstream body cut short"
+	c.abortIfCutShort(readErr, ended())
+}
+
+// relayTranslatedAnswer reads a fallback's whole answer (within the memory budget),
+// charges it, and translates it into the agent's format.
+func (c *call) relayTranslatedAnswer(w http.ResponseWriter, resp *http.Response, m gw.Model, tr *translate.Translation, now time.Time, priced bool) {
+	data, release, status := c.g.readBody(resp.Body, maxResponseBody)
+	defer release()
+	if status != 0 {
+		c.rec.Reason = "upstream answer too large or unreadable"
 	}
-	total, _ = usageFromJSON(m.Provider, data)
-	c.account(total, m)
-	if tr != nil {
-		if data, err = tr.Answer(data, now); err != nil {
-			c.rec.Status, c.rec.Reason = http.StatusBadGateway, "fallback answer not translatable"
-			writeError(w, http.StatusBadGateway, "upstream_error", "the fallback provider's answer could not be read", c.rec.RequestID)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
+	total, _ := usageFromJSON(data)
+	c.account(total, m, int64(len(data)), priced)
+	out, err := tr.Answer(data, now)
+	if err != nil || status != 0 {
+		c.rec.Status, c.rec.Reason = http.StatusBadGateway, "fallback answer not translatable"
+		writeError(w, http.StatusBadGateway, "upstream_error", "the fallback provider's answer could not be read", c.rec.RequestID)
+		return
 	}
-	c.finish()
-	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.WriteHeader(resp.StatusCode)
-	_, _ = w.Write(data)
+	_, _ = w.Write(out)
 }
 
 // abortIfCutShort ends the agent's connection without the end of the answer when the
@@ -331,20 +497,29 @@ func withModel(family, path string, body []byte, model string) (string, []byte) 
 	return path, out
 }
 
-// account charges tokens and spend after the call.
-func (c *call) account(u usage, m gw.Model) {
+// account charges tokens and spend after the call. An answer of a priced operation
+// whose usage could not be read is charged an estimate, flagged in the record and in
+// a metric: never free.
+func (c *call) account(u usage, m gw.Model, answerBytes int64, priced bool) {
+	if !u.Seen {
+		if !priced {
+			return
+		}
+		u = estimateUsage(c.requestBytes, answerBytes)
+		c.rec.UsageEstimated = true
+		c.g.metrics.usageEstimated.Inc()
+	}
 	c.rec.InputTokens, c.rec.OutputToks = u.Input, u.Output
-	if u.Input+u.Output > 0 {
-		c.g.tokens.Charge(float64(u.Input + u.Output))
+	c.rec.CachedInputTokens = u.CachedInput + u.CacheWrite
+	if u.total() > 0 {
+		c.g.tokens.Charge(float64(u.total()))
 		c.g.metrics.tokens.WithLabelValues("input").Add(float64(u.Input))
 		c.g.metrics.tokens.WithLabelValues("output").Add(float64(u.Output))
 	}
 	if m.Pricing == nil {
 		return
 	}
-	in, _ := budget.ParseMicros(m.Pricing.InputPerMillionTokens)
-	out, _ := budget.ParseMicros(m.Pricing.OutputPerMillionTokens)
-	cost := budget.Cost(u.Input, u.Output, in, out)
+	cost := usageCost(u, m.Pricing)
 	c.rec.CostUSD = cost.String()
 	if err := c.g.budget.Add(cost); err != nil {
 		c.g.log.Error("spend not persisted", "error", err.Error())
@@ -352,18 +527,69 @@ func (c *call) account(u usage, m gw.Model) {
 	c.g.metrics.spendUSD.Add(float64(cost) / 1e6)
 }
 
+// recordContent keeps a sample of the request in the record when the VoiceAgent asks:
+// redacted first, then cut, so that a cut never splits a card number into pieces the
+// redaction no longer recognises.
 func (c *call) recordContent(body []byte) {
 	if !c.cfg.Audit.RecordContent {
 		return
 	}
-	if len(body) > contentSample {
-		body = body[:contentSample]
+	if len(body) > 4*contentSample { // what redaction reads is bounded too
+		body = body[:4*contentSample]
 	}
 	s := string(body)
 	if c.cfg.Audit.RedactPII {
 		s = pii.Redact(s)
 	}
+	if len(s) > contentSample {
+		s = strings.ToValidUTF8(s[:contentSample], "")
+	}
 	c.rec.Content = s
+}
+
+// denyBody refuses a call whose body could not be taken.
+func (c *call) denyBody(w http.ResponseWriter, status int) {
+	if status == http.StatusServiceUnavailable {
+		c.deny(w, status, "gateway_busy", "the gateway's memory for request bodies is in use; retry shortly", time.Second)
+		return
+	}
+	c.deny(w, status, "request_too_large", "request body too large or unreadable", 0)
+}
+
+// readBody reads a body of at most limit bytes into memory, each chunk taken from the
+// gateway's memory budget for buffered bodies, so that no mix of concurrent calls
+// takes the gateway past its container's memory limit. status is 413 for a body over
+// limit or unreadable, 503 when the budget is used up; release gives the memory back.
+func (g *Gateway) readBody(body io.Reader, limit int64) (data []byte, release func(), status int) {
+	var taken int64
+	release = func() { g.bodyMemory.Release(taken); taken = 0 }
+	const step = 64 << 10
+	buf := make([]byte, 0, 4<<10)
+	for {
+		if int64(cap(buf)-len(buf)) < 512 {
+			grow := min(int64(cap(buf)), int64(4<<20))
+			grow = max(grow, step)
+			if !g.bodyMemory.TryAcquire(grow) {
+				release()
+				return nil, func() {}, http.StatusServiceUnavailable
+			}
+			taken += grow
+			buf = slices.Grow(buf, int(grow))
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			release()
+			return nil, func() {}, http.StatusRequestEntityTooLarge
+		}
+		if errors.Is(err, io.EOF) {
+			return buf, release, 0
+		}
+		if err != nil {
+			release()
+			return nil, func() {}, http.StatusRequestEntityTooLarge
+		}
+	}
 }
 
 func (g *Gateway) serveIntegration(w http.ResponseWriter, r *http.Request) {
@@ -378,14 +604,22 @@ func (g *Gateway) serveIntegration(w http.ResponseWriter, r *http.Request) {
 	}
 	c := g.newCall(r, "integration", name)
 	defer c.finish()
-	if !c.admitAudit(w) {
-		return
-	}
 	if in == nil {
 		c.deny(w, http.StatusNotFound, "unknown_integration", "no HTTP integration named "+strconv.Quote(name), 0)
 		return
 	}
-	if !c.admitCommon(w) {
+	if len(in.AllowedMethods) > 0 && !slices.Contains(in.AllowedMethods, r.Method) {
+		c.deny(w, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("integration %s allows only %s (spec.integrations[].allowedMethods)",
+			name, strings.Join(in.AllowedMethods, ", ")), 0)
+		return
+	}
+	target, ok := upstreamURL(in.Endpoint, "/"+suffix, r.URL.RawQuery)
+	if !ok {
+		c.deny(w, http.StatusBadRequest, "bad_path", "the path leaves the integration's endpoint", 0)
+		return
+	}
+	c.rec.Path = target.Path
+	if !c.admitAudit(w) || !c.admitCommon(w) {
 		return
 	}
 	g.mu.Lock()
@@ -395,65 +629,126 @@ func (g *Gateway) serveIntegration(w http.ResponseWriter, r *http.Request) {
 		c.deny(w, http.StatusTooManyRequests, "integration_rate_limit", "the rate limit of integration "+name+" is reached", wait)
 		return
 	}
+	if !g.integrationSlots.TryAcquire(1) {
+		c.deny(w, http.StatusTooManyRequests, "integration_concurrency", "too many integration calls in flight; retry shortly", time.Second)
+		return
+	}
+	defer g.integrationSlots.Release(1)
 	br := g.breaker(in.Endpoint)
-	if !br.Allow() {
+	ticket, ok := br.Allow()
+	if !ok {
 		c.deny(w, http.StatusServiceUnavailable, "circuit_open", "integration "+name+" is failing; its circuit is open", time.Second)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
-	if err != nil || len(body) > maxRequestBody {
-		c.deny(w, http.StatusRequestEntityTooLarge, "request_too_large", "request body too large or unreadable", 0)
-		return
-	}
-	c.recordContent(body)
 	secret, err := g.credential(in.CredentialFile).Value()
 	if err != nil {
 		g.log.Error("integration credential unreadable", "integration", name, "error", err.Error())
 		c.deny(w, http.StatusServiceUnavailable, "credential_unavailable", "the integration's credential is not available", time.Second)
 		return
 	}
-	target, err := joinURL(in.Endpoint, "/"+suffix, r.URL.RawQuery)
-	if err != nil {
-		c.deny(w, http.StatusBadRequest, "bad_path", "bad path", 0)
-		return
+	// The body streams to the integration: it is not held in memory. Only a call
+	// without a body can then be sent twice.
+	var reqBody io.Reader = http.NoBody
+	hasBody := r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
+	if hasBody {
+		var sample []byte
+		if c.cfg.Audit.RecordContent {
+			sample = make([]byte, 0, 4*contentSample)
+		}
+		reqBody = &sampledBody{r: io.LimitReader(r.Body, maxRequestBody+1), sample: sample, limit: maxRequestBody}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	resp, attempts, errMsg := g.doWithRetries(ctx, func() (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, r.Method, target, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, r.Method, target.String(), reqBody)
 		if err != nil {
 			return nil, err
+		}
+		req.ContentLength = r.ContentLength
+		if !hasBody {
+			req.ContentLength = 0
 		}
 		req.Header = r.Header.Clone()
 		stripRequestHeaders(req.Header)
 		injectIntegrationAuth(in, req.Header, secret)
 		req.Header.Set("X-Request-ID", c.rec.RequestID)
 		return req, nil
-	}, idempotent(r.Method), in.Endpoint)
+	}, in.Endpoint, !hasBody && idempotent(r.Method))
 	c.rec.Attempts = attempts
+	if sb, ok := reqBody.(*sampledBody); ok {
+		c.requestBytes = sb.n
+		c.recordContent(sb.sample)
+		if sb.tooLarge {
+			br.Report(ticket, true)
+			c.denyBody(w, http.StatusRequestEntityTooLarge)
+			if resp != nil {
+				resp.Body.Close()
+			}
+			return
+		}
+	}
 	if resp == nil {
-		br.Failure()
+		br.Failure(ticket)
 		c.rec.Decision, c.rec.Reason, c.rec.Status = "failed", errMsg, http.StatusBadGateway
 		writeError(w, http.StatusBadGateway, "upstream_unavailable", "integration "+name+" could not be reached", c.rec.RequestID)
 		return
 	}
 	defer resp.Body.Close()
-	if retryable(resp.StatusCode) {
-		br.Failure()
-	} else {
-		br.Success()
-	}
+	br.Report(ticket, !retryable(resp.StatusCode))
 	c.rec.Decision, c.rec.Status, c.rec.Upstream = "allowed", resp.StatusCode, name
+	scrub := newScrubber(secret)
 	copyResponseHeaders(w.Header(), resp.Header)
+	scrub.Header(w.Header())
 	w.Header().Set("X-Request-ID", c.rec.RequestID)
-	if resp.StatusCode >= 500 {
+	// 5xx bodies carry upstream internals; 401 and 403 bodies are where an upstream
+	// echoes the credential it refused. None of them reach the agent.
+	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 		w.Header().Del("Content-Length")
-		writeError(w, resp.StatusCode, "upstream_error", "integration "+name+" failed", c.rec.RequestID)
+		w.Header().Del("Content-Type")
+		kind := "upstream_error"
+		if resp.StatusCode < 500 {
+			kind = "upstream_refused"
+		}
+		writeError(w, resp.StatusCode, kind, "integration "+name+" answered "+strconv.Itoa(resp.StatusCode), c.rec.RequestID)
 		return
 	}
-	c.finish() // the record is complete: on disk before the answer
+	w.Header().Del("Content-Length") // scrubbing can change it
 	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, io.LimitReader(resp.Body, maxResponseBody))
+	flusher, _ := w.(http.Flusher)
+	aw := &agentWriter{w: w, flusher: flusher, scrub: scrub}
+	buf := make([]byte, 32<<10)
+	var left int64 = maxResponseBody
+	for left > 0 && !aw.failed {
+		n, err := resp.Body.Read(buf[:min(int64(len(buf)), left)])
+		left -= int64(n)
+		_ = aw.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	aw.close()
+}
+
+// sampledBody streams a request body through, counting it, keeping the start of it
+// for the audit record and noting a body over the limit.
+type sampledBody struct {
+	r        io.Reader
+	sample   []byte
+	n, limit int64
+	tooLarge bool
+}
+
+func (b *sampledBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if b.n > b.limit {
+		b.tooLarge = true
+		return 0, errors.New("request body too large")
+	}
+	if room := cap(b.sample) - len(b.sample); room > 0 {
+		b.sample = append(b.sample, p[:min(n, room)]...)
+	}
+	return n, err
 }
 
 func injectIntegrationAuth(in *gw.HTTPIntegration, h http.Header, secret string) {
@@ -470,23 +765,30 @@ func injectIntegrationAuth(in *gw.HTTPIntegration, h http.Header, secret string)
 	}
 }
 
-// doWithRetries sends a request, retrying connection errors, 429 and 5xx with
-// exponential backoff and full jitter, honouring the upstream's Retry-After, within
-// ctx's deadline. The last response, if any, is returned open.
-func (g *Gateway) doWithRetries(ctx context.Context, build func() (*http.Request, error), mayRetry bool, upstream string) (*http.Response, int, string) {
+// doWithRetries sends a request and retries only where the upstream cannot have acted
+// on it (a provider must never bill twice): a transport error before any of the
+// request was written, or 429/503 with a Retry-After the upstream set, honoured. Calls that are
+// safe to repeat (idempotent and bodiless) are retried on any transport error and on
+// 429 or 5xx too. Backoff is exponential with full jitter, within ctx's deadline. The
+// last response, if any, is returned open.
+func (g *Gateway) doWithRetries(ctx context.Context, build func() (*http.Request, error), upstream string, safe bool) (*http.Response, int, string) {
 	var lastMsg string
 	for attempt := 0; ; attempt++ {
 		req, err := build()
 		if err != nil {
 			return nil, attempt, "bad request"
 		}
+		var written atomic.Bool
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			WroteHeaders: func() { written.Store(true) },
+		}))
 		start := time.Now()
 		resp, err := g.client.Do(req)
 		g.metrics.upstreamLatency.WithLabelValues(host(upstream)).Observe(time.Since(start).Seconds())
-		last := !mayRetry || attempt >= g.opts.MaxRetries
+		last := attempt >= g.opts.MaxRetries
 		if err != nil {
 			lastMsg = host(upstream) + ": " + neterr.Kind(err)
-			if last || ctx.Err() != nil {
+			if last || ctx.Err() != nil || (written.Load() && !safe) {
 				return nil, attempt + 1, lastMsg
 			}
 			if !g.backoff(ctx, attempt, 0) {
@@ -494,10 +796,13 @@ func (g *Gateway) doWithRetries(ctx context.Context, build func() (*http.Request
 			}
 			continue
 		}
-		if !retryable(resp.StatusCode) || last {
+		ra := resp.Header.Get("Retry-After")
+		again := safe && retryable(resp.StatusCode) ||
+			ra != "" && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable)
+		if !again || last {
 			return resp, attempt + 1, ""
 		}
-		wait := retryAfter(resp.Header.Get("Retry-After"), g.opts.Now())
+		wait := retryAfter(ra, g.opts.Now())
 		drain(resp)
 		lastMsg = fmt.Sprintf("%s: status %d", host(upstream), resp.StatusCode)
 		if !g.backoff(ctx, attempt, wait) {
@@ -594,20 +899,6 @@ func copyResponseHeaders(dst, src http.Header) {
 	for _, k := range droppedResponseHeaders {
 		dst.Del(k)
 	}
-}
-
-// joinURL appends the agent's path to the upstream base URL, dropping any "key" query
-// parameter (Gemini's way of passing a key in the URL).
-func joinURL(base, suffix, rawQuery string) (string, error) {
-	u, err := url.Parse(base)
-	if err != nil {
-		return "", err
-	}
-	u.Path = strings.TrimRight(u.Path, "/") + "/" + strings.TrimLeft(suffix, "/")
-	q, _ := url.ParseQuery(rawQuery)
-	q.Del("key")
-	u.RawQuery = q.Encode()
-	return u.String(), nil
 }
 
 func host(endpoint string) string {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -79,12 +80,27 @@ type Model struct {
 	Timeout        Duration `json:"timeout"`
 	CredentialFile string   `json:"credentialFile"`
 	Pricing        *Pricing `json:"pricing,omitempty"`
+	// ExtraOperations are provider operations the VoiceAgent opens beyond the
+	// inference operations the gateway allows by default.
+	ExtraOperations []Operation `json:"extraOperations,omitempty"`
 }
 
-// Pricing in US dollars per million tokens, as decimal strings.
+// Operation is one method and path pattern (path.Match syntax, relative to the
+// endpoint).
+type Operation struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+}
+
+// Pricing in US dollars per million tokens, as decimal strings. Cached input is priced
+// at CachedInputPerMillionTokens when set, else at the input price; audio at its own
+// prices when set, else at the text prices.
 type Pricing struct {
-	InputPerMillionTokens  string `json:"inputPerMillionTokens"`
-	OutputPerMillionTokens string `json:"outputPerMillionTokens"`
+	InputPerMillionTokens       string `json:"inputPerMillionTokens"`
+	OutputPerMillionTokens      string `json:"outputPerMillionTokens"`
+	CachedInputPerMillionTokens string `json:"cachedInputPerMillionTokens,omitempty"`
+	AudioInputPerMillionTokens  string `json:"audioInputPerMillionTokens,omitempty"`
+	AudioOutputPerMillionTokens string `json:"audioOutputPerMillionTokens,omitempty"`
 }
 
 // HTTPIntegration is one proxied integration.
@@ -97,6 +113,8 @@ type HTTPIntegration struct {
 	CredentialFile    string  `json:"credentialFile,omitempty"`
 	RequestsPerMinute float64 `json:"requestsPerMinute,omitempty"`
 	Burst             int     `json:"burst,omitempty"`
+	// AllowedMethods, when set, are the only HTTP methods the agent may use.
+	AllowedMethods []string `json:"allowedMethods,omitempty"`
 }
 
 // Limits are this replica's share; zero means unlimited.
@@ -234,10 +252,20 @@ func (c *Config) Validate() error {
 			add("models[%d].timeout: must be positive", i)
 		}
 		if m.Pricing != nil {
-			for name, v := range map[string]string{"inputPerMillionTokens": m.Pricing.InputPerMillionTokens, "outputPerMillionTokens": m.Pricing.OutputPerMillionTokens} {
+			for name, v := range map[string]string{"inputPerMillionTokens": m.Pricing.InputPerMillionTokens, "outputPerMillionTokens": m.Pricing.OutputPerMillionTokens,
+				"cachedInputPerMillionTokens": m.Pricing.CachedInputPerMillionTokens, "audioInputPerMillionTokens": m.Pricing.AudioInputPerMillionTokens,
+				"audioOutputPerMillionTokens": m.Pricing.AudioOutputPerMillionTokens} {
+				if v == "" && name != "inputPerMillionTokens" && name != "outputPerMillionTokens" {
+					continue
+				}
 				if _, err := budget.ParseMicros(v); err != nil {
 					add("models[%d].pricing.%s: %v", i, name, err)
 				}
+			}
+		}
+		for j, op := range m.ExtraOperations {
+			if err := ValidateOperation(op); err != nil {
+				add("models[%d].extraOperations[%d]: %v", i, j, err)
 			}
 		}
 	}
@@ -252,6 +280,11 @@ func (c *Config) Validate() error {
 		}
 		if in.AuthType == "header" && in.HeaderName == "" {
 			add("integrations[%d].headerName: required for authType header", i)
+		}
+		for j, m := range in.AllowedMethods {
+			if !validMethods[m] {
+				add("integrations[%d].allowedMethods[%d]: %q must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", i, j, m)
+			}
 		}
 	}
 	if c.Limits.RequestsPerSecond < 0 || c.Limits.Burst < 0 || c.Limits.MaxConcurrentCalls < 0 || c.Limits.TokensPerMinute < 0 {
@@ -300,6 +333,28 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+var validMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true}
+
+// ValidateOperation checks an extra operation: a method a proxy may pass and a path
+// pattern without dot segments, encodings or query.
+func ValidateOperation(op Operation) error {
+	if !validMethods[op.Method] {
+		return fmt.Errorf("method %q must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", op.Method)
+	}
+	if !strings.HasPrefix(op.Path, "/") || strings.ContainsAny(op.Path, "%?#\\;[") {
+		return fmt.Errorf("path %q must start with / and hold no %%, ?, #, \\, ; or [", op.Path)
+	}
+	for _, seg := range strings.Split(op.Path[1:], "/") {
+		if seg == "." || seg == ".." || seg == "" {
+			return fmt.Errorf("path %q must not hold empty or dot segments", op.Path)
+		}
+	}
+	if _, err := path.Match(op.Path, "/"); err != nil {
+		return fmt.Errorf("path %q is not a valid pattern: %v", op.Path, err)
+	}
+	return nil
 }
 
 func httpsURL(s string) error {
