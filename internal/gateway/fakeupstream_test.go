@@ -93,12 +93,31 @@ func (f *fakeProviderUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	f.paths = append(f.paths, r.URL.Path)
 	f.mu.Unlock()
 	var req struct {
-		Stream bool `json:"stream"`
+		Stream        bool `json:"stream"`
+		StreamOptions *struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
 	}
 	_ = json.Unmarshal(body, &req)
+	// As OpenAI documents it: a chat stream carries usage only when the request asks
+	// for it with stream_options.include_usage (the official SDKs do not set it).
+	includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
 	switch {
 	case strings.HasSuffix(r.URL.Path, ":generateContent"):
 		writeJSON(w, `{"candidates":[{"content":{"role":"model","parts":[{"text":"hello from gemini"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":1000,"candidatesTokenCount":500,"totalTokenCount":1500}}`)
+	case strings.HasSuffix(r.URL.Path, ":streamGenerateContent") && r.URL.Query().Get("alt") != "sse":
+		// Without alt=sse, Gemini streams one JSON array of chunks.
+		w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+		for i, chunk := range []string{
+			`[{"candidates":[{"content":{"role":"model","parts":[{"text":"hello "}]}}],"usageMetadata":{"promptTokenCount":1000,"candidatesTokenCount":200}}`,
+			`,` + "\r\n" + `{"candidates":[{"content":{"role":"model","parts":[{"text":"from \"usage\": gemini"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":1000,"candidatesTokenCount":500,"totalTokenCount":1500}}`,
+			`]`,
+		} {
+			_, _ = io.WriteString(w, chunk)
+			if i < 2 {
+				w.(http.Flusher).Flush()
+			}
+		}
 	case strings.HasSuffix(r.URL.Path, ":streamGenerateContent"):
 		sse(w, "", []string{
 			`{"candidates":[{"content":{"role":"model","parts":[{"text":"hello "}]}}],"usageMetadata":{"promptTokenCount":1000,"candidatesTokenCount":200}}`,
@@ -107,12 +126,26 @@ func (f *fakeProviderUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/v1/chat/completions" && !req.Stream:
 		writeJSON(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello from openai"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}}`)
 	case r.URL.Path == "/v1/chat/completions":
-		sse(w, "", []string{
+		chunks := []string{
 			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":"hello "}}]}`,
 			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"from openai"},"finish_reason":"stop"}]}`,
-			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}}`,
-			`[DONE]`,
-		})
+		}
+		if includeUsage {
+			chunks = append(chunks, `{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}}`)
+		}
+		sse(w, "", append(chunks, `[DONE]`))
+	case r.URL.Path == "/v1/responses" && !req.Stream:
+		writeJSON(w, `{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"gpt-4o-mini","output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"hello from responses","annotations":[]}]}],"usage":{"input_tokens":1000,"input_tokens_details":{"cached_tokens":0},"output_tokens":500,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":1500}}`)
+	case r.URL.Path == "/v1/responses":
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, e := range []struct{ name, data string }{
+			{"response.created", `{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","created_at":1,"status":"in_progress","model":"gpt-4o-mini","output":[],"usage":null}}`},
+			{"response.output_text.delta", `{"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"hello"}`},
+			{"response.completed", `{"type":"response.completed","sequence_number":2,"response":{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"gpt-4o-mini","output":[],"usage":{"input_tokens":1000,"input_tokens_details":{"cached_tokens":0},"output_tokens":500,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":1500}}}`},
+		} {
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.name, e.data)
+			w.(http.Flusher).Flush()
+		}
 	case r.URL.Path == "/v1/messages" && !req.Stream:
 		writeJSON(w, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"hello from anthropic"}],"stop_reason":"end_turn","usage":{"input_tokens":1000,"output_tokens":500}}`)
 	case r.URL.Path == "/v1/messages":

@@ -291,6 +291,9 @@ func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suff
 	return true, ""
 }
 
+// smallAnswer: answers up to this size are read whole before they are relayed.
+const smallAnswer = 1 << 20
+
 // maxReadAfterHangUp bounds what the gateway reads of an answer after the agent hung
 // up, looking for its usage; past it, the call is charged an estimate.
 const maxReadAfterHangUp = 8 << 20
@@ -392,7 +395,26 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr 
 		closeFeed = func() { _ = sse.Close() }
 		ended = func() bool { return stream == nil || stream.Ended() }
 	default:
+		// A small answer is read whole, charged and recorded before the agent has it, so
+		// that calls one after another never spend past the budget; a bigger one streams.
+		head, complete, release, status := c.g.readPrefix(resp.Body, smallAnswer)
+		defer release()
+		if status == 0 && complete {
+			total, _ = usageFromJSON(head)
+			c.account(total, m, int64(len(head)), priced)
+			c.finish()
+			w.WriteHeader(resp.StatusCode)
+			_ = aw.Write(head)
+			aw.close()
+			return
+		}
 		scan := &usageScanner{}
+		if len(head) > 0 {
+			resp.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+		}
 		feed = func(p []byte) error {
 			_, _ = scan.Write(p)
 			return aw.Write(p)
@@ -561,33 +583,43 @@ func (c *call) denyBody(w http.ResponseWriter, status int) {
 // takes the gateway past its container's memory limit. status is 413 for a body over
 // limit or unreadable, 503 when the budget is used up; release gives the memory back.
 func (g *Gateway) readBody(body io.Reader, limit int64) (data []byte, release func(), status int) {
+	data, complete, release, status := g.readPrefix(body, limit)
+	if status == 0 && !complete {
+		release()
+		return nil, func() {}, http.StatusRequestEntityTooLarge
+	}
+	return data, release, status
+}
+
+// readPrefix reads at most limit bytes of body (and one more, to know whether that was
+// all) within the memory budget; complete says the body ended. On an error other than
+// the budget, what was read so far is returned as not complete.
+func (g *Gateway) readPrefix(body io.Reader, limit int64) (data []byte, complete bool, release func(), status int) {
 	var taken int64
 	release = func() { g.bodyMemory.Release(taken); taken = 0 }
 	const step = 64 << 10
 	buf := make([]byte, 0, 4<<10)
 	for {
 		if int64(cap(buf)-len(buf)) < 512 {
-			grow := min(int64(cap(buf)), int64(4<<20))
-			grow = max(grow, step)
+			grow := min(max(int64(cap(buf)), step), 4<<20)
 			if !g.bodyMemory.TryAcquire(grow) {
 				release()
-				return nil, func() {}, http.StatusServiceUnavailable
+				return nil, false, func() {}, http.StatusServiceUnavailable
 			}
 			taken += grow
 			buf = slices.Grow(buf, int(grow))
 		}
-		n, err := body.Read(buf[len(buf):cap(buf)])
+		room := min(int64(cap(buf)-len(buf)), limit+1-int64(len(buf)))
+		n, err := body.Read(buf[len(buf) : len(buf)+int(room)])
 		buf = buf[:len(buf)+n]
-		if int64(len(buf)) > limit {
+		switch {
+		case int64(len(buf)) > limit:
+			return buf, false, release, 0
+		case errors.Is(err, io.EOF):
+			return buf, true, release, 0
+		case err != nil:
 			release()
-			return nil, func() {}, http.StatusRequestEntityTooLarge
-		}
-		if errors.Is(err, io.EOF) {
-			return buf, release, 0
-		}
-		if err != nil {
-			release()
-			return nil, func() {}, http.StatusRequestEntityTooLarge
+			return nil, false, func() {}, http.StatusRequestEntityTooLarge
 		}
 	}
 }
