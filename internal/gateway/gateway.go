@@ -49,6 +49,9 @@ type Options struct {
 	// Retry tuning; zero values mean the defaults.
 	MaxRetries  int
 	BackoffBase time.Duration
+	// MaxBufferedBodyBytes bounds the body bytes held in memory at once; 0 means
+	// maxBufferedBodyBytes. Tests set a small one.
+	MaxBufferedBodyBytes int64
 }
 
 // Gateway is one running gateway.
@@ -102,6 +105,9 @@ func New(opts Options) (*Gateway, error) {
 	if opts.BackoffBase == 0 {
 		opts.BackoffBase = 100 * time.Millisecond
 	}
+	if opts.MaxBufferedBodyBytes == 0 {
+		opts.MaxBufferedBodyBytes = maxBufferedBodyBytes
+	}
 	if opts.Transport == nil {
 		// The per-model timeout (the call's context) bounds every upstream call.
 		opts.Transport = newUpstreamTransport(nil)
@@ -119,7 +125,7 @@ func New(opts Options) (*Gateway, error) {
 		integBuckets: map[string]*ratelimit.Bucket{},
 		credentials:  map[string]*credentialFile{},
 
-		bodyMemory:       semaphore.NewWeighted(maxBufferedBodyBytes),
+		bodyMemory:       semaphore.NewWeighted(opts.MaxBufferedBodyBytes),
 		integrationSlots: semaphore.NewWeighted(maxIntegrationCalls),
 		refusals:         newRefusalSummary(opts.Now),
 	}

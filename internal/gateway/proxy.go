@@ -400,7 +400,9 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr 
 		head, complete, release, status := c.g.readPrefix(resp.Body, smallAnswer)
 		defer release()
 		if status == 0 && complete {
-			total, _ = usageFromJSON(head)
+			scan := &usageScanner{}
+			_, _ = scan.Write(head)
+			total = scan.total
 			c.account(total, m, int64(len(head)), priced)
 			c.finish()
 			w.WriteHeader(resp.StatusCode)
