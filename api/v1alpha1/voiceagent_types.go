@@ -150,6 +150,33 @@ type ModelSpec struct {
 	// +kubebuilder:validation:MaxItems=5
 	// +optional
 	Fallbacks []ModelTarget `json:"fallbacks,omitempty"`
+
+	// ExtraOperations open provider operations beyond the inference operations the
+	// gateway allows by default (chat completions, responses, embeddings, audio and
+	// realtime for OpenAI; generateContent, streamGenerateContent, countTokens,
+	// embedContent and the Live API for Gemini; messages and count_tokens for
+	// Anthropic). Every other use of the key (files, batches, fine-tuning, deletes) is
+	// refused unless named here. Calls of an extra operation are charged from their
+	// usage, or an estimate.
+	// +kubebuilder:validation:MaxItems=20
+	// +listType=atomic
+	// +optional
+	ExtraOperations []ModelOperation `json:"extraOperations,omitempty"`
+}
+
+// ModelOperation is one provider operation: a method and a path pattern relative to
+// the model endpoint, where * stands for one path segment or part of one.
+type ModelOperation struct {
+	// Method of the operation.
+	// +kubebuilder:validation:Enum=GET;HEAD;POST;PUT;PATCH;DELETE;OPTIONS
+	Method string `json:"method"`
+
+	// Path pattern, e.g. /models or /v1beta/models/*:countTokens.
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^(/[A-Za-z0-9._~*:@!$&'()+,=-]+)+$`
+	// +kubebuilder:validation:XValidation:rule="!self.split('/').exists(s, s == '.' || s == '..')",message="path must not hold . or .. segments"
+	Path string `json:"path"`
 }
 
 // ModelTarget is one provider and model with its credentials and pricing.
@@ -193,6 +220,26 @@ type Pricing struct {
 	// OutputPerMillionTokens, e.g. "2.50".
 	// +kubebuilder:validation:Pattern=`^[0-9]{1,9}(\.[0-9]{1,9})?$`
 	OutputPerMillionTokens string `json:"outputPerMillionTokens"`
+
+	// CachedInputPerMillionTokens prices input read from a prompt cache (OpenAI
+	// cached_tokens, Gemini cachedContentTokenCount, Anthropic cache_read_input_tokens),
+	// e.g. "0.075". Unset: the input price. Anthropic cache writes are charged at 1.25
+	// times the input price.
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,9}(\.[0-9]{1,9})?$`
+	// +optional
+	CachedInputPerMillionTokens string `json:"cachedInputPerMillionTokens,omitempty"`
+
+	// AudioInputPerMillionTokens prices audio input tokens, e.g. "3.00". Unset: the
+	// input price.
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,9}(\.[0-9]{1,9})?$`
+	// +optional
+	AudioInputPerMillionTokens string `json:"audioInputPerMillionTokens,omitempty"`
+
+	// AudioOutputPerMillionTokens prices audio output tokens, e.g. "12.00". Unset: the
+	// output price.
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,9}(\.[0-9]{1,9})?$`
+	// +optional
+	AudioOutputPerMillionTokens string `json:"audioOutputPerMillionTokens,omitempty"`
 }
 
 // IntegrationType is the kind of system an integration reaches.
@@ -254,7 +301,18 @@ type Integration struct {
 	// RateLimit for calls to this integration, for the whole VoiceAgent.
 	// +optional
 	RateLimit *IntegrationRateLimit `json:"rateLimit,omitempty"`
+
+	// AllowedMethods, when set, are the only HTTP methods the agent may use on an HTTP
+	// integration (for example [GET] for a read-only CRM); others are refused with 405.
+	// +kubebuilder:validation:MaxItems=7
+	// +listType=set
+	// +optional
+	AllowedMethods []HTTPMethod `json:"allowedMethods,omitempty"`
 }
+
+// HTTPMethod is a method the gateway may pass to an integration.
+// +kubebuilder:validation:Enum=GET;HEAD;POST;PUT;PATCH;DELETE;OPTIONS
+type HTTPMethod string
 
 // AuthType is how a credential is presented to an HTTP integration.
 // +kubebuilder:validation:Enum=bearer;header;basic

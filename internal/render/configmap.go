@@ -75,12 +75,18 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 			Provider: string(m.Provider), Name: m.Name, Endpoint: ModelEndpoint(m),
 			Timeout: durationOr(m.Timeout, 30*time.Second), CredentialFile: files[slot],
 		}
-		if m.Pricing != nil {
-			out.Pricing = &gw.Pricing{InputPerMillionTokens: m.Pricing.InputPerMillionTokens, OutputPerMillionTokens: m.Pricing.OutputPerMillionTokens}
+		if p := m.Pricing; p != nil {
+			out.Pricing = &gw.Pricing{InputPerMillionTokens: p.InputPerMillionTokens, OutputPerMillionTokens: p.OutputPerMillionTokens,
+				CachedInputPerMillionTokens: p.CachedInputPerMillionTokens, AudioInputPerMillionTokens: p.AudioInputPerMillionTokens,
+				AudioOutputPerMillionTokens: p.AudioOutputPerMillionTokens}
 		}
 		return out
 	}
-	cfg.Models = append(cfg.Models, model(va.Spec.Model.ModelTarget, "model"))
+	primary := model(va.Spec.Model.ModelTarget, "model")
+	for _, op := range va.Spec.Model.ExtraOperations {
+		primary.ExtraOperations = append(primary.ExtraOperations, gw.Operation{Method: op.Method, Path: op.Path})
+	}
+	cfg.Models = append(cfg.Models, primary)
 	for i, fb := range va.Spec.Model.Fallbacks {
 		cfg.Models = append(cfg.Models, model(fb, fallbackSlot(i)))
 	}
@@ -91,6 +97,9 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 		hi := gw.HTTPIntegration{Name: in.Name, Type: string(in.Type), Endpoint: in.Endpoint, CredentialFile: files[integrationSlot(in)]}
 		if in.Auth != nil {
 			hi.AuthType, hi.HeaderName = string(in.Auth.Type), in.Auth.HeaderName
+		}
+		for _, m := range in.AllowedMethods {
+			hi.AllowedMethods = append(hi.AllowedMethods, string(m))
 		}
 		if rl := in.RateLimit; rl != nil {
 			hi.RequestsPerMinute = float64(rl.RequestsPerMinute) / float64(replicas)
