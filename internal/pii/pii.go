@@ -3,29 +3,47 @@
 // identification numbers (US SSN, UK National Insurance number) and IBANs are replaced
 // by a bracketed label. It is tuned for transcripts and model request bodies: it must
 // catch the data a caller speaks or types, and must leave alone the dates, times,
-// versions, order numbers, prices, UUIDs and IP addresses that make a record useful.
+// versions, order numbers, prices, quantities, UUIDs and IP addresses that make a
+// record useful.
 //
 // Detection works in passes over the parts of the text not yet claimed, so an earlier
 // pass takes precedence over a later one:
 //
-//  1. e-mail addresses;
-//  2. things that are never redacted and must not be mistaken for what follows: dates
+//  1. e-mail addresses, then obfuscated ones: "jane.doe(at)example.com", "jane [at]
+//     example [dot] com", and the spoken "jane dot doe at example dot com". The word
+//     " at " is common, so after it every dot must be a " dot " word or bracketed and
+//     the top-level domain a common one: "meet at noon", "look at this" and "we met at
+//     amazon.com" stay (see obfuscated.go);
+//  2. numbers spoken as words, as speech-to-text writes them: "four one one one ...",
+//     "oh seven nine four six ...", "double five", separated by spaces, commas or
+//     hyphens, in any case. The words are turned into digits and the number is
+//     classified by them alone (card, SSN or phone; see classifySequence), and the
+//     whole run of words is replaced. Fewer than eight digits ("one two three") and
+//     digits that count up or down are never a number;
+//  3. things that are never redacted and must not be mistaken for what follows: dates
 //     (with an optional time) and IPv4 addresses. UUIDs, versions ("v1.37.2") and ids
 //     ("ORD-2026-000123") need no such pass: digits glued to a letter or digit by '-',
 //     '.', '_' or '/' are never the start or end of a number here;
-//  3. IBANs (mod-97 checksum and the country's length);
-//  4. card numbers: 13 to 19 digits, as one run or in groups starting with four digits,
-//     that pass the Luhn check. Cards come before phone numbers because a card number
-//     is the more sensitive reading of a long digit run; a run that fails Luhn is not a
-//     card, and may still be redacted as a phone number if it looks like one;
-//  5. US SSNs and UK National Insurance numbers;
-//  6. phone numbers: 7 to 15 digits written with a leading '+', with separators
+//  4. IBANs (mod-97 checksum and the country's length), grouped by spaces or dashes;
+//  5. digits spaced one by one ("4 1 1 1 1 1 ...", "0 7 9 4 6 1 2 3 4 5 6"): a run of
+//     eight or more single digits separated by single spaces is read as one number and
+//     classified like a spoken one;
+//  6. card numbers: 13 to 19 digits, as one run or in groups starting with four digits
+//     (separated by spaces, dashes or dots), that pass the Luhn check. Cards come before
+//     phone numbers because a card number is the more sensitive reading of a long digit
+//     run; a run that fails Luhn is not a card, and may still be redacted as a phone
+//     number if it looks like one;
+//  7. US SSNs and UK National Insurance numbers;
+//  8. phone numbers: 7 to 15 digits written with a leading '+', with separators
 //     (space, '.', '-') or an area code in parentheses, or an unseparated national
 //     number with a trunk prefix 0 and 10 or 11 digits. An unseparated run without '+'
-//     or trunk prefix is left alone: it is more often an id or a timestamp.
+//     or trunk prefix is left alone: it is more often an id or a timestamp. So are
+//     thousands groupings ("2 500 000") and lists: groups that are all round numbers
+//     ("100 200 300 400 500") or that step by the same amount ("10 12 14 16").
 //
 // Only ASCII digits are recognised. Word boundaries are ASCII too, so numbers written
-// directly against CJK text ("電話+81 3-1234-5678です") are still found.
+// directly against CJK text ("電話+81 3-1234-5678です") are still found. A label counts
+// as the letters or digits it replaced, so Redact finds nothing new in its own output.
 package pii
 
 import (
@@ -61,25 +79,111 @@ var (
 	dateRe = regexp.MustCompile(`(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?`)
 	ipv4Re = regexp.MustCompile(`\d{1,3}(?:\.\d{1,3}){3}`)
 
-	ibanRe  = regexp.MustCompile(`(?i)[a-z]{2}\d{2}(?: ?[a-z0-9]){11,30}`)
-	cardRe  = regexp.MustCompile(`\d+(?:[ \-]\d+)*`)
+	ibanRe  = regexp.MustCompile(`(?i)[a-z]{2}\d{2}(?:[ \-]?[a-z0-9]){11,30}`)
 	ssnRe   = regexp.MustCompile(`\d{3}[- ]\d{2}[- ]\d{4}`)
 	ninoRe  = regexp.MustCompile(`(?i)[a-z]{2} ?\d{2} ?\d{2} ?\d{2} ?[a-d]`)
 	phoneRe = regexp.MustCompile(`\+?(?:\(\d{1,5}\)[ .\-]?|\d{1,4}[ .\-]?\(\d{1,5}\)[ .\-]?)?\d+(?:[ .\-]\d+)*`)
+
+	emailMatch = regexpMatcher(emailRe)
+	dateMatch  = regexpMatcher(dateRe)
+	ipv4Match  = regexpMatcher(ipv4Re)
+	ibanMatch  = regexpMatcher(ibanRe)
+	ssnMatch   = regexpMatcher(ssnRe)
+	ninoMatch  = regexpMatcher(ninoRe)
+	phoneMatch = regexpMatcher(phoneRe)
 )
 
+// A matcher returns the leftmost match in t, as regexp's FindStringIndex does, or a
+// negative start when there is none.
+type matcher func(t string) (start, end int)
+
+func regexpMatcher(re *regexp.Regexp) matcher {
+	return func(t string) (int, int) {
+		loc := re.FindStringIndex(t)
+		if loc == nil {
+			return -1, -1
+		}
+		return loc[0], loc[1]
+	}
+}
+
+// cardMatch is the regexp \d+(?:[ .\-]\d+)*, digit groups with single separators
+// between them, written out: Go's regexp costs tens of nanoseconds a byte, and this
+// pattern needs no regexp.
+func cardMatch(t string) (int, int) {
+	i := 0
+	for i < len(t) && !isDigit(t[i]) {
+		i++
+	}
+	if i == len(t) {
+		return -1, -1
+	}
+	j := skipDigits(t, i)
+	for j+1 < len(t) && (t[j] == ' ' || t[j] == '.' || t[j] == '-') && isDigit(t[j+1]) {
+		j = skipDigits(t, j+1)
+	}
+	return i, j
+}
+
+func skipDigits(t string, i int) int {
+	for i < len(t) && isDigit(t[i]) {
+		i++
+	}
+	return i
+}
+
+// spacedMatch finds the leftmost run of eight or more single digits separated by single
+// spaces, with a '+' before it if there is one: "0 7 9 4 6 1 2 3 4 5 6". Each digit
+// stands alone, so the run ends before " 12/28" rather than inside it.
+func spacedMatch(t string) (int, int) {
+	single := func(i int) bool { // t[i] is a digit with no digit on either side
+		return isDigit(t[i]) && (i == 0 || !isDigit(t[i-1])) && (i+1 == len(t) || !isDigit(t[i+1]))
+	}
+	for p := 0; p < len(t); p++ {
+		if !single(p) {
+			continue
+		}
+		q, n := p, 1
+		for q+2 < len(t) && t[q+1] == ' ' && single(q+2) {
+			q, n = q+2, n+1
+		}
+		if n >= minNumber {
+			if p > 0 && t[p-1] == '+' {
+				p--
+			}
+			return p, q + 1
+		}
+		p = q // a run starting inside this one would be shorter still
+	}
+	return -1, -1
+}
+
 // Redact returns s with personal data replaced by labels, or s itself when nothing was
-// found. Text without an ASCII digit or an '@' cannot contain any of it and returns at
-// once, after one pass over its bytes and without allocating.
+// found. Text with no ASCII digit, no '@', no bracketed "at" or "dot", no word "dot"
+// and no digit word where the spoken-number probes land cannot contain any of it and
+// returns at once, without allocating.
 func Redact(s string) string {
 	return redact(s, false)
 }
 
 // redact is Redact; everywhere makes every pass search the whole text instead of its
-// windows, the reference the windows are tested against.
+// windows, probe every byte for spoken numbers and try every byte as the at marker of
+// an obfuscated address: the reference the shortcuts are tested against.
 func redact(s string, everywhere bool) string {
-	hasAt, hasDigit := scan(s)
-	if !hasAt && !hasDigit {
+	hasAt := strings.IndexByte(s, '@') >= 0
+	hasDigit := containsDigit(s)
+	stride := spokenStride
+	if everywhere {
+		stride = 1
+	}
+	spokenFrom := firstSpokenProbe(s, stride)
+	var obfuscated []int
+	if everywhere {
+		obfuscated = allPositions(s)
+	} else {
+		obfuscated = obfuscatedCandidates(s)
+	}
+	if !hasAt && !hasDigit && spokenFrom < 0 && len(obfuscated) == 0 {
 		return s
 	}
 	r := redactor{s: s}
@@ -89,34 +193,40 @@ func redact(s string, everywhere bool) string {
 		if !everywhere {
 			ws = atWindows(s)
 		}
-		r.pass(emailRe, ws, r.email)
+		r.pass(emailMatch, ws, r.email)
+	}
+	if len(obfuscated) > 0 {
+		r.obfuscatedEmails(obfuscated)
+	}
+	if spokenFrom >= 0 {
+		r.spoken(spokenFrom, stride)
 	}
 	if hasDigit {
 		ws, iws := all, all
 		if !everywhere {
 			ws, iws = digitWindows(s), ibanWindows(s)
 		}
-		r.pass(dateRe, ws, r.date)
-		r.pass(ipv4Re, ws, r.ipv4)
-		r.pass(ibanRe, iws, r.iban)
-		r.pass(cardRe, ws, r.card)
-		r.pass(ssnRe, ws, r.ssn)
-		r.pass(ninoRe, ws, r.nino)
-		r.pass(phoneRe, ws, r.phone)
+		r.pass(dateMatch, ws, r.date)
+		r.pass(ipv4Match, ws, r.ipv4)
+		r.pass(ibanMatch, iws, r.iban)
+		r.pass(spacedMatch, ws, r.spaced)
+		r.pass(cardMatch, ws, r.card)
+		r.pass(ssnMatch, ws, r.ssn)
+		r.pass(ninoMatch, ws, r.nino)
+		r.pass(phoneMatch, ws, r.phone)
 	}
 	return r.result()
 }
 
-func scan(s string) (hasAt, hasDigit bool) {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '@':
-			hasAt = true
-		case c >= '0' && c <= '9':
-			hasDigit = true
+// containsDigit reports whether s has an ASCII digit. Ten vectorised IndexByte scans
+// beat one loop over the bytes several times.
+func containsDigit(s string) bool {
+	for c := byte('0'); c <= '9'; c++ {
+		if strings.IndexByte(s, c) >= 0 {
+			return true
 		}
 	}
-	return hasAt, hasDigit
+	return false
 }
 
 // A window is a part of the text worth searching. Go's regexp costs tens of
@@ -213,9 +323,15 @@ type redactor struct {
 	spans []span // sorted by start, non-overlapping
 }
 
-// pass runs re over the parts of the windows not yet claimed and hands each match to
-// visit, which may claim spans and returns where the search resumes.
-func (r *redactor) pass(re *regexp.Regexp, windows []window, visit func(start, end int) (next int)) {
+// pass runs match over the parts of the windows not yet claimed and hands each match
+// to visit, which may claim spans and returns where the search resumes.
+func (r *redactor) pass(match matcher, windows []window, visit func(start, end int) (next int)) {
+	r.eachGap(windows, func(lo, hi int) { r.search(match, lo, hi, visit) })
+}
+
+// eachGap calls f with each part of the windows that was not claimed when eachGap was
+// called. f may claim spans inside the part it is given.
+func (r *redactor) eachGap(windows []window, f func(lo, hi int)) {
 	claimed := len(r.spans)
 	k := 0 // the first claimed span that does not end before the current window
 	for _, w := range windows {
@@ -228,7 +344,9 @@ func (r *redactor) pass(re *regexp.Regexp, windows []window, visit func(start, e
 			if j < claimed {
 				hi = min(hi, r.spans[j].start)
 			}
-			r.search(re, lo, hi, visit)
+			if lo < hi {
+				f(lo, hi)
+			}
 			if j >= claimed {
 				break
 			}
@@ -236,18 +354,22 @@ func (r *redactor) pass(re *regexp.Regexp, windows []window, visit func(start, e
 		}
 	}
 	if len(r.spans) > claimed {
-		slices.SortFunc(r.spans, func(a, b span) int { return a.start - b.start })
+		r.sortSpans()
 	}
 }
 
-// search runs re over s[lo:hi].
-func (r *redactor) search(re *regexp.Regexp, lo, hi int, visit func(start, end int) (next int)) {
+func (r *redactor) sortSpans() {
+	slices.SortFunc(r.spans, func(a, b span) int { return a.start - b.start })
+}
+
+// search runs match over s[lo:hi].
+func (r *redactor) search(match matcher, lo, hi int, visit func(start, end int) (next int)) {
 	for pos := lo; pos < hi; {
-		loc := re.FindStringIndex(r.s[pos:hi])
-		if loc == nil {
+		start, end := match(r.s[pos:hi])
+		if start < 0 {
 			return
 		}
-		pos = max(visit(pos+loc[0], pos+loc[1]), pos+loc[0]+1)
+		pos = max(visit(pos+start, pos+end), pos+start+1)
 	}
 }
 
@@ -342,7 +464,8 @@ func (r *redactor) ipv4(start, end int) int {
 }
 
 // iban claims the country's length of alphanumerics from the match (the pattern may run
-// on into the next word) when they end at a word boundary and pass mod-97.
+// on into the next word) when they end at a word boundary and pass mod-97. The groups
+// may be separated by spaces or by dashes ("GB82-WEST-1234-...").
 func (r *redactor) iban(start, end int) int {
 	if !boundaryBefore(r.s, start) {
 		return start + 1
@@ -353,7 +476,7 @@ func (r *redactor) iban(start, end int) int {
 	}
 	n, stop := 0, -1
 	for i := start; i < end; i++ {
-		if r.s[i] != ' ' {
+		if c := r.s[i]; c != ' ' && c != '-' {
 			n++
 		}
 		if n == want {
@@ -368,11 +491,11 @@ func (r *redactor) iban(start, end int) int {
 }
 
 // ibanChecksum is the ISO 13616 check: move the first four characters to the end, read
-// letters as 10..35, and the number must be 1 modulo 97. Spaces are skipped.
+// letters as 10..35, and the number must be 1 modulo 97. Spaces and dashes are skipped.
 func ibanChecksum(s string) bool {
 	compact := make([]byte, 0, 34)
 	for i := 0; i < len(s); i++ {
-		if s[i] != ' ' {
+		if s[i] != ' ' && s[i] != '-' {
 			compact = append(compact, s[i])
 		}
 	}
@@ -400,7 +523,14 @@ func (r *redactor) card(start, end int) int {
 	groups := digitGroups(r.s[start:end], start)
 	for i := 0; i < len(groups); {
 		found := false
-		for j := len(groups) - 1; j >= i; j-- {
+		// Windows of more than 19 digits are never cards: start from the longest that
+		// is not, which keeps a long run of groups linear.
+		last, digits := i, 0
+		for last < len(groups) && digits+groups[last].end-groups[last].start <= 19 {
+			digits += groups[last].end - groups[last].start
+			last++
+		}
+		for j := last - 1; j >= i; j-- {
 			if r.isCard(groups[i : j+1]) {
 				r.claim(groups[i].start, groups[j].end, Card)
 				i, found = j+1, true
@@ -436,11 +566,17 @@ func digitGroups(run string, offset int) []group {
 	return gs
 }
 
+// isCard reports whether the groups are printed like a card number and pass Luhn. A
+// dotted number ("4111.1111.1111.1111") must use dots throughout and end in a group of
+// three to six digits, as "1234.5678901234567" is more likely a decimal.
 func (r *redactor) isCard(gs []group) bool {
-	digits := 0
+	digits, dotted := 0, false
 	for k, g := range gs {
 		n := g.end - g.start
 		digits += n
+		if k > 0 && r.s[g.start-1] == '.' {
+			dotted = true
+		}
 		switch {
 		case digits > 19:
 			return false
@@ -448,6 +584,16 @@ func (r *redactor) isCard(gs []group) bool {
 		case k == 0 && n != 4: // every scheme prints a first group of four
 			return false
 		case k > 0 && k < len(gs)-1 && (n < 3 || n > 6):
+			return false
+		}
+	}
+	if dotted {
+		for _, g := range gs[1:] {
+			if r.s[g.start-1] != '.' {
+				return false
+			}
+		}
+		if n := gs[len(gs)-1].end - gs[len(gs)-1].start; n < 3 || n > 6 {
 			return false
 		}
 	}
@@ -517,10 +663,51 @@ func (r *redactor) phone(start, end int) int {
 		}
 		return end
 	}
-	if ones > 1 || (!plus && !parens && looksLikeQuantity(c, groups)) {
+	if ones > 1 || (!plus && !parens && (looksLikeQuantity(c, groups) || looksLikeList(c, groups))) {
 		return end
 	}
 	return r.claim(start, end, Phone)
+}
+
+// looksLikeList recognises lists of numbers that a phone pattern would otherwise take:
+// every group a round number ("100 200 300 400 500", "1000 2000"), or at least three
+// groups that step by the same amount ("10 12 14 16", "2019 2020 2021"). Digits of a
+// phone number almost never do either. A first group with a trunk prefix ("020 ...")
+// is phone structure and is never a list.
+func looksLikeList(c string, groups []group) bool {
+	if groups[0].end-groups[0].start > 1 && c[groups[0].start] == '0' {
+		return false
+	}
+	round := true
+	for _, g := range groups {
+		if c[g.end-1] != '0' {
+			round = false
+			break
+		}
+	}
+	if round {
+		return true
+	}
+	if len(groups) < 3 {
+		return false
+	}
+	value := func(g group) int {
+		v := 0
+		for i := g.start; i < g.end; i++ {
+			v = v*10 + int(c[i]-'0')
+		}
+		return v
+	}
+	step := value(groups[1]) - value(groups[0])
+	if step == 0 {
+		return false
+	}
+	for k := 2; k < len(groups); k++ {
+		if value(groups[k])-value(groups[k-1]) != step {
+			return false
+		}
+	}
+	return true
 }
 
 // looksLikeQuantity recognises thousands grouping ("2 500 000", "1.299.999") that a
@@ -605,7 +792,9 @@ func isJoiner(c byte) bool { return strings.IndexByte("-_./\\", c) >= 0 }
 
 // boundaryBefore reports whether a token may start at i: the text before it does not
 // continue it. A JSON escape such as "\n" counts as a boundary although its last byte
-// is a letter, because request bodies are recorded as JSON.
+// is a letter, because request bodies are recorded as JSON. A label continues a token
+// as the letter or digit it replaced did, so that redacting text that was redacted
+// before finds nothing new.
 func boundaryBefore(s string, i int) bool {
 	if i == 0 {
 		return true
@@ -614,11 +803,11 @@ func boundaryBefore(s string, i int) bool {
 	switch {
 	case i >= 2 && s[i-2] == '\\' && (p == 'n' || p == 't' || p == 'r'):
 		return true
-	case isAlnum(p):
+	case alnumBefore(s, i, isAlnum):
 		return false
-	case i >= 2 && isJoiner(p) && isAlnum(s[i-2]):
+	case isJoiner(p) && alnumBefore(s, i-1, isAlnum):
 		return false
-	case i >= 2 && p == ':' && isDigit(s[i-2]): // a time or a port: 12:34567
+	case p == ':' && alnumBefore(s, i-1, isDigit): // a time or a port: 12:34567
 		return false
 	}
 	return true
@@ -631,14 +820,47 @@ func boundaryAfter(s string, i int) bool {
 	}
 	n := s[i]
 	switch {
-	case isAlnum(n):
+	case alnumAt(s, i, isAlnum):
 		return false
-	case i+1 < len(s) && isJoiner(n) && isAlnum(s[i+1]):
+	case isJoiner(n) && alnumAt(s, i+1, isAlnum):
 		return false
-	case i+1 < len(s) && (n == ':' || n == ',') && isDigit(s[i+1]): // 1234567:89, 1 299,99
+	case (n == ':' || n == ',') && alnumAt(s, i+1, isDigit): // 1234567:89, 1 299,99
 		return false
 	}
 	return true
+}
+
+// alnumBefore reports whether s[:i] ends with a byte that is, or with a label (which
+// stands for the letters or digits it replaced).
+func alnumBefore(s string, i int, is func(byte) bool) bool {
+	return i > 0 && (is(s[i-1]) || s[i-1] == ']' && labelBefore(s, i))
+}
+
+// alnumAt reports whether s[i:] starts with a byte that is, or with a label.
+func alnumAt(s string, i int, is func(byte) bool) bool {
+	return i < len(s) && (is(s[i]) || s[i] == '[' && labelAfter(s, i))
+}
+
+var labels = [...]string{Email, Phone, Card, NationalID, IBAN}
+
+// labelBefore reports whether s[:i] ends with a label.
+func labelBefore(s string, i int) bool {
+	for _, l := range labels {
+		if strings.HasSuffix(s[:i], l) {
+			return true
+		}
+	}
+	return false
+}
+
+// labelAfter reports whether s[i:] starts with a label.
+func labelAfter(s string, i int) bool {
+	for _, l := range labels {
+		if strings.HasPrefix(s[i:], l) {
+			return true
+		}
+	}
+	return false
 }
 
 // numberBoundaryBefore is boundaryBefore for digit runs, which must also not be an
