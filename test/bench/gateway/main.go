@@ -131,6 +131,15 @@ func main() {
 		targets = append(targets, target{"nginx", nginxURL + "/v1/chat/completions"})
 	}
 
+	if *only == "gateway" || *only == "go-reverseproxy" || *only == "nginx" {
+		// haproxy not wanted in this run
+	} else if haproxyURL, stop, err := startHAProxy(dir, upstream.URL, limit); err != nil {
+		fmt.Fprintln(os.Stderr, "haproxy not measured:", err)
+	} else {
+		defer stop()
+		targets = append(targets, target{"haproxy", haproxyURL + "/v1/chat/completions"})
+	}
+
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: 512, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the bench's own upstream
 	}}
@@ -166,7 +175,9 @@ func main() {
 		_ = pprof.StartCPUProfile(f)
 		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
 	}
+	cpuBefore := proxyCPU(measured)
 	results := load(client, measured, *rate, *duration, *slice)
+	cpuAfter := proxyCPU(measured)
 	if stopProfile != nil {
 		stopProfile()
 	}
@@ -176,14 +187,127 @@ func main() {
 		where = "the load generator's process"
 	}
 	fmt.Printf("open-loop load: %d req/s per target for %s each, in turns of %s, loopback, %d cores; upstream in %s\n\n", *rate, *duration, *slice, runtime.NumCPU(), where)
-	fmt.Printf("%-16s %8s %10s %10s %10s %12s %12s\n", "target", "ok", "p50", "p99", "max", "added p50", "added p99")
+	fmt.Printf("%-16s %8s %10s %10s %10s %12s %12s %14s\n", "target", "ok", "p50", "p99", "max", "added p50", "added p99", "CPU per call")
+	perCall := map[string]time.Duration{}
 	for _, t := range measured {
 		r := results[t.name]
-		fmt.Printf("%-16s %8d %10s %10s %10s %12s %12s\n", t.name, r.ok, r.p50, r.p99, r.max, r.p50-direct.p50, r.p99-direct.p99)
+		cpu := "-"
+		if before, ok := cpuBefore[t.name]; ok && r.ok > 0 {
+			perCall[t.name] = (cpuAfter[t.name] - before) / time.Duration(r.ok)
+			cpu = perCall[t.name].String()
+		}
+		fmt.Printf("%-16s %8d %10s %10s %10s %12s %12s %14s\n", t.name, r.ok, r.p50, r.p99, r.max, r.p50-direct.p50, r.p99-direct.p99, cpu)
 		if r.failed > 0 {
 			fmt.Printf("                 %d requests failed or were limited\n", r.failed)
 		}
 	}
+	// CPU per call is the proxy process's own user+system time over the calls it
+	// served: scheduling noise moves it far less than a p99.
+	if g, ok := perCall["gateway"]; ok {
+		fmt.Println()
+		for _, other := range []string{"go-reverseproxy", "nginx", "haproxy"} {
+			if o, ok := perCall[other]; ok && o > 0 {
+				fmt.Printf("CPU per call, gateway / %s: %.2f\n", other, float64(g)/float64(o))
+			}
+		}
+	}
+}
+
+// proxyPIDs are the processes of the proxies measured, by base URL, so that the CPU
+// each spends can be read from /proc.
+var proxyPIDs = map[string]int{}
+
+// proxyCPU reads the user+system CPU time so far of each target's process and its
+// children (nginx's and haproxy's workers).
+func proxyCPU(targets []target) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, t := range targets {
+		for base, pid := range proxyPIDs {
+			if len(t.url) >= len(base) && t.url[:len(base)] == base {
+				out[t.name] = treeCPU(pid)
+			}
+		}
+	}
+	return out
+}
+
+// clockTicks is Linux's USER_HZ, the unit of utime and stime in /proc/<pid>/stat.
+const clockTicks = 100
+
+func treeCPU(root int) time.Duration {
+	var total time.Duration
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// The command name (field 2) can hold spaces: fields are counted after its ')'.
+		rest := string(data[bytes.LastIndexByte(data, ')')+2:])
+		var state string
+		var ppid, pgrp, session, tty, tpgid int
+		var flags, minflt, cminflt, majflt, cmajflt, utime, stime uint64
+		if _, err := fmt.Sscan(rest, &state, &ppid, &pgrp, &session, &tty, &tpgid, &flags, &minflt, &cminflt, &majflt, &cmajflt, &utime, &stime); err != nil {
+			continue
+		}
+		if pid == root || ppid == root {
+			total += time.Duration(utime+stime) * time.Second / clockTicks
+		}
+	}
+	return total
+}
+
+// startHAProxy runs Debian's haproxy as a second well-known proxy, with a request-rate
+// limit like nginx's limit_req and kept-alive upstream connections.
+func startHAProxy(dir, upstreamURL string, rps int) (string, func(), error) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		if _, e := os.Stat("/usr/sbin/haproxy"); e == nil {
+			bin = "/usr/sbin/haproxy"
+		} else {
+			return "", nil, fmt.Errorf("haproxy is not installed (apt-get install haproxy)")
+		}
+	}
+	addr := freeAddr()
+	conf := fmt.Sprintf(`global
+  maxconn 4096
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend model
+  bind %[1]s
+  stick-table type integer size 1 expire 10s store http_req_rate(1s)
+  http-request track-sc0 int(1)
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt %[3]d }
+  default_backend upstream
+backend upstream
+  http-request set-header Authorization "Bearer bench-key"
+  server model %[2]s ssl verify none
+`, addr, upstreamURL[len("https://"):], rps)
+	path := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(bin, "-db", "-f", path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	if !waitUntil(5*time.Second, func() bool { return listening(addr) }) {
+		_ = cmd.Process.Kill()
+		return "", nil, fmt.Errorf("haproxy did not start: %s", stderr.String())
+	}
+	proxyPIDs["http://"+addr] = cmd.Process.Pid
+	return "http://" + addr, func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }, nil
 }
 
 type target struct{ name, url string }
@@ -244,6 +368,7 @@ func startGatewayProcess(bin, dir string, upstream *benchUpstream, rps float64, 
 			fmt.Fprint(os.Stderr, "gateway: ", cmd.ProcessState, "\n", stderr.String())
 		}
 	}
+	proxyPIDs["http://"+proxy] = cmd.Process.Pid
 	ready := waitUntil(10*time.Second, func() bool {
 		resp, err := http.Get("http://" + admin + "/readyz")
 		if err != nil {
@@ -337,6 +462,7 @@ http {
 		_ = cmd.Process.Kill()
 		return "", nil, fmt.Errorf("nginx did not start: %s", stderr.String())
 	}
+	proxyPIDs["http://"+addr] = cmd.Process.Pid
 	// SIGTERM, not SIGKILL: nginx's master stops its workers only when it is told to.
 	return "http://" + addr, func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }, nil
 }
@@ -474,34 +600,35 @@ func startGoReverseProxy(dir string, upstream *benchUpstream) (string, func(), e
 		return "", nil, err
 	}
 	addr := freeAddr()
-	stop, err := startSelf([]string{"SSL_CERT_FILE=" + ca}, func() bool { return listening(addr) },
+	stop, pid, err := startSelf([]string{"SSL_CERT_FILE=" + ca}, func() bool { return listening(addr) },
 		"-serve-go-reverseproxy", addr, "-reverseproxy-upstream", upstream.URL)
 	if err != nil {
 		return "", nil, err
 	}
+	proxyPIDs["http://"+addr] = pid
 	return "http://" + addr, stop, nil
 }
 
 // startSelf runs this program again with args (and env added to this process's), as
 // one of the bench's own processes, and waits until ready holds. stop kills it.
-func startSelf(env []string, ready func() bool, args ...string) (stop func(), err error) {
+func startSelf(env []string, ready func() bool, args ...string) (stop func(), pid int, err error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var stderr bytes.Buffer
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
 	if !waitUntil(10*time.Second, ready) {
 		stop()
-		return nil, fmt.Errorf("%s not ready after 10s: %s", args[0], stderr.String())
+		return nil, 0, fmt.Errorf("%s not ready after 10s: %s", args[0], stderr.String())
 	}
-	return stop, nil
+	return stop, cmd.Process.Pid, nil
 }
 
 // waitUntil polls ready until it holds or d has passed.
@@ -574,7 +701,7 @@ func startUpstreamInProcess() *benchUpstream {
 func startUpstreamProcess(dir string) (*benchUpstream, error) {
 	addr, certFile := freeAddr(), filepath.Join(dir, "upstream-cert.pem")
 	var certPEM []byte
-	stop, err := startSelf(nil, func() bool {
+	stop, _, err := startSelf(nil, func() bool {
 		certPEM, _ = os.ReadFile(certFile)
 		return len(certPEM) > 0 && listening(addr)
 	}, "-serve-upstream", addr, "-upstream-cert-out", certFile)
