@@ -405,9 +405,10 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr 
 			total = scan.total
 			c.account(total, m, int64(len(head)), priced)
 			c.finish()
+			out := append(scrub.Apply(head), scrub.Flush()...)
+			w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 			w.WriteHeader(resp.StatusCode)
-			_ = aw.Write(head)
-			aw.close()
+			_, _ = w.Write(out) // one write, no flush: net/http sends head and body together
 			return
 		}
 		scan := &usageScanner{}
