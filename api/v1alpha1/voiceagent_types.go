@@ -65,6 +65,11 @@ type VoiceAgentSpec struct {
 	// +optional
 	CostLimits *CostLimits `json:"costLimits,omitempty"`
 
+	// Voice limits the realtime sessions (Gemini Live, OpenAI Realtime) the agent holds
+	// through its gateway, for the whole VoiceAgent.
+	// +optional
+	Voice *VoiceSpec `json:"voice,omitempty"`
+
 	// CircuitBreaker stops calls to an upstream that keeps failing, and fails over.
 	// +kubebuilder:default={failureThreshold: 5, openDuration: "30s"}
 	// +optional
@@ -136,6 +141,28 @@ const (
 	ProviderAnthropic        ModelProvider = "anthropic"
 	ProviderOpenAICompatible ModelProvider = "openai-compatible"
 )
+
+// VoiceSpec limits realtime sessions. A session over a limit is refused at its
+// handshake with 429 and Retry-After; one that reaches its maximum duration or spends
+// past a Block budget is closed with code 1008 and a reason the agent can log.
+type VoiceSpec struct {
+	// MaxSessionDuration closes a session at this age.
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +optional
+	MaxSessionDuration *metav1.Duration `json:"maxSessionDuration,omitempty"`
+
+	// MaxConcurrentSessions open at once for the whole VoiceAgent.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxConcurrentSessions *int32 `json:"maxConcurrentSessions,omitempty"`
+
+	// SessionsPerMinute that may start, for the whole VoiceAgent.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	SessionsPerMinute *int32 `json:"sessionsPerMinute,omitempty"`
+}
 
 // ModelSpec is the primary model with its fallbacks.
 // +kubebuilder:validation:XValidation:rule="!has(self.fallbacks) || self.fallbacks.all(f, f.provider == self.provider || (self.provider in ['openai', 'openai-compatible'] && f.provider in ['openai', 'openai-compatible', 'anthropic']) || (self.provider == 'gemini' && f.provider in ['openai', 'openai-compatible']))",message="spec.model.fallbacks: each fallback must be the same provider as the primary, or one the gateway translates to: behind openai or openai-compatible, openai, openai-compatible or anthropic; behind gemini, openai or openai-compatible; an anthropic primary falls back to anthropic only"

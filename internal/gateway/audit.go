@@ -43,6 +43,9 @@ type auditRecord struct {
 	// UsageEstimated: the answer's usage could not be read, and the call was charged
 	// an estimate from the sizes of request and answer.
 	UsageEstimated bool `json:"usageEstimated,omitempty"`
+	// Session holds a realtime session's figures (route "model", operation realtime
+	// or live).
+	Session *sessionRecord `json:"session,omitempty"`
 	// Count of refusals a summary record stands for (route "refusals").
 	Count       int64  `json:"count,omitempty"`
 	CostUSD     string `json:"costUSD,omitempty"`

@@ -136,7 +136,9 @@ func TestCachedTokensArePriced(t *testing.T) {
 // TestAnswerWithoutUsageIsChargedAnEstimate: never free.
 func TestAnswerWithoutUsageIsChargedAnEstimate(t *testing.T) {
 	up := cannedUpstream(t, "application/json", `{"choices":[{"message":{"content":"`+strings.Repeat("x", 3000)+`"}}]}`)
-	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) { c.Models[0].Endpoint, c.Models[0].Pricing = up.URL, testPricing })
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
+		c.Models[0].Endpoint, c.Models[0].Pricing = up.URL, testPricing
+	})
 	if resp := tg.post(t, "/model/chat/completions", openaiBody, nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
@@ -162,13 +164,15 @@ func TestAgentThatHangsUpMidStreamIsCharged(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	t.Cleanup(func() { close(release) })
-	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) { c.Models[0].Endpoint, c.Models[0].Pricing = up.URL, testPricing })
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
+		c.Models[0].Endpoint, c.Models[0].Pricing = up.URL, testPricing
+	})
 	resp := tg.post(t, "/model/chat/completions", `{"model":"gpt-4o-mini","stream":true,"messages":[]}`, nil)
 	line, err := bufio.NewReader(resp.Body).ReadString('\n')
 	if err != nil || !strings.Contains(line, "hel") {
 		t.Fatalf("first chunk: %q %v", line, err)
 	}
-	resp.Body.Close() // the agent hangs up after the first chunk
+	resp.Body.Close()     // the agent hangs up after the first chunk
 	release <- struct{}{} // the upstream finishes after the agent has gone
 	r := tg.audit.waitRecords(t, 1)
 	if len(r) != 1 || r[0].InputTokens != 1000 || r[0].OutputToks != 500 || r[0].CostUSD != "0.002000" {

@@ -70,6 +70,8 @@ type Gateway struct {
 	requests    *ratelimit.Bucket
 	tokens      *ratelimit.Bucket
 	concurrency *ratelimit.Concurrency
+	sessions    *ratelimit.Concurrency
+	sessionRate *ratelimit.Bucket
 	budget      *budget.Tracker
 
 	// bodyMemory bounds the bytes of request and answer bodies held in memory at once;
@@ -121,6 +123,8 @@ func New(opts Options) (*Gateway, error) {
 		requests:     ratelimit.NewBucket(0, 0, now),
 		tokens:       ratelimit.NewBucket(0, 0, now),
 		concurrency:  ratelimit.NewConcurrency(0),
+		sessions:     ratelimit.NewConcurrency(0),
+		sessionRate:  ratelimit.NewBucket(0, 0, now),
 		breakers:     map[string]*breaker.Breaker{},
 		integBuckets: map[string]*ratelimit.Bucket{},
 		credentials:  map[string]*credentialFile{},
@@ -210,6 +214,8 @@ func (g *Gateway) apply(cfg *gw.Config, raw []byte) {
 	g.requests.Update(cfg.Limits.RequestsPerSecond, cfg.Limits.Burst)
 	g.tokens.Update(cfg.Limits.TokensPerMinute/60, int(cfg.Limits.TokensPerMinute))
 	g.concurrency.SetMax(cfg.Limits.MaxConcurrentCalls)
+	g.sessions.SetMax(cfg.Voice.MaxConcurrentSessions)
+	g.sessionRate.Update(cfg.Voice.SessionsPerMinute/60, sessionBurst(cfg.Voice.SessionsPerMinute))
 	g.budget.SetLimits(budgetLimits(cfg.Budget))
 	g.mu.Lock()
 	for _, m := range cfg.Models {
@@ -227,6 +233,15 @@ func (g *Gateway) apply(cfg *gw.Config, raw []byte) {
 	g.mu.Unlock()
 	g.rawCfg = raw
 	g.cfg.Store(cfg)
+}
+
+// sessionBurst lets a minute's worth of sessions start at once (a shift starting), never
+// fewer than one.
+func sessionBurst(perMinute float64) int {
+	if perMinute <= 0 {
+		return 0
+	}
+	return max(1, int(perMinute))
 }
 
 func budgetLimits(b *gw.Budget) budget.Limits {

@@ -20,6 +20,10 @@ type metrics struct {
 	configReloads      *prometheus.CounterVec
 	usageEstimated     prometheus.Counter
 	refusalsSummarized prometheus.Counter
+	activeSessions     prometheus.Gauge
+	sessionDuration    prometheus.Histogram
+	framesRelayed      *prometheus.CounterVec
+	sessionCloses      *prometheus.CounterVec
 	audit              *audit.Metrics
 }
 
@@ -57,12 +61,26 @@ func newMetrics() *metrics {
 		usageEstimated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "voiceagent_gateway_usage_estimated_total", Help: "Model calls whose usage could not be read from the answer and were charged an estimate.",
 		}),
+		activeSessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "voiceagent_gateway_active_sessions", Help: "Realtime sessions in progress on this gateway.",
+		}),
+		sessionDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "voiceagent_gateway_session_duration_seconds", Help: "Length of realtime sessions.",
+			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200},
+		}),
+		framesRelayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voiceagent_gateway_frames_relayed_total", Help: "WebSocket messages relayed, by direction.",
+		}, []string{"direction"}),
+		sessionCloses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voiceagent_gateway_session_closes_total", Help: "Realtime sessions ended, by the side that closed and the close code.",
+		}, []string{"closed_by", "code"}),
 		refusalsSummarized: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "voiceagent_gateway_refusals_summarized_total", Help: "Refused calls recorded in a summary record instead of one record each.",
 		}),
 	}
 	m.registry.MustRegister(m.requests, m.rejections, m.tokens, m.spendUSD, m.budgetExceeded, m.budgetAlert,
-		m.breakerState, m.upstreamLatency, m.configReloads, m.usageEstimated, m.refusalsSummarized)
+		m.breakerState, m.upstreamLatency, m.configReloads, m.usageEstimated, m.refusalsSummarized,
+		m.activeSessions, m.sessionDuration, m.framesRelayed, m.sessionCloses)
 	m.audit = audit.NewMetrics(m.registry)
 	return m
 }

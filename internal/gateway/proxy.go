@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strconv"
@@ -117,6 +118,14 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.rec.Operation = op.Name
+	if op.Name == "realtime" || op.Name == "live" {
+		if !isWebSocketUpgrade(r) {
+			c.deny(w, http.StatusBadRequest, "websocket_required", op.Name+" is a WebSocket session: send an Upgrade: websocket handshake", 0)
+			return
+		}
+		g.serveRealtime(w, r, c, op, suffix)
+		return
+	}
 	if !c.admitAudit(w) || !c.admitCommon(w) {
 		return
 	}
@@ -800,6 +809,11 @@ func injectIntegrationAuth(in *gw.HTTPIntegration, h http.Header, secret string)
 	}
 }
 
+// maxInformational is how many 1xx answers an upstream may send before its final one.
+const maxInformational = 5
+
+var errTooManyInformational = errors.New("too many informational (1xx) answers")
+
 // doWithRetries sends a request and retries only where the upstream cannot have acted
 // on it (a provider must never bill twice): a transport error before any of the
 // request was written, or 429/503 with a Retry-After the upstream set, honoured. Calls that are
@@ -814,8 +828,17 @@ func (g *Gateway) doWithRetries(ctx context.Context, build func() (*http.Request
 			return nil, attempt, "bad request"
 		}
 		var written atomic.Bool
+		informational := 0
 		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 			WroteHeaders: func() { written.Store(true) },
+			// net/http bounds the bytes of 1xx heads, not their number: an upstream may
+			// send a few (100 Continue, 103 Early Hints), not a stream of them.
+			Got1xxResponse: func(int, textproto.MIMEHeader) error {
+				if informational++; informational > maxInformational {
+					return errTooManyInformational
+				}
+				return nil
+			},
 		}))
 		start := time.Now()
 		resp, err := g.client.Do(req)

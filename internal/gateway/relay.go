@@ -22,6 +22,12 @@ const maxUsageObject = 64 << 10
 // inside strings (a model's text) are not keys.
 type usageScanner struct {
 	total usage
+	// turnComplete: a "turnComplete": true was seen (Gemini Live's end of a turn);
+	// msgType is the start of the top-level "type" value (OpenAI Realtime's event type),
+	// serverContent whether a Gemini "serverContent" key was seen.
+	turnComplete  bool
+	msgType       string
+	serverContent bool
 
 	depth    int
 	inStr    bool
@@ -58,6 +64,9 @@ func (s *usageScanner) Write(p []byte) (int, error) {
 				s.esc = true
 			case c == '"':
 				s.inStr = false
+				if s.valueKey == "type" && s.depth == 1 && s.msgType == "" {
+					s.msgType = string(s.str) // its first 16 bytes are enough to tell events apart
+				}
 				if !s.strLong {
 					s.lastStr, s.lastAt = string(s.str), s.depth
 				}
@@ -74,11 +83,19 @@ func (s *usageScanner) Write(p []byte) (int, error) {
 		case ' ', '\t', '\n', '\r':
 			continue
 		case '"':
-			s.inStr, s.str, s.strLong, s.valueKey = true, s.str[:0], false, ""
+			// A string right after "type": is its value; the key is kept until it closes.
+			keep := s.valueKey == "type"
+			s.inStr, s.str, s.strLong = true, s.str[:0], false
+			if !keep {
+				s.valueKey = ""
+			}
 			continue
 		case ':':
 			if s.lastStr != "" && s.lastAt == s.depth {
 				s.valueKey = s.lastStr
+				if s.lastStr == "serverContent" && s.depth == 1 {
+					s.serverContent = true
+				}
 			}
 		case '{', '[':
 			if !s.capturing && c == '{' && isUsageKey(s.valueKey) && s.depth <= 2 {
@@ -99,11 +116,20 @@ func (s *usageScanner) Write(p []byte) (int, error) {
 				}
 			}
 		default:
+			if c == 't' && s.valueKey == "turnComplete" {
+				s.turnComplete = true
+			}
 			s.valueKey = ""
 		}
 		s.lastStr = ""
 	}
 	return len(p), nil
+}
+
+// reset readies the scanner for the next message, keeping its buffers.
+func (s *usageScanner) reset() {
+	str, capBuf := s.str[:0], s.capBuf[:0]
+	*s = usageScanner{str: str, capBuf: capBuf}
 }
 
 // sseRelay passes a Server-Sent Events stream to the agent, handing every data

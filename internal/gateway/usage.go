@@ -60,9 +60,13 @@ type wireUsage struct {
 		CachedTokens int64 `json:"cached_tokens"`
 		AudioTokens  int64 `json:"audio_tokens"`
 	} `json:"input_tokens_details"`
-	InputTokenDetails *struct { // transcriptions spell it without the s
-		AudioTokens int64 `json:"audio_tokens"`
+	InputTokenDetails *struct { // transcriptions and Realtime spell it without the s
+		CachedTokens int64 `json:"cached_tokens"`
+		AudioTokens  int64 `json:"audio_tokens"`
 	} `json:"input_token_details"`
+	OutputTokenDetails *struct { // Realtime
+		AudioTokens int64 `json:"audio_tokens"`
+	} `json:"output_token_details"`
 	OutputTokensDetails *struct {
 		AudioTokens int64 `json:"audio_tokens"`
 	} `json:"output_tokens_details"`
@@ -76,6 +80,9 @@ type wireUsage struct {
 	CachedContentTokenCount int64           `json:"cachedContentTokenCount"`
 	PromptTokensDetailsG    []modalityCount `json:"promptTokensDetails"`
 	CandidatesTokensDetails []modalityCount `json:"candidatesTokensDetails"`
+	// Gemini Live names the answer's tokens "response" instead of "candidates".
+	ResponseTokenCount    int64           `json:"responseTokenCount"`
+	ResponseTokensDetails []modalityCount `json:"responseTokensDetails"`
 }
 
 type modalityCount struct {
@@ -102,10 +109,10 @@ func parseUsage(data []byte) usage {
 	}
 	var u usage
 	switch {
-	case w.PromptTokenCount != nil || w.CandidatesTokenCount > 0:
-		u = usage{Seen: true, Output: w.CandidatesTokenCount + w.ThoughtsTokenCount,
+	case w.PromptTokenCount != nil || w.CandidatesTokenCount > 0 || w.ResponseTokenCount > 0:
+		u = usage{Seen: true, Output: w.CandidatesTokenCount + w.ResponseTokenCount + w.ThoughtsTokenCount,
 			CachedInput: w.CachedContentTokenCount, AudioInput: audioCount(w.PromptTokensDetailsG),
-			AudioOutput: audioCount(w.CandidatesTokensDetails)}
+			AudioOutput: audioCount(w.CandidatesTokensDetails) + audioCount(w.ResponseTokensDetails)}
 		if w.PromptTokenCount != nil {
 			u.Input = *w.PromptTokenCount
 		}
@@ -127,7 +134,10 @@ func parseUsage(data []byte) usage {
 			u.CachedInput, u.AudioInput = d.CachedTokens, d.AudioTokens
 		}
 		if d := w.InputTokenDetails; d != nil {
-			u.AudioInput = d.AudioTokens
+			u.CachedInput, u.AudioInput = max(u.CachedInput, d.CachedTokens), d.AudioTokens
+		}
+		if d := w.OutputTokenDetails; d != nil {
+			u.AudioOutput = d.AudioTokens
 		}
 		if d := w.OutputTokensDetails; d != nil {
 			u.AudioOutput = d.AudioTokens

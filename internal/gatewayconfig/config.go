@@ -53,6 +53,7 @@ type Config struct {
 	Integrations []HTTPIntegration `json:"integrations,omitempty"`
 	Limits       Limits            `json:"limits"`
 	Budget       *Budget           `json:"budget,omitempty"`
+	Voice        Voice             `json:"voice,omitzero"`
 	Breaker      Breaker           `json:"circuitBreaker"`
 	Audit        Audit             `json:"audit"`
 	StateDir     string            `json:"stateDir"`
@@ -123,6 +124,14 @@ type Limits struct {
 	Burst              int     `json:"burst,omitempty"`
 	MaxConcurrentCalls int     `json:"maxConcurrentCalls,omitempty"`
 	TokensPerMinute    float64 `json:"tokensPerMinute,omitempty"`
+}
+
+// Voice limits realtime sessions; counts are this replica's share, zero means
+// unlimited (MaxSessionDuration zero: one hour).
+type Voice struct {
+	MaxSessionDuration    Duration `json:"maxSessionDuration,omitzero"`
+	MaxConcurrentSessions int      `json:"maxConcurrentSessions,omitempty"`
+	SessionsPerMinute     float64  `json:"sessionsPerMinute,omitempty"`
 }
 
 // Budget is this replica's share of spend, in US dollars as decimal strings.
@@ -286,6 +295,9 @@ func (c *Config) Validate() error {
 				add("integrations[%d].allowedMethods[%d]: %q must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", i, j, m)
 			}
 		}
+	}
+	if c.Voice.MaxSessionDuration.Duration < 0 || c.Voice.MaxConcurrentSessions < 0 || c.Voice.SessionsPerMinute < 0 {
+		add("voice: values must not be negative")
 	}
 	if c.Limits.RequestsPerSecond < 0 || c.Limits.Burst < 0 || c.Limits.MaxConcurrentCalls < 0 || c.Limits.TokensPerMinute < 0 {
 		add("limits: values must not be negative")

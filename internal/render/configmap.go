@@ -121,6 +121,17 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 			cfg.Limits.TokensPerMinute = float64(*rl.TokensPerMinute) / float64(replicas)
 		}
 	}
+	if v := va.Spec.Voice; v != nil {
+		if v.MaxSessionDuration != nil {
+			cfg.Voice.MaxSessionDuration = gw.Duration{Duration: v.MaxSessionDuration.Duration}
+		}
+		if v.MaxConcurrentSessions != nil {
+			cfg.Voice.MaxConcurrentSessions = shareInt(*v.MaxConcurrentSessions, replicas)
+		}
+		if v.SessionsPerMinute != nil {
+			cfg.Voice.SessionsPerMinute = float64(*v.SessionsPerMinute) / float64(replicas)
+		}
+	}
 	if cl := va.Spec.CostLimits; cl != nil {
 		b := &gw.Budget{OnExceeded: string(cl.OnExceeded), AlertAtPercent: int(cl.AlertAtPercent)}
 		if b.OnExceeded == "" {

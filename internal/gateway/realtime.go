@@ -1,0 +1,627 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
+	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+)
+
+// Realtime sessions: a WebSocket carrying a call's audio both ways for its whole
+// length (Gemini Live's BidiGenerateContent, the OpenAI Realtime API). The gateway
+// dials the provider with the mounted key, accepts the agent's upgrade only once the
+// provider has, and relays frames both ways without holding whole messages, reading
+// usage as it passes and charging it as it arrives: a session that spends past a
+// Block budget is closed mid-call, not billed at its end.
+
+const (
+	// maxRealtimeMessage bounds one message: OpenAI's base64 audio events run to
+	// megabytes, and 16 MiB of payload with its JSON framing must pass.
+	maxRealtimeMessage = 17 << 20
+	// maxSetupMessage bounds the first message of a Gemini Live session, read whole to
+	// check (and for a fallback, set) the model it names.
+	maxSetupMessage     = 1 << 20
+	realtimeHandshake   = 15 * time.Second
+	defaultMaxSession   = time.Hour
+	closeWriteWait      = time.Second
+	closePolicyViolated = websocket.ClosePolicyViolation // 1008
+	closeGoingAway      = websocket.CloseGoingAway       // 1001
+	closeTryAgainLater  = websocket.CloseTryAgainLater   // 1013
+)
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
+// sessionRecord is what the audit record of a session adds to a call's.
+type sessionRecord struct {
+	DurationMs      float64 `json:"durationMs"`
+	FramesFromAgent int64   `json:"framesFromAgent"`
+	FramesToAgent   int64   `json:"framesToAgent"`
+	BytesFromAgent  int64   `json:"bytesFromAgent"`
+	BytesToAgent    int64   `json:"bytesToAgent"`
+	AudioInTokens   int64   `json:"audioInputTokens,omitempty"`
+	AudioOutTokens  int64   `json:"audioOutputTokens,omitempty"`
+	CloseCode       int     `json:"closeCode"`
+	CloseReason     string  `json:"closeReason,omitempty"`
+	// ClosedBy is agent, upstream or gateway (a limit, the duration cap, a drain).
+	ClosedBy string `json:"closedBy"`
+}
+
+// sessionMeter turns the usage reports of a session into charges, counting nothing
+// twice. OpenAI sends one report per response (response.done) and per input
+// transcription: each is charged whole. Gemini Live reports usageMetadata for the turn
+// in progress, cumulatively, and starts again after turnComplete: within a turn the
+// difference to what was charged already is charged.
+type sessionMeter struct {
+	perTurn bool
+	turn    usage
+	charged usage
+}
+
+func (m *sessionMeter) observe(u usage, turnComplete bool) usage {
+	if !m.perTurn {
+		return u
+	}
+	m.turn.maxMerge(u)
+	d := usage{Seen: u.Seen,
+		Input: m.turn.Input - m.charged.Input, Output: m.turn.Output - m.charged.Output,
+		CachedInput: m.turn.CachedInput - m.charged.CachedInput, CacheWrite: m.turn.CacheWrite - m.charged.CacheWrite,
+		AudioInput: m.turn.AudioInput - m.charged.AudioInput, AudioOutput: m.turn.AudioOutput - m.charged.AudioOutput}
+	m.charged = m.turn
+	if turnComplete {
+		m.turn, m.charged = usage{}, usage{}
+	}
+	return d.clamped()
+}
+
+// session is one relayed realtime session.
+type session struct {
+	c        *call
+	model    gw.Model
+	agent    *websocket.Conn
+	upstream *websocket.Conn
+	meter    sessionMeter
+
+	mu       sync.Mutex // guards the totals below and rec
+	total    usage
+	cost     budget.Micros
+	rec      sessionRecord
+	stopOnce sync.Once
+	stopped  chan struct{}
+	fromAg   atomic.Int64
+	toAg     atomic.Int64
+	// inTurn: the provider is answering (a response or a turn has begun and not
+	// ended); agentGone: the agent hung up, and the gateway reads on to the turn's usage.
+	inTurn    atomic.Bool
+	agentGone atomic.Bool
+}
+
+// hangUpGrace bounds how long the gateway reads on after an agent hung up mid-turn,
+// waiting for the usage the provider bills.
+const hangUpGrace = 10 * time.Second
+
+var errTurnRead = errors.New("the agent hung up; the turn was read to its usage")
+
+// agentSideWriter writes a message to the agent; once the agent is gone it swallows
+// the rest, so that the gateway can keep reading the provider's answer for its usage.
+type agentSideWriter struct {
+	w      io.WriteCloser
+	s      *session
+	failed bool
+}
+
+func (a *agentSideWriter) Write(p []byte) (int, error) {
+	if !a.failed {
+		if _, err := a.w.Write(p); err != nil {
+			a.failed = true
+			a.s.agentGone.Store(true)
+		}
+	}
+	return len(p), nil
+}
+
+func (a *agentSideWriter) Close() error {
+	if !a.failed {
+		if err := a.w.Close(); err != nil {
+			a.s.agentGone.Store(true)
+		}
+	}
+	return nil
+}
+
+// serveRealtime admits, dials and relays one realtime session. The handshake is
+// refused with an HTTP status (429 with Retry-After over a limit) before any upgrade.
+func (g *Gateway) serveRealtime(w http.ResponseWriter, r *http.Request, c *call, op operation, suffix string) {
+	cfg := c.cfg
+	primary := cfg.Models[0]
+	if !c.admitAudit(w) || !c.admitCommon(w) {
+		return
+	}
+	if op.Name == "realtime" {
+		if m := r.URL.Query().Get("model"); m != primary.Name {
+			c.deny(w, http.StatusForbidden, "model_not_allowed", fmt.Sprintf("model %q is not this VoiceAgent's model %q (spec.model.name)", m, primary.Name), 0)
+			return
+		}
+	}
+	if ok, wait := g.sessionRate.Allow(); !ok {
+		c.deny(w, http.StatusTooManyRequests, "sessions_per_minute", "the VoiceAgent's realtime sessions-per-minute limit is reached (spec.voice.sessionsPerMinute); retry later", wait)
+		return
+	}
+	if !g.sessions.TryAcquire() {
+		c.deny(w, http.StatusTooManyRequests, "concurrent_sessions", "the VoiceAgent's concurrent realtime sessions are all in use (spec.voice.maxConcurrentSessions); retry shortly", time.Second)
+		return
+	}
+	c.release = g.sessions.Release
+	d := g.budget.Check()
+	g.setBudgetGauges(d)
+	if !d.Allowed {
+		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
+		return
+	} else if d.Alert || d.Exceeded {
+		c.rec.BudgetAlert = true
+	}
+	family := wireFamily(primary.Provider)
+	protocols := agentSubprotocols(r.Header)
+	var lastErr string
+	for i, m := range cfg.Models {
+		if wireFamily(m.Provider) != family {
+			continue // a realtime protocol is not translated
+		}
+		up, ok := c.dialRealtime(w, r, m, i > 0, suffix, protocols, &lastErr)
+		if up == nil {
+			if ok {
+				return // answered: an upstream refusal the agent must see
+			}
+			continue
+		}
+		c.rec.Upstream = m.Provider + "/" + m.Name
+		g.relaySession(w, r, c, m, up, i > 0)
+		return
+	}
+	c.rec.Decision, c.rec.Reason, c.rec.Status = "failed", lastErr, http.StatusBadGateway
+	writeError(w, http.StatusBadGateway, "upstream_unavailable", "no model upstream accepted the realtime session: "+lastErr, c.rec.RequestID)
+}
+
+// agentSubprotocols are the WebSocket subprotocols the agent offered, less the ones
+// that carry a key (OpenAI's browser form "openai-insecure-api-key.<key>").
+func agentSubprotocols(h http.Header) []string {
+	var out []string
+	for _, v := range h.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" || strings.HasPrefix(strings.ToLower(p), "openai-insecure-api-key") {
+				continue
+			}
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// handshakeHeaders are the agent's headers that may go on to the provider's handshake:
+// none that carry a key, none the WebSocket handshake itself sets.
+func handshakeHeaders(in http.Header) http.Header {
+	out := http.Header{}
+	for k, vs := range in {
+		switch http.CanonicalHeaderKey(k) {
+		case "Upgrade", "Connection", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions",
+			"Sec-Websocket-Protocol", "Host", "Origin", "Content-Length":
+			continue
+		}
+		out[k] = append([]string(nil), vs...)
+	}
+	stripRequestHeaders(out)
+	return out
+}
+
+// dialRealtime opens the provider's side. A nil conn with answered true means the
+// agent got the provider's refusal (sanitised); with answered false the caller fails
+// over.
+func (c *call) dialRealtime(w http.ResponseWriter, r *http.Request, m gw.Model, fallback bool, suffix string, protocols []string, lastErr *string) (conn *websocket.Conn, answered bool) {
+	br := c.g.breaker(m.Endpoint)
+	ticket, ok := br.Allow()
+	if !ok {
+		*lastErr = host(m.Endpoint) + ": circuit open"
+		return nil, false
+	}
+	key, err := c.g.credential(m.CredentialFile).Value()
+	if err != nil {
+		br.Failure(ticket)
+		*lastErr = host(m.Endpoint) + ": credential unavailable"
+		return nil, false
+	}
+	q := r.URL.Query()
+	if fallback && q.Has("model") {
+		q.Set("model", m.Name)
+	}
+	target, ok := upstreamURL(m.Endpoint, suffix, q.Encode())
+	if !ok {
+		*lastErr = "bad upstream URL"
+		return nil, false
+	}
+	c.rec.Path = target.Path
+	target.Scheme = "wss"
+	h := handshakeHeaders(r.Header)
+	injectModelAuth(m.Provider, h, key)
+	h.Set("X-Request-ID", c.rec.RequestID)
+	dialer := c.g.realtimeDialer(protocols)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), realtimeHandshake)
+	defer cancel()
+	conn, resp, err := dialer.DialContext(ctx, target.String(), h)
+	c.rec.Attempts++
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+			_ = resp.Body.Close()
+		}
+		if status == 0 || status >= 500 || status == http.StatusTooManyRequests {
+			br.Failure(ticket)
+			*lastErr = host(m.Endpoint) + ": handshake failed"
+			if status != 0 {
+				*lastErr = fmt.Sprintf("%s: status %d", host(m.Endpoint), status)
+			}
+			return nil, false
+		}
+		br.Success(ticket)
+		c.rec.Decision, c.rec.Status, c.rec.Reason = "allowed", status, "upstream refused the realtime handshake"
+		writeError(w, status, "upstream_refused", "the model provider refused the realtime session ("+strconv.Itoa(status)+")", c.rec.RequestID)
+		return nil, true
+	}
+	br.Success(ticket)
+	return conn, false
+}
+
+// realtimeDialer dials providers over HTTP/1.1 (a WebSocket handshake cannot run over
+// HTTP/2) with the gateway's TLS settings.
+func (g *Gateway) realtimeDialer(protocols []string) *websocket.Dialer {
+	var tlsConfig *tls.Config
+	if t, ok := g.opts.Transport.(*http.Transport); ok && t.TLSClientConfig != nil {
+		tlsConfig = t.TLSClientConfig.Clone()
+		tlsConfig.NextProtos = nil
+	}
+	return &websocket.Dialer{
+		NetDialContext:   (&net.Dialer{Timeout: upstreamDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:  tlsConfig,
+		HandshakeTimeout: realtimeHandshake,
+		Subprotocols:     protocols,
+		ReadBufferSize:   16 << 10,
+		WriteBufferSize:  16 << 10,
+	}
+}
+
+var realtimeUpgrader = websocket.Upgrader{
+	HandshakeTimeout: realtimeHandshake,
+	ReadBufferSize:   16 << 10,
+	WriteBufferSize:  16 << 10,
+	// The agent is a server process, not a browser page; it is admitted by the network
+	// (and the agent token), not by an Origin header.
+	CheckOrigin: func(*http.Request) bool { return true },
+}
+
+// relaySession upgrades the agent's connection and relays until either side ends,
+// a limit stops the session, or its duration cap passes.
+func (g *Gateway) relaySession(w http.ResponseWriter, r *http.Request, c *call, m gw.Model, up *websocket.Conn, fallback bool) {
+	respHeader := http.Header{"X-Request-Id": {c.rec.RequestID}}
+	if p := up.Subprotocol(); p != "" {
+		respHeader.Set("Sec-WebSocket-Protocol", p)
+	}
+	agent, err := realtimeUpgrader.Upgrade(w, r, respHeader)
+	if err != nil {
+		_ = up.Close()
+		c.rec.Decision, c.rec.Reason, c.rec.Status = "failed", "agent upgrade failed", http.StatusBadRequest
+		return // Upgrade answered the agent
+	}
+	agent.SetReadLimit(maxRealtimeMessage)
+	up.SetReadLimit(maxRealtimeMessage)
+	s := &session{c: c, model: m, agent: agent, upstream: up, stopped: make(chan struct{}),
+		meter: sessionMeter{perTurn: wireFamily(m.Provider) == "gemini"}}
+	c.rec.Decision, c.rec.Status = "allowed", http.StatusSwitchingProtocols
+	g.recordSessionOpened(c)
+	g.metrics.activeSessions.Inc()
+	start := g.opts.Now()
+	wallStart := time.Now()
+	defer func() {
+		g.metrics.activeSessions.Dec()
+		g.metrics.sessionDuration.Observe(time.Since(wallStart).Seconds())
+	}()
+
+	forward := func(from, to *websocket.Conn) {
+		from.SetPingHandler(func(data string) error {
+			return to.WriteControl(websocket.PingMessage, []byte(data), time.Now().Add(closeWriteWait))
+		})
+		from.SetPongHandler(func(data string) error {
+			return to.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(closeWriteWait))
+		})
+	}
+	forward(agent, up)
+	forward(up, agent)
+
+	errc := make(chan sideErr, 2)
+	go func() { errc <- sideErr{"agent", s.pump(agent, up, true, fallback)} }()
+	go func() { errc <- sideErr{"upstream", s.pump(up, agent, false, false)} }()
+
+	maxDur := c.cfg.Voice.MaxSessionDuration.Duration
+	if maxDur <= 0 {
+		maxDur = defaultMaxSession
+	}
+	timer := time.NewTimer(maxDur)
+	defer timer.Stop()
+	ended := 0
+	select {
+	case e := <-errc:
+		ended++
+		if e.side == "agent" && s.inTurn.Load() {
+			// The agent hung up mid-turn: the provider bills the turn, so the gateway
+			// reads on (discarding) to its usage before it closes the provider's side.
+			s.agentGone.Store(true)
+			grace := time.NewTimer(hangUpGrace)
+			select {
+			case <-errc:
+				ended++
+			case <-grace.C:
+			case <-s.stopped:
+			}
+			grace.Stop()
+		}
+		s.endFrom(e)
+	case <-timer.C:
+		s.stop(closePolicyViolated, "the session reached its maximum duration (spec.voice.maxSessionDuration)")
+	case <-s.stopped:
+	}
+	_ = agent.Close()
+	_ = up.Close()
+	for ; ended < 2; ended++ {
+		<-errc
+	}
+	s.mu.Lock()
+	s.rec.DurationMs = float64(g.opts.Now().Sub(start).Microseconds()) / 1000
+	s.rec.FramesFromAgent, s.rec.FramesToAgent = s.fromAg.Load(), s.toAg.Load()
+	s.rec.AudioInTokens, s.rec.AudioOutTokens = s.total.AudioInput, s.total.AudioOutput
+	rec := s.rec
+	c.rec.InputTokens, c.rec.OutputToks = s.total.Input, s.total.Output
+	c.rec.CachedInputTokens = s.total.CachedInput + s.total.CacheWrite
+	if m.Pricing != nil {
+		c.rec.CostUSD = s.cost.String()
+	}
+	s.mu.Unlock()
+	c.rec.Session = &rec
+	c.rec.Reason = "session ended: " + rec.ClosedBy + " closed it"
+	if rec.CloseReason != "" {
+		c.rec.Reason += " (" + rec.CloseReason + ")"
+	}
+	g.metrics.sessionCloses.WithLabelValues(rec.ClosedBy, strconv.Itoa(rec.CloseCode)).Inc()
+}
+
+type sideErr struct {
+	side string
+	err  error
+}
+
+// endFrom passes the close of one side on to the other, with its code and reason.
+func (s *session) endFrom(e sideErr) {
+	code, reason := websocket.CloseNormalClosure, ""
+	var ce *websocket.CloseError
+	if errors.As(e.err, &ce) {
+		code, reason = ce.Code, ce.Text
+	} else {
+		code, reason = websocket.CloseAbnormalClosure, "connection lost"
+	}
+	s.mu.Lock()
+	if s.rec.ClosedBy == "" {
+		s.rec.ClosedBy, s.rec.CloseCode, s.rec.CloseReason = e.side, code, reason
+	}
+	s.mu.Unlock()
+	other := s.agent
+	if e.side == "agent" {
+		other = s.upstream
+	}
+	// Codes that must not be sent on the wire (1005, 1006, 1015) become 1011 for the
+	// agent (reconnect) and 1000 for the provider.
+	switch code {
+	case websocket.CloseNoStatusReceived, websocket.CloseAbnormalClosure, websocket.CloseTLSHandshake:
+		if e.side == "upstream" {
+			code, reason = websocket.CloseInternalServerErr, "the model provider's connection ended; reconnect"
+		} else {
+			code, reason = websocket.CloseNormalClosure, ""
+		}
+	}
+	_ = other.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeWriteWait))
+}
+
+// stop ends the session from the gateway's side: both sides get code and reason.
+func (s *session) stop(code int, reason string) {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		if s.rec.ClosedBy == "" {
+			s.rec.ClosedBy, s.rec.CloseCode, s.rec.CloseReason = "gateway", code, reason
+		}
+		s.mu.Unlock()
+		msg := websocket.FormatCloseMessage(code, reason)
+		_ = s.agent.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWriteWait))
+		_ = s.upstream.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWriteWait))
+		close(s.stopped)
+	})
+}
+
+// pump relays messages from src to dst as they come, frame by frame: a message is
+// never held whole (but a Gemini session's first, its setup, which names the model).
+// Messages from the provider are scanned for usage on their way.
+func (s *session) pump(src, dst *websocket.Conn, fromAgent, fallback bool) error {
+	first := true
+	var scan usageScanner
+	for {
+		typ, rd, err := src.NextReader()
+		if err != nil {
+			return err
+		}
+		var wr io.WriteCloser
+		if !fromAgent && s.agentGone.Load() {
+			wr = &agentSideWriter{failed: true, s: s}
+		} else if wr, err = dst.NextWriter(typ); err != nil {
+			if fromAgent {
+				return err
+			}
+			s.agentGone.Store(true)
+			wr = &agentSideWriter{failed: true, s: s}
+		} else if !fromAgent {
+			wr = &agentSideWriter{w: wr, s: s}
+		}
+		var n int64
+		switch {
+		case fromAgent && first && !s.meter.perTurn:
+			n, err = io.Copy(wr, rd)
+		case fromAgent && first:
+			n, err = s.checkSetup(wr, rd, fallback)
+		case fromAgent || typ != websocket.TextMessage:
+			n, err = io.Copy(wr, rd)
+		default:
+			scan.reset()
+			n, err = io.Copy(wr, io.TeeReader(rd, &scan))
+		}
+		first = false
+		if err != nil {
+			return err
+		}
+		if err := wr.Close(); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		if fromAgent {
+			s.rec.BytesFromAgent += n
+		} else {
+			s.rec.BytesToAgent += n
+		}
+		s.mu.Unlock()
+		if fromAgent {
+			s.fromAg.Add(1)
+			s.c.g.metrics.framesRelayed.WithLabelValues("from_agent").Inc()
+			continue
+		}
+		s.toAg.Add(1)
+		s.c.g.metrics.framesRelayed.WithLabelValues("to_agent").Inc()
+		if scan.total.Seen || scan.turnComplete {
+			s.charge(s.meter.observe(scan.total, scan.turnComplete))
+		}
+		s.trackTurn(&scan)
+		if s.agentGone.Load() && !s.inTurn.Load() {
+			return errTurnRead
+		}
+	}
+}
+
+// trackTurn follows whether the provider is in the middle of an answer: OpenAI's
+// response.* events up to response.done, Gemini's serverContent up to turnComplete.
+func (s *session) trackTurn(scan *usageScanner) {
+	if s.meter.perTurn {
+		switch {
+		case scan.turnComplete:
+			s.inTurn.Store(false)
+		case scan.serverContent:
+			s.inTurn.Store(true)
+		}
+		return
+	}
+	switch {
+	case scan.msgType == "response.done":
+		s.inTurn.Store(false)
+	case strings.HasPrefix(scan.msgType, "response."):
+		s.inTurn.Store(true)
+	}
+}
+
+// checkSetup reads a Gemini Live session's setup message, refuses a model other than
+// the VoiceAgent's and names the fallback's own model when the session runs on one.
+func (s *session) checkSetup(wr io.Writer, rd io.Reader, fallback bool) (int64, error) {
+	data, err := io.ReadAll(io.LimitReader(rd, maxSetupMessage+1))
+	if err != nil {
+		return 0, err
+	}
+	if len(data) > maxSetupMessage {
+		s.stop(websocket.CloseMessageTooBig, "the setup message is too large")
+		return 0, errors.New("setup too large")
+	}
+	var msg map[string]json.RawMessage
+	var setup map[string]json.RawMessage
+	if json.Unmarshal(data, &msg) == nil && msg["setup"] != nil && json.Unmarshal(msg["setup"], &setup) == nil {
+		var model string
+		_ = json.Unmarshal(setup["model"], &model)
+		primary := s.c.cfg.Models[0].Name
+		if strings.TrimPrefix(model, "models/") != primary {
+			s.stop(closePolicyViolated, fmt.Sprintf("model %q is not this VoiceAgent's model %q (spec.model.name)", model, primary))
+			return 0, errors.New("model not allowed")
+		}
+		if fallback {
+			name, _ := json.Marshal("models/" + s.model.Name)
+			setup["model"] = name
+			msg["setup"], _ = json.Marshal(setup)
+			data, _ = json.Marshal(msg)
+		}
+	}
+	n, err := wr.Write(data)
+	return int64(n), err
+}
+
+// charge puts one usage report on the budget and the tokens-per-minute bucket as it
+// arrives, and stops the session once a Block budget is spent.
+func (s *session) charge(u usage) {
+	if u.total() == 0 {
+		return
+	}
+	g := s.c.g
+	g.tokens.Charge(float64(u.total()))
+	g.metrics.tokens.WithLabelValues("input").Add(float64(u.Input))
+	g.metrics.tokens.WithLabelValues("output").Add(float64(u.Output))
+	cost := usageCost(u, s.model.Pricing)
+	s.mu.Lock()
+	s.total.Seen = true
+	s.total.Input += u.Input
+	s.total.Output += u.Output
+	s.total.CachedInput += u.CachedInput
+	s.total.CacheWrite += u.CacheWrite
+	s.total.AudioInput += u.AudioInput
+	s.total.AudioOutput += u.AudioOutput
+	s.cost += cost
+	s.mu.Unlock()
+	if cost > 0 {
+		if err := g.budget.Add(cost); err != nil {
+			g.log.Error("spend not persisted", "error", err.Error())
+		}
+		g.metrics.spendUSD.Add(float64(cost) / 1e6)
+	}
+	d := g.budget.Check()
+	g.setBudgetGauges(d)
+	if !d.Allowed {
+		s.stop(closePolicyViolated, "budget exceeded: "+d.Reason)
+	}
+}
+
+// recordSessionOpened writes the record of a session's start; its end is the call's
+// own record.
+func (g *Gateway) recordSessionOpened(c *call) {
+	rec := c.rec
+	rec.Reason = "session opened"
+	payload, err := json.Marshal(&rec)
+	if err == nil {
+		_, err = g.trail.Append(payload, false)
+	}
+	if err != nil {
+		g.log.Error("audit record of a session's start not kept", "requestId", c.rec.RequestID, "error", err.Error())
+	}
+}
