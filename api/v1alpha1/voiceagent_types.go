@@ -335,6 +335,19 @@ type Integration struct {
 	// +listType=set
 	// +optional
 	AllowedMethods []HTTPMethod `json:"allowedMethods,omitempty"`
+
+	// Pricing of a streaming integration (a WebSocket speech-to-text or text-to-speech
+	// service the agent reaches at /integrations/<name>/): charged to
+	// spec.costLimits as its sessions run.
+	// +optional
+	Pricing *IntegrationPricing `json:"pricing,omitempty"`
+}
+
+// IntegrationPricing prices an integration's sessions.
+type IntegrationPricing struct {
+	// PerMinute is the price in US dollars of one minute of a session, e.g. "0.0043".
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,9}(\.[0-9]{1,9})?$`
+	PerMinute string `json:"perMinute"`
 }
 
 // HTTPMethod is a method the gateway may pass to an integration.

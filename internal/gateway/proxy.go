@@ -663,6 +663,11 @@ func (g *Gateway) serveIntegration(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.rec.Path = target.Path
+	if isWebSocketUpgrade(r) {
+		c.rec.Operation = "session"
+		g.serveIntegrationSession(w, r, c, in, target)
+		return
+	}
 	if !c.admitAudit(w) || !c.admitCommon(w) {
 		return
 	}

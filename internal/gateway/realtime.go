@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,6 +111,7 @@ type session struct {
 	// ended); agentGone: the agent hung up, and the gateway reads on to the turn's usage.
 	inTurn    atomic.Bool
 	agentGone atomic.Bool
+	scanUsage bool
 }
 
 // hangUpGrace bounds how long the gateway reads on after an agent hung up mid-turn,
@@ -191,7 +193,7 @@ func (g *Gateway) serveRealtime(w http.ResponseWriter, r *http.Request, c *call,
 			continue
 		}
 		c.rec.Upstream = m.Provider + "/" + m.Name
-		g.relaySession(w, r, c, m, up, i > 0)
+		g.relaySession(w, r, c, up, sessionOptions{model: m, scanUsage: true, fallback: i > 0})
 		return
 	}
 	c.rec.Decision, c.rec.Reason, c.rec.Status = "failed", lastErr, http.StatusBadGateway
@@ -315,9 +317,22 @@ var realtimeUpgrader = websocket.Upgrader{
 	CheckOrigin: func(*http.Request) bool { return true },
 }
 
+// sessionOptions say what is relayed: a model session (usage read from the stream) or
+// a streaming integration (charged by the minute, if priced).
+type sessionOptions struct {
+	model     gw.Model
+	scanUsage bool
+	fallback  bool
+	perMinute budget.Micros
+}
+
+// perMinuteTick is how often a per-minute price is charged while a session runs.
+const perMinuteTick = 5 * time.Second
+
 // relaySession upgrades the agent's connection and relays until either side ends,
 // a limit stops the session, or its duration cap passes.
-func (g *Gateway) relaySession(w http.ResponseWriter, r *http.Request, c *call, m gw.Model, up *websocket.Conn, fallback bool) {
+func (g *Gateway) relaySession(w http.ResponseWriter, r *http.Request, c *call, up *websocket.Conn, o sessionOptions) {
+	m, fallback := o.model, o.fallback
 	respHeader := http.Header{"X-Request-Id": {c.rec.RequestID}}
 	if p := up.Subprotocol(); p != "" {
 		respHeader.Set("Sec-WebSocket-Protocol", p)
@@ -330,7 +345,7 @@ func (g *Gateway) relaySession(w http.ResponseWriter, r *http.Request, c *call, 
 	}
 	agent.SetReadLimit(maxRealtimeMessage)
 	up.SetReadLimit(maxRealtimeMessage)
-	s := &session{c: c, model: m, agent: agent, upstream: up, stopped: make(chan struct{}),
+	s := &session{c: c, model: m, agent: agent, upstream: up, stopped: make(chan struct{}), scanUsage: o.scanUsage,
 		meter: sessionMeter{perTurn: wireFamily(m.Provider) == "gemini"}}
 	c.rec.Decision, c.rec.Status = "allowed", http.StatusSwitchingProtocols
 	g.recordSessionOpened(c)
@@ -363,33 +378,55 @@ func (g *Gateway) relaySession(w http.ResponseWriter, r *http.Request, c *call, 
 	}
 	timer := time.NewTimer(maxDur)
 	defer timer.Stop()
-	ended := 0
-	select {
-	case e := <-errc:
-		ended++
-		if e.side == "agent" && s.inTurn.Load() {
-			// The agent hung up mid-turn: the provider bills the turn, so the gateway
-			// reads on (discarding) to its usage before it closes the provider's side.
-			s.agentGone.Store(true)
-			grace := time.NewTimer(hangUpGrace)
-			select {
-			case <-errc:
-				ended++
-			case <-grace.C:
-			case <-s.stopped:
-			}
-			grace.Stop()
+	var tick <-chan time.Time
+	lastCharge := time.Now()
+	chargeTime := func(now time.Time) {
+		if o.perMinute > 0 {
+			s.chargeCost(budget.Micros(int64(o.perMinute) * now.Sub(lastCharge).Microseconds() / 60e6))
+			lastCharge = now
 		}
-		s.endFrom(e)
-	case <-timer.C:
-		s.stop(closePolicyViolated, "the session reached its maximum duration (spec.voice.maxSessionDuration)")
-	case <-s.stopped:
+	}
+	if o.perMinute > 0 {
+		t := time.NewTicker(perMinuteTick)
+		defer t.Stop()
+		tick = t.C
+	}
+	ended := 0
+wait:
+	for {
+		select {
+		case e := <-errc:
+			ended++
+			if e.side == "agent" && s.inTurn.Load() {
+				// The agent hung up mid-turn: the provider bills the turn, so the gateway
+				// reads on (discarding) to its usage before it closes the provider's side.
+				s.agentGone.Store(true)
+				grace := time.NewTimer(hangUpGrace)
+				select {
+				case <-errc:
+					ended++
+				case <-grace.C:
+				case <-s.stopped:
+				}
+				grace.Stop()
+			}
+			s.endFrom(e)
+			break wait
+		case <-timer.C:
+			s.stop(closePolicyViolated, "the session reached its maximum duration (spec.voice.maxSessionDuration)")
+			break wait
+		case <-s.stopped:
+			break wait
+		case now := <-tick:
+			chargeTime(now)
+		}
 	}
 	_ = agent.Close()
 	_ = up.Close()
 	for ; ended < 2; ended++ {
 		<-errc
 	}
+	chargeTime(time.Now())
 	s.mu.Lock()
 	s.rec.DurationMs = float64(g.opts.Now().Sub(start).Microseconds()) / 1000
 	s.rec.FramesFromAgent, s.rec.FramesToAgent = s.fromAg.Load(), s.toAg.Load()
@@ -397,7 +434,7 @@ func (g *Gateway) relaySession(w http.ResponseWriter, r *http.Request, c *call, 
 	rec := s.rec
 	c.rec.InputTokens, c.rec.OutputToks = s.total.Input, s.total.Output
 	c.rec.CachedInputTokens = s.total.CachedInput + s.total.CacheWrite
-	if m.Pricing != nil {
+	if m.Pricing != nil || o.perMinute > 0 {
 		c.rec.CostUSD = s.cost.String()
 	}
 	s.mu.Unlock()
@@ -485,11 +522,11 @@ func (s *session) pump(src, dst *websocket.Conn, fromAgent, fallback bool) error
 		}
 		var n int64
 		switch {
-		case fromAgent && first && !s.meter.perTurn:
+		case fromAgent && first && (!s.meter.perTurn || !s.scanUsage):
 			n, err = io.Copy(wr, rd)
 		case fromAgent && first:
 			n, err = s.checkSetup(wr, rd, fallback)
-		case fromAgent || typ != websocket.TextMessage:
+		case fromAgent || typ != websocket.TextMessage || !s.scanUsage:
 			n, err = io.Copy(wr, rd)
 		default:
 			scan.reset()
@@ -597,6 +634,15 @@ func (s *session) charge(u usage) {
 	s.total.CacheWrite += u.CacheWrite
 	s.total.AudioInput += u.AudioInput
 	s.total.AudioOutput += u.AudioOutput
+	s.mu.Unlock()
+	s.chargeCost(cost)
+}
+
+// chargeCost puts spend on the budget and stops the session once a Block budget is
+// spent.
+func (s *session) chargeCost(cost budget.Micros) {
+	g := s.c.g
+	s.mu.Lock()
 	s.cost += cost
 	s.mu.Unlock()
 	if cost > 0 {
@@ -624,4 +670,73 @@ func (g *Gateway) recordSessionOpened(c *call) {
 	if err != nil {
 		g.log.Error("audit record of a session's start not kept", "requestId", c.rec.RequestID, "error", err.Error())
 	}
+}
+
+// serveIntegrationSession relays a WebSocket session to a streaming integration (a
+// speech-to-text or text-to-speech service) with its auth injected on the handshake,
+// under the session limits, charged by the minute when the integration is priced.
+func (g *Gateway) serveIntegrationSession(w http.ResponseWriter, r *http.Request, c *call, in *gw.HTTPIntegration, target *url.URL) {
+	if !c.admitAudit(w) || !c.admitCommon(w) {
+		return
+	}
+	g.mu.Lock()
+	bucket := g.integBuckets[in.Name]
+	g.mu.Unlock()
+	if ok, wait := bucket.Allow(); !ok {
+		c.deny(w, http.StatusTooManyRequests, "integration_rate_limit", "the rate limit of integration "+in.Name+" is reached", wait)
+		return
+	}
+	if ok, wait := g.sessionRate.Allow(); !ok {
+		c.deny(w, http.StatusTooManyRequests, "sessions_per_minute", "the VoiceAgent's realtime sessions-per-minute limit is reached (spec.voice.sessionsPerMinute); retry later", wait)
+		return
+	}
+	if !g.sessions.TryAcquire() {
+		c.deny(w, http.StatusTooManyRequests, "concurrent_sessions", "the VoiceAgent's concurrent realtime sessions are all in use (spec.voice.maxConcurrentSessions); retry shortly", time.Second)
+		return
+	}
+	c.release = g.sessions.Release
+	perMinute := priceOr(in.PerMinute, "")
+	if perMinute > 0 {
+		if d := g.budget.Check(); !d.Allowed {
+			g.setBudgetGauges(d)
+			c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
+			return
+		}
+	}
+	br := g.breaker(in.Endpoint)
+	ticket, ok := br.Allow()
+	if !ok {
+		c.deny(w, http.StatusServiceUnavailable, "circuit_open", "integration "+in.Name+" is failing; its circuit is open", time.Second)
+		return
+	}
+	secret, err := g.credential(in.CredentialFile).Value()
+	if err != nil {
+		c.deny(w, http.StatusServiceUnavailable, "credential_unavailable", "the integration's credential is not available", time.Second)
+		return
+	}
+	h := handshakeHeaders(r.Header)
+	injectIntegrationAuth(in, h, secret)
+	h.Set("X-Request-ID", c.rec.RequestID)
+	u := *target
+	u.Scheme = "wss"
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), realtimeHandshake)
+	defer cancel()
+	up, resp, err := g.realtimeDialer(agentSubprotocols(r.Header)).DialContext(ctx, u.String(), h)
+	c.rec.Attempts++
+	if err != nil {
+		status := http.StatusBadGateway
+		if resp != nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+				status = resp.StatusCode
+			}
+		}
+		br.Report(ticket, status != http.StatusBadGateway)
+		c.rec.Decision, c.rec.Status, c.rec.Reason = "failed", status, "integration handshake failed"
+		writeError(w, status, "upstream_unavailable", "integration "+in.Name+" refused or failed the session", c.rec.RequestID)
+		return
+	}
+	br.Success(ticket)
+	c.rec.Upstream = in.Name
+	g.relaySession(w, r, c, up, sessionOptions{perMinute: perMinute})
 }

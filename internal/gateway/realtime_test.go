@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -439,5 +440,34 @@ func TestRealtimeFailsOverAtConnect(t *testing.T) {
 	defer second.mu.Unlock()
 	if len(second.queries) != 1 || !strings.Contains(second.queries[0], "model=gpt-realtime-mini") {
 		t.Errorf("fallback handshakes %q", second.queries)
+	}
+}
+
+// TestStreamingIntegrationIsChargedPerMinute: a speech service's WebSocket session gets
+// its auth on the handshake and is charged by the minute as it runs.
+func TestStreamingIntegrationIsChargedPerMinute(t *testing.T) {
+	up := newFakeRealtimeUpstream(t)
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
+		c.Integrations = []gw.HTTPIntegration{{Name: "stt", Type: "rest", Endpoint: up.URL + "/v1", CredentialFile: c.Models[0].CredentialFile,
+			PerMinute: "60"}} // a dollar a second, to see it in a short test
+	})
+	start := time.Now()
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	conn, _, err := d.Dial(wsURL(tg.URL)+"/integrations/stt/listen?encoding=linear16", http.Header{"Authorization": {"Token " + agentKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, conn, "session.created")
+	_ = conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	r := sessionRecords(t, tg)[0]
+	elapsed := time.Since(start)
+	cost, _ := strconv.ParseFloat(r.CostUSD, 64)
+	if cost <= 0 || cost > elapsed.Seconds()+0.01 || r.Operation != "session" || r.Upstream != "stt" {
+		t.Errorf("record %+v: want a cost above 0 and at most %.3f USD", r, elapsed.Seconds())
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if len(up.keys) != 1 || up.keys[0] != mountedKey || !strings.Contains(up.queries[0], "encoding=linear16") {
+		t.Errorf("the speech service saw keys %q, queries %q", up.keys, up.queries)
 	}
 }

@@ -116,6 +116,9 @@ type HTTPIntegration struct {
 	Burst             int     `json:"burst,omitempty"`
 	// AllowedMethods, when set, are the only HTTP methods the agent may use.
 	AllowedMethods []string `json:"allowedMethods,omitempty"`
+	// PerMinute is the price in US dollars of a minute of a WebSocket session (a
+	// streaming speech service), charged to the budget while the session runs.
+	PerMinute string `json:"perMinute,omitempty"`
 }
 
 // Limits are this replica's share; zero means unlimited.
@@ -289,6 +292,11 @@ func (c *Config) Validate() error {
 		}
 		if in.AuthType == "header" && in.HeaderName == "" {
 			add("integrations[%d].headerName: required for authType header", i)
+		}
+		if in.PerMinute != "" {
+			if _, err := budget.ParseMicros(in.PerMinute); err != nil {
+				add("integrations[%d].perMinute: %v", i, err)
+			}
 		}
 		for j, m := range in.AllowedMethods {
 			if !validMethods[m] {

@@ -98,6 +98,9 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 		if in.Auth != nil {
 			hi.AuthType, hi.HeaderName = string(in.Auth.Type), in.Auth.HeaderName
 		}
+		if in.Pricing != nil {
+			hi.PerMinute = in.Pricing.PerMinute
+		}
 		for _, m := range in.AllowedMethods {
 			hi.AllowedMethods = append(hi.AllowedMethods, string(m))
 		}
