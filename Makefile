@@ -48,6 +48,7 @@ chart-crds: ## Copy config/crd/bases into the Helm chart's crds/ (byte-identical
 chart-files: ## Copy the generated RBAC roles and the Prometheus alerts into the chart's files/.
 	cp config/rbac/role.yaml $(CHART_DIR)/files/rbac-role.yaml
 	cp config/rbac/leader_election_role.yaml $(CHART_DIR)/files/leader-election-role.yaml
+	cp config/rbac/metrics_reader_role.yaml $(CHART_DIR)/files/metrics-reader-role.yaml
 	cp config/prometheus/rules.yaml $(CHART_DIR)/files/prometheus-rules.yaml
 
 .PHONY: chart-lint

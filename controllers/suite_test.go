@@ -118,34 +118,52 @@ func runSuite(m *testing.M) int {
 // operatorConfig binds a fresh user to the ClusterRole that `make manifests` generates
 // and returns a config that authenticates as that user, counting its write requests.
 func operatorConfig(env *envtest.Environment) (*rest.Config, error) {
-	data, err := os.ReadFile(repoPath("config", "rbac", "role.yaml"))
+	cfg, err := operatorUserConfig(env, k8s)
 	if err != nil {
 		return nil, err
 	}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{rt} })
+	return cfg, nil
+}
+
+// operatorUserConfig binds the operator's user to the generated ClusterRole (through
+// admin, a client of env) and returns a config that authenticates as that user.
+func operatorUserConfig(env *envtest.Environment, admin client.Client) (*rest.Config, error) {
 	role := &rbacv1.ClusterRole{}
-	if err := yaml.UnmarshalStrict(data, role); err != nil {
+	if err := readObject(repoPath("config", "rbac", "role.yaml"), role); err != nil {
 		return nil, err
 	}
 	ctx := context.Background()
-	if err := k8s.Create(ctx, role); err != nil {
-		return nil, err
+	if err := admin.Create(ctx, role); err != nil {
+		return nil, fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
 	}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "voiceagent-operator"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: operatorUser}},
 	}
-	if err := k8s.Create(ctx, binding); err != nil {
-		return nil, err
+	if err := admin.Create(ctx, binding); err != nil {
+		return nil, fmt.Errorf("bind ClusterRole %s: %w", role.Name, err)
 	}
 	user, err := env.AddUser(envtest.User{Name: operatorUser}, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("add user %s: %w", operatorUser, err)
 	}
 	cfg := rest.CopyConfig(user.Config())
 	cfg.QPS, cfg.Burst = 200, 400
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{rt} })
 	return cfg, nil
+}
+
+// readObject decodes one YAML file of the repository strictly.
+func readObject(path string, obj any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := yaml.UnmarshalStrict(data, obj); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }
 
 type countingTransport struct{ next http.RoundTripper }

@@ -290,7 +290,9 @@ func (r *VoiceAgentReconciler) writeStatus(ctx context.Context, va *v1alpha1.Voi
 // SetupWithManager registers the controller, its watches and field indexes.
 func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	ctx := context.Background()
-	registerMetrics(mgr.GetClient())
+	if err := registerMetrics(mgr); err != nil {
+		return err
+	}
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &v1alpha1.VoiceAgent{}, indexSecrets, func(o client.Object) []string {
 		return referencedSecrets(o.(*v1alpha1.VoiceAgent))

@@ -14,7 +14,10 @@ import (
 func runManager(args []string) error {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	var opts manager.Options
-	fs.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint; 0 disables it")
+	fs.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8443", "address of the metrics endpoint (HTTPS with --metrics-secure); 0 disables it")
+	fs.BoolVar(&opts.MetricsSecure, "metrics-secure", true, "serve metrics over HTTPS, only to clients whose bearer token the API server accepts and who may get the non-resource URL /metrics; false: plain HTTP for anyone")
+	fs.StringVar(&opts.MetricsCertDir, "metrics-cert-path", "", "directory with the metrics certificate ("+manager.MetricsCertName+", "+manager.MetricsKeyName+"), reloaded when it changes; empty: a self-signed certificate generated at start")
+	fs.BoolVar(&opts.EnableHTTP2, "enable-http2", false, "let the metrics endpoint speak HTTP/2 (off: HTTP/2 stream resets cost the server more than the client)")
 	fs.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect a leader so that only one replica reconciles")
 	fs.StringVar(&opts.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")

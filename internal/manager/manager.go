@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 	"github.com/voiceagent-dev/voiceagent-operator/controllers"
@@ -28,7 +27,16 @@ import (
 
 // Options configure the manager.
 type Options struct {
-	MetricsAddr      string
+	// MetricsAddr is where /metrics is served; "0" disables it.
+	MetricsAddr string
+	// MetricsSecure serves /metrics over HTTPS to authenticated and authorized clients
+	// only (see metricsOptions); false serves plain HTTP to anyone.
+	MetricsSecure bool
+	// MetricsCertDir holds the metrics certificate (MetricsCertName, MetricsKeyName),
+	// reloaded when it changes; empty: a self-signed certificate made at start.
+	MetricsCertDir string
+	// EnableHTTP2 lets the metrics endpoint speak HTTP/2; off by default.
+	EnableHTTP2 bool
 	ProbeAddr        string
 	LeaderElection   bool
 	LeaderElectionNS string
@@ -76,9 +84,13 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		&appsv1.Deployment{}, &networkingv1.NetworkPolicy{}, &policyv1.PodDisruptionBudget{}} {
 		byObject[obj] = cache.ByObject{Label: ours}
 	}
+	metrics, certWatcher, err := metricsOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme(),
-		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		Metrics:                 metrics,
 		HealthProbeBindAddress:  opts.ProbeAddr,
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "voiceagent-operator.voiceagent.dev",
@@ -89,6 +101,11 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
+	}
+	if certWatcher != nil {
+		if err := mgr.Add(certWatcher); err != nil {
+			return nil, fmt.Errorf("add metrics certificate watcher: %w", err)
+		}
 	}
 	va := &controllers.VoiceAgentReconciler{
 		Client:        mgr.GetClient(),
@@ -111,10 +128,10 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("set up AuditSink controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("add healthz check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("add readyz check: %w", err)
 	}
 	return mgr, nil
 }

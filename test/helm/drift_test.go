@@ -35,6 +35,7 @@ func TestChartCopiesAreCurrent(t *testing.T) {
 	for copyName, source := range map[string]string{
 		"rbac-role.yaml":            repoPath("config", "rbac", "role.yaml"),
 		"leader-election-role.yaml": repoPath("config", "rbac", "leader_election_role.yaml"),
+		"metrics-reader-role.yaml":  repoPath("config", "rbac", "metrics_reader_role.yaml"),
 		"prometheus-rules.yaml":     repoPath("config", "prometheus", "rules.yaml"),
 	} {
 		if !bytes.Equal(readFile(t, filepath.Join(chartDir, "files", copyName)), readFile(t, source)) {
@@ -45,7 +46,8 @@ func TestChartCopiesAreCurrent(t *testing.T) {
 
 // TestRenderedRBACIsTheGeneratedRBAC: the ClusterRole the chart renders has exactly the
 // rules controller-gen generates into config/rbac/role.yaml (the ones the envtest suite
-// runs the operator under), and the leader-election Role those of config/rbac.
+// runs the operator under), the leader-election Role and the metrics-reader ClusterRole
+// those of config/rbac.
 func TestRenderedRBACIsTheGeneratedRBAC(t *testing.T) {
 	for _, tc := range renderCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -54,16 +56,20 @@ func TestRenderedRBACIsTheGeneratedRBAC(t *testing.T) {
 				t.Skip("rbac.create is false: the chart renders no RBAC")
 			}
 			objs := helmTemplate(t, "drift", tc.values)
-			for kind, file := range map[string]string{"ClusterRole": "role.yaml", "Role": "leader_election_role.yaml"} {
+			for _, role := range []struct{ kind, name, file string }{
+				{"ClusterRole", fullname(v), "role.yaml"},
+				{"Role", fullname(v) + "-leader-election", "leader_election_role.yaml"},
+				{"ClusterRole", fullname(v) + "-metrics-reader", "metrics_reader_role.yaml"},
+			} {
 				var want struct {
 					Rules []rbacv1.PolicyRule `json:"rules"`
 				}
-				readYAML(t, repoPath("config", "rbac", file), &want)
-				rules, _, _ := unstructured.NestedSlice(find(t, objs, kind).Object, "rules")
+				readYAML(t, repoPath("config", "rbac", role.file), &want)
+				rules, _, _ := unstructured.NestedSlice(find(t, objs, role.kind, role.name).Object, "rules")
 				var got []rbacv1.PolicyRule
 				fromValues(t, rules, &got)
 				if len(want.Rules) == 0 || !equality.Semantic.DeepEqual(got, want.Rules) {
-					t.Errorf("%s rules differ from config/rbac/%s:\n got %+v\nwant %+v", kind, file, got, want.Rules)
+					t.Errorf("%s %s rules differ from config/rbac/%s:\n got %+v\nwant %+v", role.kind, role.name, role.file, got, want.Rules)
 				}
 			}
 		})

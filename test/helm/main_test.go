@@ -142,17 +142,17 @@ func parseObjects(s string) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-// find returns the one object of kind (and name suffix, when given) or fails.
-func find(t *testing.T, objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
+// find returns the one object of kind (and name, when given) or fails.
+func find(t *testing.T, objs []*unstructured.Unstructured, kind string, name ...string) *unstructured.Unstructured {
 	t.Helper()
 	var found []*unstructured.Unstructured
 	for _, o := range objs {
-		if o.GetKind() == kind {
+		if o.GetKind() == kind && (len(name) == 0 || o.GetName() == name[0]) {
 			found = append(found, o)
 		}
 	}
 	if len(found) != 1 {
-		t.Fatalf("want exactly one %s, got %d (kinds: %v)", kind, len(found), kinds(objs))
+		t.Fatalf("want exactly one %s %v, got %d (kinds: %v)", kind, name, len(found), kinds(objs))
 	}
 	return found[0]
 }

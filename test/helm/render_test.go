@@ -41,6 +41,8 @@ var renderCases = []struct {
 	{name: "default values", ns: "helm-default"},
 	{name: "all options", ns: "helm-all-options", values: []string{"testdata/all-options.yaml"}},
 	{name: "external RBAC and ServiceAccount", ns: "helm-external-rbac", values: []string{"testdata/external-rbac.yaml"}},
+	{name: "ServiceMonitor with defaults", ns: "helm-servicemonitor", values: []string{"testdata/servicemonitor-defaults.yaml"}},
+	{name: "plain HTTP metrics", ns: "helm-plain-metrics", values: []string{"testdata/plain-metrics.yaml"}},
 }
 
 // TestRenderedObjectsAreAcceptedByTheAPIServer renders the chart and applies every object
@@ -107,7 +109,11 @@ func expectedKinds(v values) []string {
 		want = append(want, "ServiceAccount")
 	}
 	if v.boolean("rbac.create") {
-		want = append(want, "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+		// The manager's ClusterRole and the metrics-reader ClusterRole.
+		want = append(want, "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+		if len(v.list("rbac.metricsReaders")) > 0 {
+			want = append(want, "ClusterRoleBinding")
+		}
 	}
 	if v.boolean("serviceMonitor.enabled") {
 		want = append(want, "ServiceMonitor")
@@ -313,10 +319,43 @@ func checkDeployment(t *testing.T, dep *appsv1.Deployment, v values, chart chart
 			t.Errorf("--%s=%q but container port %q is %d", flagName, addr, portName, ports[portName])
 		}
 	}
+	checkMetricsServing(t, pod, c, flags, v)
 	for name, probe := range map[string]*corev1.Probe{"/healthz": c.LivenessProbe, "/readyz": c.ReadinessProbe} {
 		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != name || probe.HTTPGet.Port.String() != "health" {
 			t.Errorf("probe %s: %+v, want an HTTP GET on the health port", name, probe)
 		}
+	}
+}
+
+// checkMetricsServing: --metrics-secure says what metrics.secure says, and with
+// metrics.certSecretName the manager reads its certificate from that Secret, mounted
+// read-only where --metrics-cert-path points; without it, no volume at all.
+func checkMetricsServing(t *testing.T, pod corev1.PodSpec, c corev1.Container, flags *flag.FlagSet, v values) {
+	t.Helper()
+	if got, want := flags.Lookup("metrics-secure").Value.String(), strconv.FormatBool(v.boolean("metrics.secure")); got != want {
+		t.Errorf("--metrics-secure=%s, want %s (metrics.secure)", got, want)
+	}
+	certPath := flags.Lookup("metrics-cert-path").Value.String()
+	secret := v.str("metrics.certSecretName")
+	if secret == "" {
+		if certPath != "" || len(pod.Volumes) != 0 || len(c.VolumeMounts) != 0 {
+			t.Errorf("no metrics.certSecretName, but --metrics-cert-path=%q, volumes %v, mounts %v", certPath, pod.Volumes, c.VolumeMounts)
+		}
+		return
+	}
+	if len(pod.Volumes) != 1 || pod.Volumes[0].Secret == nil || pod.Volumes[0].Secret.SecretName != secret {
+		t.Fatalf("volumes %+v, want the one Secret %s", pod.Volumes, secret)
+	}
+	items := map[string]string{}
+	for _, it := range pod.Volumes[0].Secret.Items {
+		items[it.Key] = it.Path
+	}
+	if want := map[string]string{"tls.crt": "tls.crt", "tls.key": "tls.key"}; !equality.Semantic.DeepEqual(items, want) {
+		t.Errorf("metrics certificate volume items %v, want %v (the names the manager reads)", items, want)
+	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].Name != pod.Volumes[0].Name || !c.VolumeMounts[0].ReadOnly ||
+		c.VolumeMounts[0].MountPath != certPath {
+		t.Errorf("mounts %+v, want volume %s read-only at --metrics-cert-path=%q", c.VolumeMounts, pod.Volumes[0].Name, certPath)
 	}
 }
 
@@ -408,20 +447,53 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured, v values, ns, sa
 	if !v.boolean("rbac.create") {
 		return
 	}
+	manager := []any{map[string]any{"kind": "ServiceAccount", "name": saName, "namespace": ns}}
 	for _, pair := range [][2]string{{"ClusterRoleBinding", "ClusterRole"}, {"RoleBinding", "Role"}} {
-		b, r := find(t, objs, pair[0]), find(t, objs, pair[1])
-		ref, _, _ := unstructured.NestedStringMap(b.Object, "roleRef")
-		if ref["kind"] != pair[1] || ref["name"] != r.GetName() {
-			t.Errorf("%s roleRef %v, want %s %s", pair[0], ref, pair[1], r.GetName())
+		name := fullname(v)
+		if pair[1] == "Role" {
+			name += "-leader-election"
 		}
-		subjects, _, _ := unstructured.NestedSlice(b.Object, "subjects")
-		want := []any{map[string]any{"kind": "ServiceAccount", "name": saName, "namespace": ns}}
-		if !equality.Semantic.DeepEqual(subjects, want) {
-			t.Errorf("%s subjects %v, want %v", pair[0], subjects, want)
-		}
+		checkBinding(t, find(t, objs, pair[0], name), find(t, objs, pair[1], name), manager)
 	}
 	if r := find(t, objs, "Role"); r.GetNamespace() != ns {
 		t.Errorf("leader-election Role in %q, want the release namespace %q", r.GetNamespace(), ns)
+	}
+	// The metrics-reader ClusterRole, bound to rbac.metricsReaders only: the manager itself
+	// never scrapes its own metrics.
+	reader := find(t, objs, "ClusterRole", fullname(v)+"-metrics-reader")
+	readers := v.list("rbac.metricsReaders")
+	if len(readers) == 0 {
+		for _, o := range objs {
+			if o.GetKind() == "ClusterRoleBinding" && o.GetName() == reader.GetName() {
+				t.Errorf("ClusterRoleBinding %s rendered without rbac.metricsReaders", o.GetName())
+			}
+		}
+		return
+	}
+	var want []any
+	for _, r := range readers {
+		s := map[string]any{}
+		for k, x := range r.(map[string]any) {
+			s[k] = x
+		}
+		if s["kind"] != "ServiceAccount" {
+			s["apiGroup"] = "rbac.authorization.k8s.io"
+		}
+		want = append(want, s)
+	}
+	checkBinding(t, find(t, objs, "ClusterRoleBinding", reader.GetName()), reader, want)
+}
+
+// checkBinding: b binds exactly the subjects to role r.
+func checkBinding(t *testing.T, b, r *unstructured.Unstructured, subjects []any) {
+	t.Helper()
+	ref, _, _ := unstructured.NestedStringMap(b.Object, "roleRef")
+	if ref["kind"] != r.GetKind() || ref["name"] != r.GetName() || ref["apiGroup"] != "rbac.authorization.k8s.io" {
+		t.Errorf("%s %s roleRef %v, want %s %s", b.GetKind(), b.GetName(), ref, r.GetKind(), r.GetName())
+	}
+	got, _, _ := unstructured.NestedSlice(b.Object, "subjects")
+	if !equality.Semantic.DeepEqual(got, subjects) {
+		t.Errorf("%s %s subjects %v, want %v", b.GetKind(), b.GetName(), got, subjects)
 	}
 }
 
@@ -490,6 +562,44 @@ func checkServiceMonitor(t *testing.T, sm *unstructured.Unstructured, svc *corev
 		t.Errorf("ServiceMonitor port %v, want the Service's %q", ep["port"], svc.Spec.Ports[0].Name)
 	}
 	checkEndpoint(t, "ServiceMonitor", ep, v, "serviceMonitor")
+	checkScrapeAuth(t, ep, v, svc)
+}
+
+// checkScrapeAuth: with metrics.secure the ServiceMonitor scrapes over HTTPS with a
+// bearer token (Prometheus' own, or the Secret asked for) and verifies the certificate
+// against the CA asked for, for the Service's DNS name; with no CA it skips verification,
+// as kubebuilder's config/prometheus/monitor.yaml does. Without metrics.secure, plain
+// HTTP and no credentials.
+func checkScrapeAuth(t *testing.T, ep map[string]any, v values, svc *corev1.Service) {
+	t.Helper()
+	auth := map[string]any{}
+	for _, k := range []string{"scheme", "bearerTokenFile", "authorization", "tlsConfig"} {
+		if x, ok := ep[k]; ok {
+			auth[k] = x
+		}
+	}
+	want := map[string]any{"scheme": "http"}
+	if v.boolean("metrics.secure") {
+		want = map[string]any{"scheme": "https"}
+		if name := v.str("serviceMonitor.bearerTokenSecret.name"); name != "" {
+			want["authorization"] = map[string]any{"type": "Bearer", "credentials": map[string]any{
+				"name": name, "key": v.str("serviceMonitor.bearerTokenSecret.key")}}
+		} else {
+			want["bearerTokenFile"] = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+		}
+		if ca := v.str("serviceMonitor.tls.caSecret.name"); ca != "" {
+			want["tlsConfig"] = map[string]any{
+				"ca":                 map[string]any{"secret": map[string]any{"name": ca, "key": v.str("serviceMonitor.tls.caSecret.key")}},
+				"serverName":         orDefault(v.str("serviceMonitor.tls.serverName"), svc.Name+"."+svc.Namespace+".svc"),
+				"insecureSkipVerify": false,
+			}
+		} else {
+			want["tlsConfig"] = map[string]any{"insecureSkipVerify": true}
+		}
+	}
+	if !equality.Semantic.DeepEqual(auth, want) {
+		t.Errorf("ServiceMonitor scrape settings %v, want %v", auth, want)
+	}
 }
 
 // checkGatewayPodMonitor renders VoiceAgent pods with the operator's own renderer and

@@ -70,6 +70,8 @@ func (v values) strMap(path string) map[string]string {
 	return out
 }
 
+func (v values) list(path string) []any { l, _ := v.get(path).([]any); return l }
+
 func (v values) strList(path string) []string {
 	var out []string
 	l, _ := v.get(path).([]any)
