@@ -23,6 +23,8 @@ type metrics struct {
 	activeSessions     prometheus.Gauge
 	sessionDuration    prometheus.Histogram
 	framesRelayed      *prometheus.CounterVec
+	framesFromAgent    prometheus.Counter // framesRelayed's two series, looked up once
+	framesToAgent      prometheus.Counter
 	sessionCloses      *prometheus.CounterVec
 	audit              *audit.Metrics
 }
@@ -81,6 +83,8 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(m.requests, m.rejections, m.tokens, m.spendUSD, m.budgetExceeded, m.budgetAlert,
 		m.breakerState, m.upstreamLatency, m.configReloads, m.usageEstimated, m.refusalsSummarized,
 		m.activeSessions, m.sessionDuration, m.framesRelayed, m.sessionCloses)
+	m.framesFromAgent = m.framesRelayed.WithLabelValues("from_agent")
+	m.framesToAgent = m.framesRelayed.WithLabelValues("to_agent")
 	m.audit = audit.NewMetrics(m.registry)
 	return m
 }

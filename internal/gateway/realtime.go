@@ -112,6 +112,8 @@ type session struct {
 	inTurn    atomic.Bool
 	agentGone atomic.Bool
 	scanUsage bool
+
+	bytesFromAgent, bytesToAgent atomic.Int64
 }
 
 // hangUpGrace bounds how long the gateway reads on after an agent hung up mid-turn,
@@ -129,7 +131,7 @@ type agentSideWriter struct {
 }
 
 func (a *agentSideWriter) Write(p []byte) (int, error) {
-	if !a.failed {
+	if !a.failed && a.w != nil {
 		if _, err := a.w.Write(p); err != nil {
 			a.failed = true
 			a.s.agentGone.Store(true)
@@ -139,7 +141,7 @@ func (a *agentSideWriter) Write(p []byte) (int, error) {
 }
 
 func (a *agentSideWriter) Close() error {
-	if !a.failed {
+	if !a.failed && a.w != nil {
 		if err := a.w.Close(); err != nil {
 			a.s.agentGone.Store(true)
 		}
@@ -303,15 +305,23 @@ func (g *Gateway) realtimeDialer(protocols []string) *websocket.Dialer {
 		TLSClientConfig:  tlsConfig,
 		HandshakeTimeout: realtimeHandshake,
 		Subprotocols:     protocols,
-		ReadBufferSize:   16 << 10,
-		WriteBufferSize:  16 << 10,
+		ReadBufferSize:   wsBufferSize,
+		WriteBufferSize:  wsBufferSize,
+		WriteBufferPool:  wsWriteBuffers,
 	}
 }
 
+// A session holds a read buffer per side; write buffers come from a pool and are held
+// only while a message is written, so an idle session costs little memory.
+const wsBufferSize = 4 << 10
+
+var wsWriteBuffers = &sync.Pool{}
+
 var realtimeUpgrader = websocket.Upgrader{
 	HandshakeTimeout: realtimeHandshake,
-	ReadBufferSize:   16 << 10,
-	WriteBufferSize:  16 << 10,
+	ReadBufferSize:   wsBufferSize,
+	WriteBufferSize:  wsBufferSize,
+	WriteBufferPool:  wsWriteBuffers,
 	// The agent is a server process, not a browser page; it is admitted by the network
 	// (and the agent token), not by an Origin header.
 	CheckOrigin: func(*http.Request) bool { return true },
@@ -430,6 +440,7 @@ wait:
 	s.mu.Lock()
 	s.rec.DurationMs = float64(g.opts.Now().Sub(start).Microseconds()) / 1000
 	s.rec.FramesFromAgent, s.rec.FramesToAgent = s.fromAg.Load(), s.toAg.Load()
+	s.rec.BytesFromAgent, s.rec.BytesToAgent = s.bytesFromAgent.Load(), s.bytesToAgent.Load()
 	s.rec.AudioInTokens, s.rec.AudioOutTokens = s.total.AudioInput, s.total.AudioOutput
 	rec := s.rec
 	c.rec.InputTokens, c.rec.OutputToks = s.total.Input, s.total.Output
@@ -503,34 +514,43 @@ func (s *session) stop(code int, reason string) {
 func (s *session) pump(src, dst *websocket.Conn, fromAgent, fallback bool) error {
 	first := true
 	var scan usageScanner
+	buf := make([]byte, 8<<10) // one copy buffer for the session's life, not one per message
+	toAgent := &agentSideWriter{s: s}
+	frames, bytesCount := s.c.g.metrics.framesToAgent, &s.bytesToAgent
+	if fromAgent {
+		frames, bytesCount = s.c.g.metrics.framesFromAgent, &s.bytesFromAgent
+	}
 	for {
 		typ, rd, err := src.NextReader()
 		if err != nil {
 			return err
 		}
 		var wr io.WriteCloser
-		if !fromAgent && s.agentGone.Load() {
-			wr = &agentSideWriter{failed: true, s: s}
-		} else if wr, err = dst.NextWriter(typ); err != nil {
-			if fromAgent {
+		switch {
+		case fromAgent:
+			if wr, err = dst.NextWriter(typ); err != nil {
 				return err
 			}
-			s.agentGone.Store(true)
-			wr = &agentSideWriter{failed: true, s: s}
-		} else if !fromAgent {
-			wr = &agentSideWriter{w: wr, s: s}
+		case s.agentGone.Load():
+			toAgent.w, toAgent.failed = nil, true
+			wr = toAgent
+		default:
+			w, err := dst.NextWriter(typ)
+			toAgent.w, toAgent.failed = w, err != nil
+			if err != nil {
+				s.agentGone.Store(true)
+			}
+			wr = toAgent
 		}
 		var n int64
 		switch {
-		case fromAgent && first && (!s.meter.perTurn || !s.scanUsage):
-			n, err = io.Copy(wr, rd)
-		case fromAgent && first:
+		case fromAgent && first && s.meter.perTurn && s.scanUsage:
 			n, err = s.checkSetup(wr, rd, fallback)
 		case fromAgent || typ != websocket.TextMessage || !s.scanUsage:
-			n, err = io.Copy(wr, rd)
+			n, err = io.CopyBuffer(wr, rd, buf)
 		default:
 			scan.reset()
-			n, err = io.Copy(wr, io.TeeReader(rd, &scan))
+			n, err = io.CopyBuffer(wr, io.TeeReader(rd, &scan), buf)
 		}
 		first = false
 		if err != nil {
@@ -539,20 +559,13 @@ func (s *session) pump(src, dst *websocket.Conn, fromAgent, fallback bool) error
 		if err := wr.Close(); err != nil {
 			return err
 		}
-		s.mu.Lock()
-		if fromAgent {
-			s.rec.BytesFromAgent += n
-		} else {
-			s.rec.BytesToAgent += n
-		}
-		s.mu.Unlock()
+		bytesCount.Add(n)
+		frames.Inc()
 		if fromAgent {
 			s.fromAg.Add(1)
-			s.c.g.metrics.framesRelayed.WithLabelValues("from_agent").Inc()
 			continue
 		}
 		s.toAg.Add(1)
-		s.c.g.metrics.framesRelayed.WithLabelValues("to_agent").Inc()
 		if scan.total.Seen || scan.turnComplete {
 			s.charge(s.meter.observe(scan.total, scan.turnComplete))
 		}
