@@ -114,6 +114,70 @@ type session struct {
 	scanUsage bool
 
 	bytesFromAgent, bytesToAgent atomic.Int64
+
+	// With audit.recordContent, the transcripts the provider sends (never audio).
+	recordContent bool
+	transcript    strings.Builder
+}
+
+// maxTranscriptMessage: messages longer than this are audio, not transcripts, and are
+// not held to look for one.
+const maxTranscriptMessage = 64 << 10
+
+type boundedBuffer struct {
+	b     []byte
+	limit int
+	over  bool
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	if !b.over {
+		if len(b.b)+len(p) > b.limit {
+			b.over, b.b = true, nil
+		} else {
+			b.b = append(b.b, p...)
+		}
+	}
+	return len(p), nil
+}
+
+// collectTranscript keeps the transcripts of one provider message: Gemini Live's
+// inputTranscription and outputTranscription, OpenAI Realtime's completed input
+// transcription and output audio transcript events.
+func (s *session) collectTranscript(data []byte) {
+	if s.transcript.Len() >= 4*contentSample {
+		return
+	}
+	var m struct {
+		Type          string `json:"type"`
+		Transcript    string `json:"transcript"`
+		ServerContent *struct {
+			In  *struct{ Text string } `json:"inputTranscription"`
+			Out *struct{ Text string } `json:"outputTranscription"`
+		} `json:"serverContent"`
+	}
+	if json.Unmarshal(data, &m) != nil {
+		return
+	}
+	add := func(who, text string) {
+		if text != "" {
+			s.transcript.WriteString(who + ": " + text + "\n")
+		}
+	}
+	switch m.Type {
+	case "conversation.item.input_audio_transcription.completed":
+		add("caller", m.Transcript)
+	case "response.output_audio_transcript.done", "response.audio_transcript.done":
+		add("agent", m.Transcript)
+	}
+	if sc := m.ServerContent; sc != nil {
+		if sc.In != nil {
+			add("caller", sc.In.Text)
+		}
+		if sc.Out != nil {
+			add("agent", sc.Out.Text)
+		}
+	}
 }
 
 // hangUpGrace bounds how long the gateway reads on after an agent hung up mid-turn,
@@ -356,7 +420,8 @@ func (g *Gateway) relaySession(w http.ResponseWriter, r *http.Request, c *call, 
 	agent.SetReadLimit(maxRealtimeMessage)
 	up.SetReadLimit(maxRealtimeMessage)
 	s := &session{c: c, model: m, agent: agent, upstream: up, stopped: make(chan struct{}), scanUsage: o.scanUsage,
-		meter: sessionMeter{perTurn: wireFamily(m.Provider) == "gemini"}}
+		recordContent: o.scanUsage && c.cfg.Audit.RecordContent,
+		meter:         sessionMeter{perTurn: wireFamily(m.Provider) == "gemini"}}
 	c.rec.Decision, c.rec.Status = "allowed", http.StatusSwitchingProtocols
 	g.recordSessionOpened(c)
 	g.metrics.activeSessions.Inc()
@@ -450,6 +515,9 @@ wait:
 	}
 	s.mu.Unlock()
 	c.rec.Session = &rec
+	if s.recordContent {
+		c.recordContent([]byte(s.transcript.String()))
+	}
 	c.rec.Reason = "session ended: " + rec.ClosedBy + " closed it"
 	if rec.CloseReason != "" {
 		c.rec.Reason += " (" + rec.CloseReason + ")"
@@ -548,6 +616,13 @@ func (s *session) pump(src, dst *websocket.Conn, fromAgent, fallback bool) error
 			n, err = s.checkSetup(wr, rd, fallback)
 		case fromAgent || typ != websocket.TextMessage || !s.scanUsage:
 			n, err = io.CopyBuffer(wr, rd, buf)
+		case s.recordContent:
+			scan.reset()
+			msg := &boundedBuffer{limit: maxTranscriptMessage}
+			n, err = io.CopyBuffer(wr, io.TeeReader(rd, io.MultiWriter(&scan, msg)), buf)
+			if err == nil && !msg.over {
+				s.collectTranscript(msg.b)
+			}
 		default:
 			scan.reset()
 			n, err = io.CopyBuffer(wr, io.TeeReader(rd, &scan), buf)

@@ -117,6 +117,7 @@ func (f *fakeRealtimeUpstream) serveOpenAI(conn *websocket.Conn) {
 			_ = conn.WriteMessage(websocket.TextMessage, data)
 		case "response.create":
 			_ = conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"response.created","event_id":"e1","response":{"id":"r1","status":"in_progress"}}`))
+			_ = conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"conversation.item.input_audio_transcription.completed","event_id":"e1b","item_id":"i1","content_index":0,"transcript":"my card is 4111 1111 1111 1111"}`))
 			_ = conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"response.output_audio.delta","event_id":"e2","response_id":"r1","delta":"`+audioChunk+`"}`))
 			if f.holdDone != nil {
 				<-f.holdDone
@@ -469,5 +470,23 @@ func TestStreamingIntegrationIsChargedPerMinute(t *testing.T) {
 	defer up.mu.Unlock()
 	if len(up.keys) != 1 || up.keys[0] != mountedKey || !strings.Contains(up.queries[0], "encoding=linear16") {
 		t.Errorf("the speech service saw keys %q, queries %q", up.keys, up.queries)
+	}
+}
+
+// TestRealtimeTranscriptsAreRecordedRedacted: with recordContent, the transcripts in the
+// stream reach the record, PII-redacted; audio never does.
+func TestRealtimeTranscriptsAreRecordedRedacted(t *testing.T) {
+	tg, _ := startRealtimeGateway(t, "openai", func(c *gw.Config) { c.Audit.RecordContent = true })
+	conn, _, err := dialAgent(t, tg, "model=gpt-realtime", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, conn, "session.created")
+	_ = conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"response.create"}`))
+	readUntil(t, conn, "response.done")
+	_ = conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	r := sessionRecords(t, tg)[0]
+	if !strings.Contains(r.Content, "caller: my card is [CARD]") || strings.Contains(r.Content, "4111") || strings.Contains(r.Content, audioChunk[:16]) {
+		t.Errorf("recorded content %q", r.Content)
 	}
 }
