@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -103,13 +104,44 @@ func requestModel(op operation, p string, body []byte) string {
 		}
 		return rest
 	case "body":
-		var b struct {
-			Model string `json:"model"`
-		}
-		_ = json.Unmarshal(body, &b)
-		return b.Model
+		return bodyModel(body)
 	}
 	return ""
+}
+
+// bodyModel is the "model" member of a JSON object body, "" when there is none or when
+// readers of the body could disagree on it: the key must be "model" exactly (decoding
+// into a struct would also take "Model" or "MODEL", which the provider ignores) and
+// named once (parsers differ on which of two they keep).
+func bodyModel(body []byte) string {
+	if !json.Valid(body) {
+		return ""
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	model, named := "", 0
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		var v json.RawMessage
+		if dec.Decode(&v) != nil {
+			return ""
+		}
+		if k == "model" {
+			named++
+			if json.Unmarshal(v, &model) != nil {
+				return ""
+			}
+		}
+	}
+	if named != 1 {
+		return ""
+	}
+	return model
 }
 
 // pathRefusal says why an agent's path is refused, "" when it is acceptable. The
