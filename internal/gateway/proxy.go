@@ -369,7 +369,7 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr 
 	aw := &agentWriter{w: w, flusher: flusher, scrub: scrub}
 	var total usage
 	if tr != nil && !(isEventStream(resp.Header) && tr.Stream != nil) {
-		c.relayTranslatedAnswer(w, resp, m, tr, now, priced)
+		c.relayTranslatedAnswer(w, resp, m, tr, scrub, now, priced)
 		return
 	}
 	// Scrubbing can change the length: the answer goes chunked.
@@ -470,7 +470,7 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr 
 
 // relayTranslatedAnswer reads a fallback's whole answer (within the memory budget),
 // charges it, and translates it into the agent's format.
-func (c *call) relayTranslatedAnswer(w http.ResponseWriter, resp *http.Response, m gw.Model, tr *translate.Translation, now time.Time, priced bool) {
+func (c *call) relayTranslatedAnswer(w http.ResponseWriter, resp *http.Response, m gw.Model, tr *translate.Translation, scrub *scrubber, now time.Time, priced bool) {
 	data, release, status := c.g.readBody(resp.Body, maxResponseBody)
 	defer release()
 	if status != 0 {
@@ -484,6 +484,7 @@ func (c *call) relayTranslatedAnswer(w http.ResponseWriter, resp *http.Response,
 		writeError(w, http.StatusBadGateway, "upstream_error", "the fallback provider's answer could not be read", c.rec.RequestID)
 		return
 	}
+	out = append(scrub.Apply(out), scrub.Flush()...)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.WriteHeader(resp.StatusCode)

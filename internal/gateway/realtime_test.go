@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -488,5 +492,62 @@ func TestRealtimeTranscriptsAreRecordedRedacted(t *testing.T) {
 	r := sessionRecords(t, tg)[0]
 	if !strings.Contains(r.Content, "caller: my card is [CARD]") || strings.Contains(r.Content, "4111") || strings.Contains(r.Content, audioChunk[:16]) {
 		t.Errorf("recorded content %q", r.Content)
+	}
+}
+
+// TestOpenAIRealtimeNpmSDK: the official openai npm package's Realtime WebSocket client
+// (OpenAIRealtimeWS), given the gateway as its base URL and the agent's own key, holds a
+// session; the provider sees the mounted key only and the session is charged. `make
+// test` installs the pinned package (npm ci in test/realtime-npm) and requires the test
+// to run (VOICEAGENT_REQUIRE_NPM=1); elsewhere it is skipped when Node or the package is
+// missing.
+func TestOpenAIRealtimeNpmSDK(t *testing.T) {
+	dir, _ := filepath.Abs(filepath.Join("..", "..", "test", "realtime-npm"))
+	node, err := exec.LookPath("node")
+	if _, statErr := os.Stat(filepath.Join(dir, "node_modules", "openai")); err != nil || statErr != nil {
+		if os.Getenv("VOICEAGENT_REQUIRE_NPM") != "" {
+			t.Fatalf("node (%v) or the npm packages of %s (%v) missing: run npm ci there", err, dir, statErr)
+		}
+		t.Skip("node or test/realtime-npm/node_modules missing (make test installs them)")
+	}
+	tg, up := startRealtimeGateway(t, "openai", nil)
+	// The SDK dials wss:// whatever its base URL says, so the gateway's handler is
+	// served over TLS here (as the gateway in its own pods serves it), with the test
+	// CA handed to Node the way the operator hands it to agents.
+	tlsGateway := httptest.NewUnstartedServer(tg.Handler())
+	tlsGateway.StartTLS()
+	t.Cleanup(tlsGateway.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsGateway.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(node, "realtime.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "BASE_URL="+tlsGateway.URL+"/model", "AGENT_KEY="+agentKey, "MODEL=gpt-realtime", "NODE_EXTRA_CA_CERTS="+ca)
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("node: %v: %s", err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	var got struct {
+		Audio int `json:"audio"`
+		Usage struct {
+			InputTokens int `json:"input_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil || got.Audio != 640 || got.Usage.InputTokens != 300 {
+		t.Fatalf("the SDK's view: %s (%v)", out, err)
+	}
+	r := sessionRecords(t, tg)[0]
+	if r.InputTokens != 300 || r.OutputToks != 150 || r.CostUSD == "" {
+		t.Errorf("record %+v", r)
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if len(up.keys) != 1 || up.keys[0] != mountedKey {
+		t.Errorf("the provider saw keys %q", up.keys)
 	}
 }
