@@ -40,9 +40,10 @@ api-docs: ## Generate docs/api-reference.md from the CRDs in config/crd/bases.
 	$(GO) run ./hack/apidocs -crds config/crd/bases -out docs/api-reference.md
 
 .PHONY: chart-crds
-chart-crds: ## Copy config/crd/bases into the Helm chart's crds/ (byte-identical copies).
-	rm -f $(CHART_DIR)/crds/*.yaml
-	cp config/crd/bases/*.yaml $(CHART_DIR)/crds/
+chart-crds: ## Copy config/crd/bases into the Helm chart's files/crds/ (byte-identical copies, rendered by templates/crds.yaml).
+	mkdir -p $(CHART_DIR)/files/crds
+	rm -f $(CHART_DIR)/files/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART_DIR)/files/crds/
 
 .PHONY: chart-files
 chart-files: ## Copy the generated RBAC roles and the Prometheus alerts into the chart's files/.
@@ -58,8 +59,8 @@ chart-lint: helm ## helm lint --strict the chart.
 .PHONY: verify-generated
 verify-generated: manifests generate ## Fail when generated files (CRDs, RBAC, deep-copy, API reference, the chart's copies) are stale.
 	@$(MAKE) --no-print-directory api-docs
-	@git diff --exit-code -- config/crd config/rbac api docs/api-reference.md $(CHART_DIR)/crds $(CHART_DIR)/files || { echo "generated files are stale: run 'make manifests generate api-docs' (manifests refreshes the chart's copies) and commit"; exit 1; }
-	@untracked="$$(git ls-files --others --exclude-standard -- $(CHART_DIR)/crds $(CHART_DIR)/files)"; [ -z "$$untracked" ] || { echo "chart copies not committed: $$untracked"; exit 1; }
+	@git diff --exit-code -- config/crd config/rbac api docs/api-reference.md $(CHART_DIR)/files || { echo "generated files are stale: run 'make manifests generate api-docs' (manifests refreshes the chart's copies) and commit"; exit 1; }
+	@untracked="$$(git ls-files --others --exclude-standard -- $(CHART_DIR)/files)"; [ -z "$$untracked" ] || { echo "chart copies not committed: $$untracked"; exit 1; }
 
 .PHONY: controlplane
 controlplane: ## Build etcd and kube-apiserver for envtest into bin/ (once).

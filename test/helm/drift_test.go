@@ -2,31 +2,130 @@ package helm_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 )
 
-// TestChartCRDsAreTheGeneratedOnes: the chart's crds/ holds byte-identical copies of
-// config/crd/bases, no more and no fewer (`make chart-crds` refreshes them).
+// TestChartCRDsAreTheGeneratedOnes: the chart's files/crds holds byte-identical copies of
+// config/crd/bases, no more and no fewer (`make chart-crds` refreshes them), and
+// templates/crds.yaml renders each of them exactly as it is, plus the line of the
+// annotation helm.sh/resource-policy: keep with crds.keep (the default) and nothing with
+// crds.keep=false; crds.enabled=false renders no CRD.
 func TestChartCRDsAreTheGeneratedOnes(t *testing.T) {
 	want := yamlFiles(t, repoPath("config", "crd", "bases"))
-	got := yamlFiles(t, filepath.Join(chartDir, "crds"))
+	got := yamlFiles(t, filepath.Join(chartDir, "files", "crds"))
 	if !slices.Equal(got, want) {
 		t.Fatalf("chart CRDs %v, config/crd/bases %v: run `make chart-crds`", got, want)
 	}
+	generated := map[string]string{} // CRD name: the YAML of config/crd/bases
 	for _, name := range want {
 		a := readFile(t, repoPath("config", "crd", "bases", name))
-		b := readFile(t, filepath.Join(chartDir, "crds", name))
+		b := readFile(t, filepath.Join(chartDir, "files", "crds", name))
 		if !bytes.Equal(a, b) {
-			t.Errorf("%s differs from config/crd/bases: run `make chart-crds`", name)
+			t.Errorf("files/crds/%s differs from config/crd/bases: run `make chart-crds`", name)
+		}
+		var crd apiextensionsv1.CustomResourceDefinition
+		readYAML(t, repoPath("config", "crd", "bases", name), &crd)
+		generated[crd.Name] = string(a)
+	}
+	for _, tc := range []struct {
+		name string
+		sets []string
+		keep bool
+	}{
+		{name: "default: kept", keep: true},
+		{name: "crds.keep=false", sets: []string{"crds.keep=false"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rendered := renderedCRDs(t, tc.sets...)
+			if len(rendered) != len(generated) {
+				t.Fatalf("rendered %d CRDs, want the %d of config/crd/bases", len(rendered), len(generated))
+			}
+			for name, src := range generated {
+				doc, ok := rendered[name]
+				if !ok {
+					t.Errorf("CRD %s not rendered", name)
+					continue
+				}
+				want := strings.TrimPrefix(src, "---\n")
+				if tc.keep {
+					want = strings.Replace(want, "\n  annotations:\n", "\n  annotations:\n    helm.sh/resource-policy: keep\n", 1)
+				}
+				if strings.TrimSpace(doc) != strings.TrimSpace(want) {
+					t.Errorf("CRD %s renders other than config/crd/bases (keep %v):\n%s", name, tc.keep, firstLineDiff(doc, want))
+				}
+				var crd apiextensionsv1.CustomResourceDefinition
+				if err := yaml.UnmarshalStrict([]byte(doc), &crd); err != nil {
+					t.Fatalf("CRD %s: %v", name, err)
+				}
+				if got := crd.Annotations["helm.sh/resource-policy"]; (got == "keep") != tc.keep || (!tc.keep && got != "") {
+					t.Errorf("CRD %s: helm.sh/resource-policy %q, keep %v", name, got, tc.keep)
+				}
+			}
+		})
+	}
+	if out, err := helm("template", releaseName, chartDir, "--set", "crds.enabled=false"); err != nil {
+		t.Fatal(err)
+	} else if strings.Contains(out, "kind: CustomResourceDefinition") {
+		t.Error("crds.enabled=false still renders a CustomResourceDefinition")
+	}
+}
+
+// renderedCRDs renders templates/crds.yaml and returns each document's text by CRD name.
+func renderedCRDs(t *testing.T, sets ...string) map[string]string {
+	t.Helper()
+	args := []string{"template", releaseName, chartDir, "--show-only", "templates/crds.yaml"}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	out, err := helm(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := map[string]string{}
+	for _, doc := range strings.Split(out, "---\n# Source: "+chartName+"/templates/crds.yaml\n") {
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		var meta struct {
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatalf("rendered CRD: %v\n%.300s", err, doc)
+		}
+		docs[meta.Metadata.Name] = doc
+	}
+	return docs
+}
+
+// firstLineDiff shows where two texts first differ.
+func firstLineDiff(got, want string) string {
+	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
+	for i := 0; i < len(g) || i < len(w); i++ {
+		var gl, wl string
+		if i < len(g) {
+			gl = g[i]
+		}
+		if i < len(w) {
+			wl = w[i]
+		}
+		if gl != wl {
+			return fmt.Sprintf("line %d:\n got %q\nwant %q", i+1, gl, wl)
 		}
 	}
+	return "(equal)"
 }
 
 // TestChartCopiesAreCurrent: the files the chart's templates read are byte copies of the

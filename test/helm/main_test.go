@@ -1,8 +1,9 @@
 // Package helm_test tests the Helm chart in charts/voiceagent-operator with the real helm
 // CLI (built into bin/ by hack/build-helm.sh) and a real API server (envtest, with the
 // binaries hack/build-controlplane.sh builds): lint, render, server-side dry-run apply of
-// every object, Pod Security admission of the manager's pod, schema rejections, and drift
-// against the generated files in config/.
+// every object, Pod Security admission of the manager's pod, schema rejections, drift
+// against the generated files in config/, and helm install, upgrade and uninstall of the
+// CRDs on an API server of their own.
 package helm_test
 
 import (
@@ -50,14 +51,9 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "helm missing: run `make test` (it runs hack/build-helm.sh) or hack/build-helm.sh:", err)
 		return 1
 	}
-	// The chart's own CRDs, as `helm install` would create them before anything else.
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(chartDir, "crds")},
-		ErrorIfCRDPathMissing: true,
-	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		env.BinaryAssetsDirectory = repoPath("bin", "controlplane")
-	}
+	// The chart's own CRDs, as `helm install` creates them before anything else (Helm
+	// orders CustomResourceDefinitions first).
+	env := newEnvironment(filepath.Join(chartDir, "files", "crds"))
 	cfg, err := env.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start envtest (run `make test`, which builds kube-apiserver and etcd):", err)
@@ -70,6 +66,16 @@ func run(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// newEnvironment configures envtest with the binaries in bin/controlplane and the CRDs
+// of crdDirs.
+func newEnvironment(crdDirs ...string) *envtest.Environment {
+	env := &envtest.Environment{CRDDirectoryPaths: crdDirs, ErrorIfCRDPathMissing: len(crdDirs) > 0}
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		env.BinaryAssetsDirectory = repoPath("bin", "controlplane")
+	}
+	return env
 }
 
 // helm runs the helm CLI and returns stdout; stderr is in the error.

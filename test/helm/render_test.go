@@ -63,7 +63,13 @@ func TestRenderedObjectsAreAcceptedByTheAPIServer(t *testing.T) {
 				t.Fatalf("rendered kinds %v, want %v", got, want)
 			}
 			for _, o := range objs {
-				checkCommonLabels(t, o, v)
+				if o.GetKind() == "CustomResourceDefinition" { // rendered as generated (drift_test.go)
+					if keep := o.GetAnnotations()["helm.sh/resource-policy"] == "keep"; keep != v.boolean("crds.keep") {
+						t.Errorf("CRD %s: kept on uninstall %v, want crds.keep %v", o.GetName(), keep, v.boolean("crds.keep"))
+					}
+				} else {
+					checkCommonLabels(t, o, v)
+				}
 				if o.GroupVersionKind().Group == monitoringGroup {
 					if want := orDefault(v.str(monitorKey(o.GetKind())+".namespace"), tc.ns); o.GetNamespace() != want {
 						t.Errorf("%s in namespace %q, want %q", o.GetKind(), o.GetNamespace(), want)
@@ -105,6 +111,9 @@ func TestRenderedObjectsAreAcceptedByTheAPIServer(t *testing.T) {
 // expectedKinds lists what the values ask for.
 func expectedKinds(v values) []string {
 	want := []string{"Deployment", "Service"}
+	if v.boolean("crds.enabled") {
+		want = append(want, "CustomResourceDefinition", "CustomResourceDefinition")
+	}
 	if v.boolean("serviceAccount.create") {
 		want = append(want, "ServiceAccount")
 	}
@@ -139,7 +148,9 @@ func monitorKey(kind string) string {
 	}
 }
 
-func isNamespaced(kind string) bool { return kind != "ClusterRole" && kind != "ClusterRoleBinding" }
+func isNamespaced(kind string) bool {
+	return kind != "ClusterRole" && kind != "ClusterRoleBinding" && kind != "CustomResourceDefinition"
+}
 
 func orDefault(s, def string) string {
 	if s == "" {
