@@ -162,6 +162,16 @@ type VoiceSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	SessionsPerMinute *int32 `json:"sessionsPerMinute,omitempty"`
+
+	// DrainTimeout is how long a gateway that is told to stop (a rollout, a scale-down,
+	// a node drain) keeps serving the sessions in progress before it closes them with
+	// 1001 "going away"; it turns not-ready at once, so no new call is routed to it.
+	// The pods' terminationGracePeriodSeconds is this plus 30s. Default 10m.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('4h')",message="spec.voice.drainTimeout: at most 4h; longer calls reconnect after their gateway goes away"
+	// +optional
+	DrainTimeout *metav1.Duration `json:"drainTimeout,omitempty"`
 }
 
 // ModelSpec is the primary model with its fallbacks.

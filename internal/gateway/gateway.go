@@ -80,6 +80,12 @@ type Gateway struct {
 	integrationSlots *semaphore.Weighted
 	refusals         *refusalSummary
 
+	// draining: SIGTERM came; readiness fails so that no new call is routed here,
+	// while the sessions in progress (liveSessions) run on until the drain timeout.
+	draining     atomic.Bool
+	sessionsMu   sync.Mutex
+	liveSessions map[*session]struct{}
+
 	mu           sync.Mutex
 	breakers     map[string]*breaker.Breaker
 	integBuckets map[string]*ratelimit.Bucket
@@ -132,6 +138,7 @@ func New(opts Options) (*Gateway, error) {
 		bodyMemory:       semaphore.NewWeighted(opts.MaxBufferedBodyBytes),
 		integrationSlots: semaphore.NewWeighted(maxIntegrationCalls),
 		refusals:         newRefusalSummary(opts.Now),
+		liveSessions:     map[*session]struct{}{},
 	}
 	cfg, raw, err := g.readConfig()
 	if err != nil {
@@ -327,8 +334,12 @@ func (g *Gateway) AdminHandler() http.Handler {
 	return mux
 }
 
-// checkReady is true when every credential file of the configuration is readable.
+// checkReady is true when every credential file of the configuration is readable and
+// the gateway is not draining.
 func (g *Gateway) checkReady() error {
+	if g.draining.Load() {
+		return errors.New("draining: the gateway is shutting down")
+	}
 	cfg := g.cfg.Load()
 	for _, m := range cfg.Models {
 		if _, err := g.credential(m.CredentialFile).Value(); err != nil {
@@ -381,6 +392,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			g.Drain(g.cfg.Load().Voice.DrainTimeout.Duration)
 			shutdown, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			_ = proxy.Shutdown(shutdown)
@@ -400,6 +412,37 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// Drain turns the gateway not-ready at once, so that no new call or session is routed
+// to it, and lets the realtime sessions in progress run until they end or timeout
+// passes (0: none are waited for); those still open are then closed with 1001 "going
+// away", which tells the agent to reconnect elsewhere. Calls keep being served
+// meanwhile: a sidecar's agent may still be finishing its own.
+func (g *Gateway) Drain(timeout time.Duration) {
+	g.draining.Store(true)
+	deadline := time.Now().Add(timeout)
+	for g.activeSessions() > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond) // polling the session count, within the deadline
+	}
+	g.sessionsMu.Lock()
+	open := make([]*session, 0, len(g.liveSessions))
+	for s := range g.liveSessions {
+		open = append(open, s)
+	}
+	g.sessionsMu.Unlock()
+	for _, s := range open {
+		s.stop(closeGoingAway, "the gateway is shutting down (spec.voice.drainTimeout passed); reconnect")
+	}
+	if len(open) > 0 {
+		g.log.Info("sessions closed at the end of the drain", "sessions", len(open))
+	}
+}
+
+func (g *Gateway) activeSessions() int {
+	g.sessionsMu.Lock()
+	defer g.sessionsMu.Unlock()
+	return len(g.liveSessions)
 }
 
 // Close persists what must survive a restart: spend, and a checkpoint that seals the

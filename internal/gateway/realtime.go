@@ -423,6 +423,14 @@ func (g *Gateway) relaySession(w http.ResponseWriter, r *http.Request, c *call, 
 		recordContent: o.scanUsage && c.cfg.Audit.RecordContent,
 		meter:         sessionMeter{perTurn: wireFamily(m.Provider) == "gemini"}}
 	c.rec.Decision, c.rec.Status = "allowed", http.StatusSwitchingProtocols
+	g.sessionsMu.Lock()
+	g.liveSessions[s] = struct{}{}
+	g.sessionsMu.Unlock()
+	defer func() {
+		g.sessionsMu.Lock()
+		delete(g.liveSessions, s)
+		g.sessionsMu.Unlock()
+	}()
 	g.recordSessionOpened(c)
 	g.metrics.activeSessions.Inc()
 	start := g.opts.Now()

@@ -551,3 +551,58 @@ func TestOpenAIRealtimeNpmSDK(t *testing.T) {
 		t.Errorf("the provider saw keys %q", up.keys)
 	}
 }
+
+// TestDrainKeepsSessionsThenClosesWithGoingAway: on SIGTERM the gateway turns
+// not-ready at once, sessions in progress carry on, and those still open when the
+// drain timeout passes get 1001 "going away".
+func TestDrainKeepsSessionsThenClosesWithGoingAway(t *testing.T) {
+	tg, _ := startRealtimeGateway(t, "openai", nil)
+	conn, _, err := dialAgent(t, tg, "model=gpt-realtime", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, conn, "session.created")
+	drained := make(chan struct{})
+	go func() { tg.Drain(time.Second); close(drained) }()
+	waitForCond(t, "readiness to fail while draining", func() bool {
+		rec := httptest.NewRecorder()
+		tg.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code == http.StatusServiceUnavailable && strings.Contains(rec.Body.String(), "draining")
+	})
+	// The session in progress still works.
+	_ = conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"response.create"}`))
+	readUntil(t, conn, "response.done")
+	// At the drain timeout the gateway closes it, telling the agent to reconnect.
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var closeErr error
+	for closeErr == nil {
+		_, _, closeErr = conn.ReadMessage()
+	}
+	var ce *websocket.CloseError
+	if !errors.As(closeErr, &ce) || ce.Code != websocket.CloseGoingAway {
+		t.Fatalf("at the end of the drain: %v, want 1001", closeErr)
+	}
+	<-drained
+	if r := sessionRecords(t, tg)[0]; r.Session.ClosedBy != "gateway" || r.Session.CloseCode != websocket.CloseGoingAway {
+		t.Errorf("record %+v", r.Session)
+	}
+}
+
+// TestDrainEndsWhenTheLastSessionDoes: a drain does not wait out its timeout once no
+// session is left.
+func TestDrainEndsWhenTheLastSessionDoes(t *testing.T) {
+	tg, _ := startRealtimeGateway(t, "openai", nil)
+	conn, _, err := dialAgent(t, tg, "model=gpt-realtime", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, conn, "session.created")
+	drained := make(chan struct{})
+	go func() { tg.Drain(time.Minute); close(drained) }()
+	_ = conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "call ended"))
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drain waited on with no session left")
+	}
+}

@@ -135,6 +135,8 @@ type Voice struct {
 	MaxSessionDuration    Duration `json:"maxSessionDuration,omitzero"`
 	MaxConcurrentSessions int      `json:"maxConcurrentSessions,omitempty"`
 	SessionsPerMinute     float64  `json:"sessionsPerMinute,omitempty"`
+	// DrainTimeout is how long sessions in progress may run on after SIGTERM.
+	DrainTimeout Duration `json:"drainTimeout,omitzero"`
 }
 
 // Budget is this replica's share of spend, in US dollars as decimal strings.
@@ -304,7 +306,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if c.Voice.MaxSessionDuration.Duration < 0 || c.Voice.MaxConcurrentSessions < 0 || c.Voice.SessionsPerMinute < 0 {
+	if c.Voice.DrainTimeout.Duration < 0 || c.Voice.MaxSessionDuration.Duration < 0 || c.Voice.MaxConcurrentSessions < 0 || c.Voice.SessionsPerMinute < 0 {
 		add("voice: values must not be negative")
 	}
 	if c.Limits.RequestsPerSecond < 0 || c.Limits.Burst < 0 || c.Limits.MaxConcurrentCalls < 0 || c.Limits.TokensPerMinute < 0 {

@@ -124,6 +124,7 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 			cfg.Limits.TokensPerMinute = float64(*rl.TokensPerMinute) / float64(replicas)
 		}
 	}
+	cfg.Voice.DrainTimeout = gw.Duration{Duration: DrainTimeout(va)}
 	if v := va.Spec.Voice; v != nil {
 		if v.MaxSessionDuration != nil {
 			cfg.Voice.MaxSessionDuration = gw.Duration{Duration: v.MaxSessionDuration.Duration}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -83,6 +84,28 @@ func restartHash(versions map[string]string) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
+// DefaultDrainTimeout is how long calls in progress may run on after SIGTERM when
+// spec.voice.drainTimeout is not set.
+const DefaultDrainTimeout = 10 * time.Minute
+
+// DrainTimeout is va's spec.voice.drainTimeout or the default.
+func DrainTimeout(va *v1alpha1.VoiceAgent) time.Duration {
+	if v := va.Spec.Voice; v != nil && v.DrainTimeout != nil {
+		return v.DrainTimeout.Duration
+	}
+	return DefaultDrainTimeout
+}
+
+// drainMargin is the time after the drain the gateway has to deliver its audit backlog
+// and persist spend before the kubelet's SIGKILL.
+const drainMargin = 30 * time.Second
+
+// TerminationGracePeriodSeconds follows the drain timeout, so that the kubelet never
+// kills a pod whose calls are still draining.
+func TerminationGracePeriodSeconds(va *v1alpha1.VoiceAgent) int64 {
+	return int64((DrainTimeout(va) + drainMargin + time.Second - 1) / time.Second)
+}
+
 // PodSpec is the pod of va.
 func PodSpec(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.PodSpec {
 	spec := corev1.PodSpec{
@@ -94,7 +117,7 @@ func PodSpec(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.PodSpec {
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			FSGroup:        ptr.To[int64](GatewayUID),
 		},
-		TerminationGracePeriodSeconds: ptr.To[int64](30),
+		TerminationGracePeriodSeconds: ptr.To(TerminationGracePeriodSeconds(va)),
 		Containers:                    []corev1.Container{agentContainer(va, in), gatewayContainer(va, in)},
 		Volumes:                       volumes(va, in.Credentials),
 	}
