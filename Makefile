@@ -75,8 +75,8 @@ helm: ## Build the helm CLI for the chart tests into bin/ (once).
 	hack/build-helm.sh
 
 .PHONY: test
-test: controlplane thirdparty-crds helm vet ## Unit and envtest integration tests against a real API server, chart and alert tests.
-	KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
+test: controlplane thirdparty-crds helm vet npm-test-deps ## Unit and envtest integration tests against a real API server, chart and alert tests.
+	VOICEAGENT_REQUIRE_NPM=1 KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
 	cd test/promrules && $(GO) vet ./... && $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
 
 .PHONY: e2e-tools
@@ -94,6 +94,26 @@ bench-gateway: build ## Gateway latency and throughput vs direct vs nginx (apt-g
 	$(GO) test -run '^$$' -bench BenchmarkProxiedModelCall -benchtime 20000x -count 5 ./internal/gateway/
 	$(GO) run ./test/bench/gateway -rate 1000 -duration 10s
 	$(GO) run ./test/bench/gateway -throughput 16 -duration 5s
+
+.PHONY: npm-test-deps
+npm-test-deps: test/realtime-npm/node_modules/.package-lock.json ## Install the pinned npm packages the realtime SDK test runs (openai, ws).
+test/realtime-npm/node_modules/.package-lock.json: test/realtime-npm/package.json test/realtime-npm/package-lock.json
+	cd test/realtime-npm && npm ci --no-audit --no-fund --loglevel=error
+
+# Each fuzz target of the parsers of what the agent or an upstream sends, for FUZZTIME.
+FUZZTIME ?= 10s
+GATEWAY_FUZZ_TARGETS = FuzzUsageScanner FuzzSSERelay FuzzScrubber FuzzPathRefusal FuzzIncludeUsage FuzzRequestModel
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (default 10s) each.
+	@for f in $(GATEWAY_FUZZ_TARGETS); do \
+		echo "== $$f"; $(GO) test ./internal/gateway/ -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -parallel 2 || exit 1; \
+	done
+	$(GO) test ./internal/pii/ -run '^$$' -fuzz '^FuzzRedact$$' -fuzztime $(FUZZTIME) -parallel 2
+
+.PHONY: bench-realtime
+bench-realtime: build ## Realtime sessions: 100 sessions, 50 frames/s each way, through the gateway vs a plain Go WebSocket relay vs direct.
+	$(GO) run ./test/bench/realtime -sessions 100 -fps 50 -duration 30s
 
 .PHONY: bench-audit
 bench-audit: ## Verify an audit stream of 100,000 records (must stay well under 2 s).
