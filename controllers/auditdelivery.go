@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/audit"
@@ -49,7 +50,7 @@ func (h HTTPAuditStatusReader) Read(ctx context.Context, pod *corev1.Pod) (*audi
 	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(port))) + "/audit/status"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("request %s: %w", url, err)
 	}
 	c := h.Client
 	if c == nil {
@@ -57,7 +58,7 @@ func (h HTTPAuditStatusReader) Read(ctx context.Context, pod *corev1.Pod) (*audi
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read the audit status of pod %s: %w", pod.Name, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
@@ -142,6 +143,7 @@ func (r *AuditSinkReconciler) readDelivery(ctx context.Context, sink *v1alpha1.A
 			st, err := r.StatusReader.Read(rctx, pod)
 			cancel()
 			if err != nil {
+				log.FromContext(ctx).V(1).Info("gateway skipped: no audit delivery status", "pod", pod.Name, "error", err.Error())
 				continue
 			}
 			reports = append(reports, gatewayReport{pod: pod.Name, status: st})

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -37,99 +35,118 @@ type AuditSinkReconciler struct {
 	optional *optionalAPIs
 }
 
-// Reconcile brings one AuditSink's ExternalSecrets and status in line.
+// Reconcile brings one AuditSink's ExternalSecrets and status in line: its credentials,
+// the VoiceAgents that use it, what their gateways report about delivery, then status,
+// written once.
 func (r *AuditSinkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	sink := &v1alpha1.AuditSink{}
 	if err := r.Client.Get(ctx, req.NamespacedName, sink); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if isNotFound(err) {
+			return ctrl.Result{}, nil // deleted; owner references take its ExternalSecrets
+		}
+		return ctrl.Result{}, fmt.Errorf("get AuditSink %s: %w", req.NamespacedName, err)
 	}
-	beforeObj := sink.DeepCopy()
-	before := &beforeObj.Status
-	esoInstalled, err := r.optional.installed(ctx, render.ExternalSecretCRD, render.ExternalSecretGVK)
+	before := sink.DeepCopy()
+
+	ready, reason, msg, err := r.reconcileCredentials(ctx, sink)
 	if err != nil {
 		return ctrl.Result{}, err
-	}
-	creds := render.SinkCredentials(sink)
-	ready, reason, msg := true, v1alpha1.ReasonSinkConfigured, fmt.Sprintf("Sink of type %s is configured.", sink.Spec.Type)
-	for _, c := range creds {
-		if c.Source.ExternalSecret == nil {
-			continue
-		}
-		if !esoInstalled {
-			ready, reason, msg = false, v1alpha1.ReasonExternalSecretsNotInstall, fmt.Sprintf(
-				"Credential %q comes from an external store, but External Secrets Operator is not installed (CRD %s not found).",
-				c.Slot, render.ExternalSecretCRD)
-			continue
-		}
-		es := auditSinkExternalSecret(sink, c)
-		if _, err := applyChild(ctx, r.Client, es); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-	if ready {
-		ready, reason, msg = r.credentialsPresent(ctx, sink, creds)
 	}
 	users, err := r.usedBy(ctx, sink)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	sink.Status.UsedBy = users
-	poll := false
-	if ready && len(users) > 0 && r.StatusReader != nil {
-		poll = true
-		reports, err := r.readDelivery(ctx, sink, users)
+	poll := ready && len(users) > 0 && r.StatusReader != nil
+	if poll {
+		failing, failingMsg, err := r.reconcileDelivery(ctx, sink, users)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		now, failingAfter := time.Now(), r.FailingAfter
-		if r.Now != nil {
-			now = r.Now()
-		}
-		if failingAfter == 0 {
-			failingAfter = DefaultDeliveryFailingAfter
-		}
-		var failingPod, detail string
-		sink.Status.Delivery, failingPod, detail = summariseDelivery(sink.Name, reports, now, failingAfter)
-		if failingPod != "" {
-			ready, reason = false, v1alpha1.ReasonDeliveryFailing
-			msg = fmt.Sprintf("Gateway %s cannot deliver to this sink: %s (threshold %s). Check that the receiver is reachable and accepts the credentials; records stay queued until it does.",
-				failingPod, detail, failingAfter)
+		if failing {
+			ready, reason, msg = false, v1alpha1.ReasonDeliveryFailing, failingMsg
 		}
 	}
-	status := metav1.ConditionFalse
-	if ready {
-		status = metav1.ConditionTrue
+	setCondition(sink, v1alpha1.ConditionReady, ready, reason, msg)
+	if err := writeStatus(ctx, r.Client, sink, before); err != nil {
+		return ctrl.Result{}, err
 	}
-	meta.SetStatusCondition(&sink.Status.Conditions, metav1.Condition{
-		Type: v1alpha1.ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: sink.Generation,
-	})
-	sink.Status.ObservedGeneration = sink.Generation
-	result := ctrl.Result{}
 	switch {
 	case poll:
-		result.RequeueAfter = r.PollInterval
-		if result.RequeueAfter == 0 {
-			result.RequeueAfter = DefaultDeliveryPollInterval
-		}
-	case !ready && reason == v1alpha1.ReasonExternalSecretsNotInstall:
-		result.RequeueAfter = RequeueWhileWaiting
+		return ctrl.Result{RequeueAfter: orDefault(r.PollInterval, DefaultDeliveryPollInterval)}, nil
+	case reason == v1alpha1.ReasonExternalSecretsNotInstalled:
+		return ctrl.Result{RequeueAfter: RequeueWhileWaiting}, nil // no watch until the CRD appears
 	}
-	if equality.Semantic.DeepEqual(before, &sink.Status) {
-		return result, nil
-	}
-	return result, r.Client.Status().Patch(ctx, sink, client.MergeFrom(beforeObj))
+	return ctrl.Result{}, nil
 }
 
-func (r *AuditSinkReconciler) credentialsPresent(ctx context.Context, sink *v1alpha1.AuditSink, creds []render.Credential) (bool, string, string) {
+// reconcileCredentials applies an ExternalSecret for every credential that comes from an
+// external store and reports whether every credential's Secret is there.
+func (r *AuditSinkReconciler) reconcileCredentials(ctx context.Context, sink *v1alpha1.AuditSink) (bool, string, string, error) {
+	esoInstalled, err := r.optional.installed(ctx, render.ExternalSecretCRD, render.ExternalSecretGVK)
+	if err != nil {
+		return false, "", "", fmt.Errorf("discover External Secrets: %w", err)
+	}
+	creds := render.SinkCredentials(sink)
+	for _, c := range creds {
+		if c.Source.ExternalSecret == nil {
+			continue
+		}
+		if !esoInstalled {
+			return false, v1alpha1.ReasonExternalSecretsNotInstalled, fmt.Sprintf(
+				"Credential %q comes from an external store, but External Secrets Operator is not installed (CRD %s not found).",
+				c.Slot, render.ExternalSecretCRD), nil
+		}
+		if _, err := applyChild(ctx, r.Client, auditSinkExternalSecret(sink, c)); err != nil {
+			return false, "", "", fmt.Errorf("sync credential %q: %w", c.Slot, err)
+		}
+	}
+	return r.credentialsPresent(ctx, sink, creds)
+}
+
+// reconcileDelivery fills status.delivery from the gateways of the sink's users and says
+// whether one of them fails to deliver, with the message for the condition.
+func (r *AuditSinkReconciler) reconcileDelivery(ctx context.Context, sink *v1alpha1.AuditSink, users []string) (bool, string, error) {
+	reports, err := r.readDelivery(ctx, sink, users)
+	if err != nil {
+		return false, "", fmt.Errorf("read delivery status: %w", err)
+	}
+	now := time.Now()
+	if r.Now != nil {
+		now = r.Now()
+	}
+	failingAfter := orDefault(r.FailingAfter, DefaultDeliveryFailingAfter)
+	var failingPod, detail string
+	sink.Status.Delivery, failingPod, detail = summariseDelivery(sink.Name, reports, now, failingAfter)
+	if failingPod == "" {
+		return false, "", nil
+	}
+	return true, fmt.Sprintf("Gateway %s cannot deliver to this sink: %s (threshold %s). Check that the receiver is reachable and accepts the credentials; records stay queued until it does.",
+		failingPod, detail, failingAfter), nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// credentialsPresent checks by metadata that every credential's Secret exists.
+func (r *AuditSinkReconciler) credentialsPresent(ctx context.Context, sink *v1alpha1.AuditSink, creds []render.Credential) (bool, string, string, error) {
 	for _, c := range creds {
 		s := &metav1.PartialObjectMetadata{}
 		s.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: sink.Namespace, Name: c.SecretName}, s); err != nil {
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: sink.Namespace, Name: c.SecretName}, s)
+		if isNotFound(err) {
 			return false, v1alpha1.ReasonSecretNotFound, fmt.Sprintf(
-				"Secret %s (credential %q) is not present yet in namespace %s.", c.SecretName, c.Slot, sink.Namespace)
+				"Secret %s (credential %q) is not present yet in namespace %s.", c.SecretName, c.Slot, sink.Namespace), nil
+		}
+		if err != nil {
+			return false, "", "", fmt.Errorf("get Secret %s metadata: %w", c.SecretName, err)
 		}
 	}
-	return true, v1alpha1.ReasonSinkConfigured, fmt.Sprintf("Sink of type %s is configured; %d credentials present.", sink.Spec.Type, len(creds))
+	return true, v1alpha1.ReasonSinkConfigured, fmt.Sprintf("Sink of type %s is configured; %d credentials present.", sink.Spec.Type, len(creds)), nil
 }
 
 func (r *AuditSinkReconciler) usedBy(ctx context.Context, sink *v1alpha1.AuditSink) ([]string, error) {
@@ -170,7 +187,7 @@ func (r *AuditSinkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.AuditSink{}, indexSecrets, func(o client.Object) []string {
 		return render.SecretNames(render.SinkCredentials(o.(*v1alpha1.AuditSink)))
 	}); err != nil {
-		return err
+		return fmt.Errorf("index AuditSinks by credential Secret: %w", err)
 	}
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.AuditSink{}).
@@ -179,7 +196,7 @@ func (r *AuditSinkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("auditsink").
 		Build(r)
 	if err != nil {
-		return err
+		return fmt.Errorf("build the AuditSink controller: %w", err)
 	}
 	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.AuditSink{}, handler.OnlyControllerOwner())
 	r.optional.startWatch = watchStarter(c, mgr, owner)

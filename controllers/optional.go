@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -34,7 +35,7 @@ func (o *optionalAPIs) installed(ctx context.Context, crdName string, gvk schema
 		if isNotFound(err) {
 			return false, nil
 		}
-		return false, err
+		return false, fmt.Errorf("get CRD %s: %w", crdName, err)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -42,7 +43,7 @@ func (o *optionalAPIs) installed(ctx context.Context, crdName string, gvk schema
 		return true, nil
 	}
 	if err := o.startWatch(gvk); err != nil {
-		return true, err
+		return true, fmt.Errorf("CRD %s found: %w", crdName, err)
 	}
 	o.watching[gvk] = true
 	return true, nil

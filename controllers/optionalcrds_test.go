@@ -44,7 +44,7 @@ func TestMissingCertManagerAndExternalSecrets(t *testing.T) {
 		return conditionOn(c, "default", "waiting", typ, status, reason)
 	}
 	eventually(t, waitFor, is(v1alpha1.ConditionCertificateReady, v1alpha1.ReasonCertManagerNotInstalled, metav1.ConditionFalse))
-	eventually(t, waitFor, is(v1alpha1.ConditionCredentialsReady, v1alpha1.ReasonExternalSecretsNotInstall, metav1.ConditionFalse))
+	eventually(t, waitFor, is(v1alpha1.ConditionCredentialsReady, v1alpha1.ReasonExternalSecretsNotInstalled, metav1.ConditionFalse))
 	// The rest of the VoiceAgent is still in force.
 	eventually(t, waitFor, is(v1alpha1.ConditionNetworkIsolated, v1alpha1.ReasonNetworkPolicyApplied, metav1.ConditionTrue))
 

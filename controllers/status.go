@@ -19,25 +19,13 @@ import (
 	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
-// setCondition sets one condition with the object's generation. The transition time
-// changes only when the status does, so an unchanged condition is no write.
-func setCondition(va *v1alpha1.VoiceAgent, typ string, ok bool, reason, message string) {
-	status := metav1.ConditionFalse
-	if ok {
-		status = metav1.ConditionTrue
-	}
-	meta.SetStatusCondition(&va.Status.Conditions, metav1.Condition{
-		Type: typ, Status: status, Reason: reason, Message: message, ObservedGeneration: va.Generation,
-	})
-}
-
 // updateStatus fills va.Status from what was applied and observed. It reports whether
 // the VoiceAgent waits on something without a watch (a CRD not installed yet).
 func (r *VoiceAgentReconciler) updateStatus(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed, ch *render.Children, applyErr error) bool {
 	waiting := false
 	ok, reason, msg := r.credentialsCondition(ctx, va, obs, ch)
 	setCondition(va, v1alpha1.ConditionCredentialsReady, ok, reason, msg)
-	waiting = waiting || reason == v1alpha1.ReasonExternalSecretsNotInstall
+	waiting = waiting || reason == v1alpha1.ReasonExternalSecretsNotInstalled
 
 	ok, reason, msg, notAfter := r.certificateCondition(ctx, va, obs)
 	setCondition(va, v1alpha1.ConditionCertificateReady, ok, reason, msg)
@@ -73,7 +61,7 @@ func (r *VoiceAgentReconciler) updateStatus(ctx context.Context, va *v1alpha1.Vo
 			r.event(va, corev1.EventTypeNormal, "Ready", "Reconcile", "VoiceAgent is Ready: every control is in force")
 		}
 	} else {
-		setCondition(va, v1alpha1.ConditionReady, false, v1alpha1.ReasonNotReady, "Waiting for: "+strings.Join(pending, ", ")+".")
+		setCondition(va, v1alpha1.ConditionReady, false, v1alpha1.ReasonConditionsNotMet, "Waiting for: "+strings.Join(pending, ", ")+".")
 		if wasReady {
 			r.event(va, corev1.EventTypeWarning, "NotReady", "Reconcile", "VoiceAgent is no longer Ready: waiting for %s", strings.Join(pending, ", "))
 		}
@@ -114,7 +102,7 @@ func (r *VoiceAgentReconciler) credentialsCondition(ctx context.Context, va *v1a
 	for _, c := range ch.Credentials {
 		if c.Source.ExternalSecret != nil && c.AuditSink == "" {
 			if !obs.esoInstalled {
-				return false, v1alpha1.ReasonExternalSecretsNotInstall, fmt.Sprintf(
+				return false, v1alpha1.ReasonExternalSecretsNotInstalled, fmt.Sprintf(
 					"Credential %q comes from an external store, but External Secrets Operator is not installed (CRD %s not found). Install it, or use credentials.secretRef.",
 					c.Slot, render.ExternalSecretCRD)
 			}
@@ -135,8 +123,12 @@ func (r *VoiceAgentReconciler) credentialsCondition(ctx context.Context, va *v1a
 
 func (r *VoiceAgentReconciler) externalSecretReady(ctx context.Context, ns, name string) (bool, string) {
 	es, err := r.getUnstructured(ctx, render.ExternalSecretGVK, ns, name)
-	if err != nil {
+	if isNotFound(err) {
 		return false, "not found yet"
+	}
+	if err != nil {
+		log.FromContext(ctx).Error(err, "read ExternalSecret", "externalSecret", name)
+		return false, "it cannot be read: " + err.Error()
 	}
 	return readyCondition(es)
 }
@@ -144,8 +136,10 @@ func (r *VoiceAgentReconciler) externalSecretReady(ctx context.Context, ns, name
 func (r *VoiceAgentReconciler) getUnstructured(ctx context.Context, gvk schema.GroupVersionKind, ns, name string) (*unstructured.Unstructured, error) {
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(gvk)
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, u)
-	return u, err
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, u); err != nil {
+		return nil, fmt.Errorf("get %s %s/%s: %w", gvk.Kind, ns, name, err)
+	}
+	return u, nil
 }
 
 // readyCondition reads the Ready condition that cert-manager and External Secrets both
@@ -174,8 +168,12 @@ func (r *VoiceAgentReconciler) certificateCondition(ctx context.Context, va *v1a
 			render.CertificateCRD), nil
 	}
 	cert, err := r.getUnstructured(ctx, render.CertificateGVK, va.Namespace, va.Name)
-	if err != nil {
+	if isNotFound(err) {
 		return false, v1alpha1.ReasonCertificateNotReady, "Certificate " + va.Name + " is not in the cache yet.", nil
+	}
+	if err != nil {
+		log.FromContext(ctx).Error(err, "read Certificate", "certificate", va.Name)
+		return false, v1alpha1.ReasonCertificateNotReady, "Certificate " + va.Name + " cannot be read: " + err.Error() + ". See the operator's log.", nil
 	}
 	var notAfter *metav1.Time
 	if s, ok, _ := unstructured.NestedString(cert.Object, "status", "notAfter"); ok {

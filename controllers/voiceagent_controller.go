@@ -14,7 +14,6 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -79,7 +78,10 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	va := &v1alpha1.VoiceAgent{}
 	if err := r.Client.Get(ctx, req.NamespacedName, va); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if isNotFound(err) {
+			return ctrl.Result{}, nil // deleted; the garbage collector takes its children
+		}
+		return ctrl.Result{}, fmt.Errorf("get VoiceAgent %s: %w", req.NamespacedName, err)
 	}
 	if !va.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // owner references let the garbage collector delete children
@@ -98,9 +100,9 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// The API server's validation lets nothing through that render rejects, short of a
 		// bug; say so in status rather than retrying forever.
 		log.FromContext(ctx).Error(err, "render failed")
-		setCondition(va, v1alpha1.ConditionReady, false, v1alpha1.ReasonRenderFailed,
+		setCondition(va, v1alpha1.ConditionReady, false, v1alpha1.ReasonInvalidSpec,
 			"The spec cannot be rendered: "+err.Error()+". Fix the named field.")
-		return ctrl.Result{}, r.writeStatus(ctx, va, before)
+		return ctrl.Result{}, writeStatus(ctx, r.Client, va, before)
 	}
 
 	applyErr := r.applyAll(ctx, va, obs, children)
@@ -108,7 +110,7 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		log.FromContext(ctx).Error(applyErr, "apply failed")
 	}
 	requeue := r.updateStatus(ctx, va, obs, children, applyErr)
-	if err := r.writeStatus(ctx, va, before); err != nil {
+	if err := writeStatus(ctx, r.Client, va, before); err != nil {
 		return ctrl.Result{}, err
 	}
 	if applyErr != nil {
@@ -274,19 +276,6 @@ func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.Voic
 
 func ptrUID(u types.UID) *types.UID { return &u }
 
-// writeStatus writes status once, and only when it changed. A merge patch carries no
-// resourceVersion: status is ours alone, so a stale cache cannot cause a conflict loop.
-func (r *VoiceAgentReconciler) writeStatus(ctx context.Context, va *v1alpha1.VoiceAgent, before *v1alpha1.VoiceAgent) error {
-	va.Status.ObservedGeneration = va.Generation
-	if equality.Semantic.DeepEqual(&before.Status, &va.Status) {
-		return nil
-	}
-	if err := r.Client.Status().Patch(ctx, va, client.MergeFrom(before)); err != nil {
-		return fmt.Errorf("update status: %w", err)
-	}
-	return nil
-}
-
 // SetupWithManager registers the controller, its watches and field indexes.
 func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	ctx := context.Background()
@@ -297,12 +286,12 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := idx.IndexField(ctx, &v1alpha1.VoiceAgent{}, indexSecrets, func(o client.Object) []string {
 		return referencedSecrets(o.(*v1alpha1.VoiceAgent))
 	}); err != nil {
-		return err
+		return fmt.Errorf("index VoiceAgents by referenced Secret: %w", err)
 	}
 	if err := idx.IndexField(ctx, &v1alpha1.VoiceAgent{}, indexAuditSinks, func(o client.Object) []string {
 		return referencedSinks(o.(*v1alpha1.VoiceAgent))
 	}); err != nil {
-		return err
+		return fmt.Errorf("index VoiceAgents by referenced AuditSink: %w", err)
 	}
 	r.optional = newOptionalAPIs(mgr.GetCache())
 
@@ -320,7 +309,7 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("voiceagent").
 		Build(r)
 	if err != nil {
-		return err
+		return fmt.Errorf("build the VoiceAgent controller: %w", err)
 	}
 	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.VoiceAgent{}, handler.OnlyControllerOwner())
 	r.optional.startWatch = watchStarter(c, mgr, owner)
@@ -332,7 +321,10 @@ func watchStarter(c controller.Controller, mgr ctrl.Manager, h handler.EventHand
 	return func(gvk schema.GroupVersionKind) error {
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(gvk)
-		return c.Watch(source.Kind[client.Object](mgr.GetCache(), u, h))
+		if err := c.Watch(source.Kind[client.Object](mgr.GetCache(), u, h)); err != nil {
+			return fmt.Errorf("watch %s: %w", gvk.Kind, err)
+		}
+		return nil
 	}
 }
 

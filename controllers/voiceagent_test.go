@@ -60,7 +60,7 @@ func TestVoiceAgentCreatesHardenedChildrenAndBecomesReady(t *testing.T) {
 	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionCredentialsReady, metav1.ConditionTrue, v1alpha1.ReasonCredentialsSynced))
 	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionNetworkIsolated, metav1.ConditionTrue, ""))
 	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionAvailable, metav1.ConditionFalse, v1alpha1.ReasonDeploymentUnavailable))
-	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonNotReady))
+	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonConditionsNotMet))
 
 	markDeploymentAvailable(t, ns, "hello")
 	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonAllConditionsMet))

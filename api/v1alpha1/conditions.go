@@ -16,28 +16,30 @@ var ConditionTypes = []string{
 	ConditionNetworkIsolated, ConditionAuditReady, ConditionAvailable,
 }
 
-// Condition reasons. Each says what was observed; the message says what to do.
+// Condition reasons. Each says what was observed; the message says what to do. The
+// values are the API: tools, alerts and Argo CD health checks match on them. Each
+// constant is named Reason followed by its value (conditions_test.go checks it).
 const (
-	ReasonAllConditionsMet          = "AllConditionsMet"
-	ReasonDeliveryFailing           = "DeliveryFailing"
-	ReasonSinkDeliveryFailing       = "SinkDeliveryFailing"
-	ReasonNotReady                  = "ConditionsNotMet"
-	ReasonCredentialsSynced         = "CredentialsSynced"
-	ReasonSecretNotFound            = "SecretNotFound"
-	ReasonExternalSecretNotSynced   = "ExternalSecretNotSynced"
-	ReasonExternalSecretsNotInstall = "ExternalSecretsNotInstalled"
-	ReasonCertificateIssued         = "CertificateIssued"
-	ReasonCertificateNotReady       = "CertificateNotReady"
-	ReasonCertManagerNotInstalled   = "CertManagerNotInstalled"
-	ReasonTLSNotRequested           = "TLSNotRequested"
-	ReasonNetworkPolicyApplied      = "NetworkPolicyApplied"
-	ReasonSinksReady                = "SinksReady"
-	ReasonNoSinksConfigured         = "NoSinksConfigured"
-	ReasonSinkNotFound              = "SinkNotFound"
-	ReasonSinkNotReady              = "SinkNotReady"
-	ReasonDeploymentAvailable       = "DeploymentAvailable"
-	ReasonDeploymentUnavailable     = "DeploymentUnavailable"
-	ReasonRenderFailed              = "InvalidSpec"
-	ReasonApplyFailed               = "ApplyFailed"
-	ReasonSinkConfigured            = "SinkConfigured"
+	ReasonAllConditionsMet            = "AllConditionsMet"
+	ReasonDeliveryFailing             = "DeliveryFailing"
+	ReasonSinkDeliveryFailing         = "SinkDeliveryFailing"
+	ReasonConditionsNotMet            = "ConditionsNotMet"
+	ReasonCredentialsSynced           = "CredentialsSynced"
+	ReasonSecretNotFound              = "SecretNotFound"
+	ReasonExternalSecretNotSynced     = "ExternalSecretNotSynced"
+	ReasonExternalSecretsNotInstalled = "ExternalSecretsNotInstalled"
+	ReasonCertificateIssued           = "CertificateIssued"
+	ReasonCertificateNotReady         = "CertificateNotReady"
+	ReasonCertManagerNotInstalled     = "CertManagerNotInstalled"
+	ReasonTLSNotRequested             = "TLSNotRequested"
+	ReasonNetworkPolicyApplied        = "NetworkPolicyApplied"
+	ReasonSinksReady                  = "SinksReady"
+	ReasonNoSinksConfigured           = "NoSinksConfigured"
+	ReasonSinkNotFound                = "SinkNotFound"
+	ReasonSinkNotReady                = "SinkNotReady"
+	ReasonDeploymentAvailable         = "DeploymentAvailable"
+	ReasonDeploymentUnavailable       = "DeploymentUnavailable"
+	ReasonInvalidSpec                 = "InvalidSpec"
+	ReasonApplyFailed                 = "ApplyFailed"
+	ReasonSinkConfigured              = "SinkConfigured"
 )
