@@ -460,3 +460,24 @@ func TestPostIsNotRetriedOnceWritten(t *testing.T) {
 		t.Errorf("503 with Retry-After: %d calls, want 2", n)
 	}
 }
+
+// TestAccountHeadersAreStripped: an agent must not bill the mounted key's calls to
+// another organisation or project the key can reach.
+func TestAccountHeadersAreStripped(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	}))
+	t.Cleanup(up.Close)
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) { c.Models[0].Endpoint = up.URL })
+	tg.post(t, "/model/chat/completions", openaiBody, map[string]string{
+		"OpenAI-Organization": "org-elsewhere", "OpenAI-Project": "proj-without-limits", "X-Goog-User-Project": "other"})
+	h := <-seen
+	for _, k := range []string{"Openai-Organization", "Openai-Project", "X-Goog-User-Project"} {
+		if v := h.Get(k); v != "" {
+			t.Errorf("the provider got %s: %s", k, v)
+		}
+	}
+}

@@ -8,7 +8,11 @@ import (
 
 // Headers an agent might use to send a key of its own. They are always removed: the
 // agent holds no key, and one it sends must not reach an upstream.
-var credentialHeaders = []string{"Authorization", "X-Api-Key", "X-Goog-Api-Key", "Api-Key", "Proxy-Authorization", "Cookie"}
+// The account headers go too: with them an agent could bill the mounted key's calls to
+// another organisation or project the key can reach (one without the spend limits
+// the platform team set there).
+var credentialHeaders = []string{"Authorization", "X-Api-Key", "X-Goog-Api-Key", "Api-Key", "Proxy-Authorization", "Cookie",
+	"Openai-Organization", "Openai-Project", "X-Goog-User-Project"}
 
 // Hop-by-hop headers are not forwarded.
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}

@@ -227,6 +227,10 @@ func (g *Gateway) serveRealtime(w http.ResponseWriter, r *http.Request, c *call,
 			return
 		}
 	}
+	if ok, wait := g.tokens.AllowN(0); !ok {
+		c.deny(w, http.StatusTooManyRequests, "tokens_per_minute", "the VoiceAgent's tokens-per-minute limit is reached; retry later", wait)
+		return
+	}
 	if ok, wait := g.sessionRate.Allow(); !ok {
 		c.deny(w, http.StatusTooManyRequests, "sessions_per_minute", "the VoiceAgent's realtime sessions-per-minute limit is reached (spec.voice.sessionsPerMinute); retry later", wait)
 		return
