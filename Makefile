@@ -5,6 +5,12 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 CONTROLPLANE_DIR ?= $(LOCALBIN)/controlplane
 HELM ?= $(LOCALBIN)/helm
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+KUSTOMIZE_VERSION ?= v5.8.2
+KUBECTL ?= kubectl
+CONTAINER_TOOL ?= docker
+# Platforms of `make docker-buildx`.
+PLATFORMS ?= linux/amd64,linux/arm64
 CHART_DIR ?= charts/voiceagent-operator
 GO ?= go
 TEST_TIMEOUT ?= 20m
@@ -12,9 +18,12 @@ TEST_TIMEOUT ?= 20m
 .PHONY: all
 all: build
 
+##@ General
+
+# The targets with a `## text` comment, under the `##@ Section` headings above them.
 .PHONY: help
 help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Development
 
@@ -75,7 +84,7 @@ helm: ## Build the helm CLI for the chart tests into bin/ (once).
 	hack/build-helm.sh
 
 .PHONY: test
-test: controlplane thirdparty-crds helm vet npm-test-deps ## Unit and envtest integration tests against a real API server, chart and alert tests.
+test: controlplane thirdparty-crds helm kustomize vet npm-test-deps ## Unit and envtest integration tests against a real API server, chart and alert tests.
 	VOICEAGENT_REQUIRE_NPM=1 KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
 	cd test/promrules && $(GO) vet ./... && $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
 
@@ -140,20 +149,48 @@ run: manifests generate ## Run the manager against the cluster of $KUBECONFIG.
 	$(GO) run ./cmd/voiceagent-operator manager --gateway-image $(IMG)
 
 .PHONY: docker-build
-docker-build: ## Build the image (needs a Docker engine).
-	docker build -t $(IMG) .
+docker-build: ## Build the image IMG for this machine's platform (needs a Docker engine).
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+# The Dockerfile builds on the build machine's platform (FROM --platform=$BUILDPLATFORM
+# is inserted into a copy, Dockerfile.cross) and cross-compiles for each target
+# (TARGETOS/TARGETARCH): no emulation.
+.PHONY: docker-buildx
+docker-buildx: ## Build the image IMG for PLATFORMS and push it (needs Docker buildx and a registry you are logged in to).
+	sed -e '1 s/\(^FROM\)/FROM --platform=\$$\{BUILDPLATFORM\}/; t' -e ' 1,// s//FROM --platform=\$$\{BUILDPLATFORM\}/' Dockerfile > Dockerfile.cross
+	- $(CONTAINER_TOOL) buildx create --name voiceagent-operator-builder
+	$(CONTAINER_TOOL) buildx use voiceagent-operator-builder
+	- $(CONTAINER_TOOL) buildx build --push --platform=$(PLATFORMS) --tag $(IMG) -f Dockerfile.cross .
+	- $(CONTAINER_TOOL) buildx rm voiceagent-operator-builder
+	rm Dockerfile.cross
+
+.PHONY: build-installer
+build-installer: manifests generate kustomize ## Render dist/install.yaml: CRDs, RBAC, the manager (image IMG, also the gateways') and its metrics Service, in one file.
+	@mkdir -p dist
+	KUSTOMIZE=$(KUSTOMIZE) hack/installer.sh "$(IMG)" > dist/install.yaml
+	@echo "dist/install.yaml: kubectl apply --server-side -f dist/install.yaml"
+
+##@ Deployment
+
+ifndef ignore-not-found
+  ignore-not-found = false
+endif
 
 .PHONY: install
 install: manifests ## Install the CRDs into the cluster of $KUBECONFIG.
-	kubectl apply --server-side -k config/crd
+	$(KUBECTL) apply --server-side -k config/crd
 
 .PHONY: uninstall
-uninstall: ## Remove the CRDs.
-	kubectl delete -k config/crd
+uninstall: ## Remove the CRDs, and so every VoiceAgent and AuditSink (ignore-not-found=true: no error for what is gone).
+	$(KUBECTL) delete --ignore-not-found=$(ignore-not-found) -k config/crd
 
 .PHONY: deploy
-deploy: manifests ## Deploy the operator with kustomize.
-	kubectl apply --server-side -k config/default
+deploy: manifests kustomize ## Deploy the CRDs and the operator, image IMG (also the gateways'), to the cluster of $KUBECONFIG.
+	KUSTOMIZE=$(KUSTOMIZE) hack/installer.sh "$(IMG)" | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: kustomize ## Remove what deploy applied, the CRDs included, and so every VoiceAgent and AuditSink (ignore-not-found=true: no error for what is gone).
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found=$(ignore-not-found) -f -
 
 ##@ Tools
 
@@ -161,3 +198,11 @@ deploy: manifests ## Deploy the operator with kustomize.
 controller-gen: $(CONTROLLER_GEN)
 $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+# kustomize at KUSTOMIZE_VERSION into bin/ (once; a binary of another version is replaced).
+.PHONY: kustomize
+kustomize: ## Build kustomize into bin/ (once), for build-installer, deploy and undeploy.
+	@[ -x "$(KUSTOMIZE)" ] && [ "$$(cat $(LOCALBIN)/.kustomize-version 2>/dev/null)" = "$(KUSTOMIZE_VERSION)" ] || { \
+	  echo ">> building kustomize $(KUSTOMIZE_VERSION) into $(LOCALBIN)" >&2; \
+	  GOBIN=$(LOCALBIN) GOFLAGS=-buildvcs=false CGO_ENABLED=0 $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION) && \
+	  echo "$(KUSTOMIZE_VERSION)" > $(LOCALBIN)/.kustomize-version; }
