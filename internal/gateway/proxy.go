@@ -59,6 +59,9 @@ func (g *Gateway) newCall(r *http.Request, route, target string) *call {
 // deny answers 429 (or another status) without calling upstream, with Retry-After so
 // that a well-behaved client backs off instead of hanging.
 func (c *call) deny(w http.ResponseWriter, status int, limit, message string, retryAfter time.Duration) {
+	if len(message) > maxRefusalMessage { // what the agent sent is in some messages
+		message = strings.ToValidUTF8(message[:maxRefusalMessage], "") + "..."
+	}
 	c.g.metrics.rejections.WithLabelValues(limit).Inc()
 	if retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter.Seconds()+0.999)))
@@ -114,7 +117,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	op, ok := findOperation(family, primary.ExtraOperations, r.Method, suffix)
 	if !ok {
 		c.deny(w, http.StatusForbidden, "operation_not_allowed", fmt.Sprintf("%s %s is not an inference operation of provider %s; "+
-			"the VoiceAgent can open it in spec.model.extraOperations", r.Method, suffix, primary.Provider), 0)
+			"the VoiceAgent can open it in spec.model.extraOperations", r.Method, clip(suffix), primary.Provider), 0)
 		return
 	}
 	c.rec.Operation = op.Name
@@ -156,7 +159,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	c.recordContent(body)
 	if op.ModelIn != "" {
 		if asked := requestModel(op, suffix, body); asked != primary.Name {
-			c.deny(w, http.StatusForbidden, "model_not_allowed", fmt.Sprintf("model %q is not this VoiceAgent's model %q (spec.model.name)", asked, primary.Name), 0)
+			c.deny(w, http.StatusForbidden, "model_not_allowed", fmt.Sprintf("model %s is not this VoiceAgent's model %q (spec.model.name)", clip(asked), primary.Name), 0)
 			return
 		}
 	}
@@ -193,6 +196,19 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	c.rec.Decision, c.rec.Reason = "failed", lastErr
 	c.rec.Status = http.StatusBadGateway
 	writeError(w, http.StatusBadGateway, "upstream_unavailable", "no model upstream could serve the call: "+lastErr, c.rec.RequestID)
+}
+
+// maxRefusalMessage bounds a refusal's message and so its audit record.
+const maxRefusalMessage = 512
+
+// clip quotes an agent-supplied value for a message, cut to a length that cannot make
+// a refusal (and its audit record) large.
+func clip(v string) string {
+	const n = 64
+	if len(v) > n {
+		v = strings.ToValidUTF8(v[:n], "") + "..."
+	}
+	return strconv.Quote(v)
 }
 
 // setBudgetGauges follows the budget's state both ways: a gauge that only ever went
@@ -650,7 +666,7 @@ func (g *Gateway) serveIntegration(w http.ResponseWriter, r *http.Request) {
 	c := g.newCall(r, "integration", name)
 	defer c.finish()
 	if in == nil {
-		c.deny(w, http.StatusNotFound, "unknown_integration", "no HTTP integration named "+strconv.Quote(name), 0)
+		c.deny(w, http.StatusNotFound, "unknown_integration", "no HTTP integration named "+clip(name), 0)
 		return
 	}
 	if len(in.AllowedMethods) > 0 && !slices.Contains(in.AllowedMethods, r.Method) {

@@ -222,8 +222,8 @@ func (g *Gateway) serveRealtime(w http.ResponseWriter, r *http.Request, c *call,
 		return
 	}
 	if op.Name == "realtime" {
-		if m := r.URL.Query().Get("model"); m != primary.Name {
-			c.deny(w, http.StatusForbidden, "model_not_allowed", fmt.Sprintf("model %q is not this VoiceAgent's model %q (spec.model.name)", m, primary.Name), 0)
+		if ms := r.URL.Query()["model"]; len(ms) != 1 || ms[0] != primary.Name {
+			c.deny(w, http.StatusForbidden, "model_not_allowed", fmt.Sprintf("the session must name model %q (spec.model.name) once, not %s", primary.Name, clip(strings.Join(ms, ","))), 0)
 			return
 		}
 	}
@@ -270,21 +270,25 @@ func (g *Gateway) serveRealtime(w http.ResponseWriter, r *http.Request, c *call,
 	writeError(w, http.StatusBadGateway, "upstream_unavailable", "no model upstream accepted the realtime session: "+lastErr, c.rec.RequestID)
 }
 
-// agentSubprotocols are the WebSocket subprotocols the agent offered, less the ones
-// that carry a key (OpenAI's browser form "openai-insecure-api-key.<key>").
+// agentSubprotocols are the WebSocket subprotocols the agent offered that name a
+// protocol.
 func agentSubprotocols(h http.Header) []string {
 	var out []string
 	for _, v := range h.Values("Sec-WebSocket-Protocol") {
 		for _, p := range strings.Split(v, ",") {
 			p = strings.TrimSpace(p)
-			if p == "" || strings.HasPrefix(strings.ToLower(p), "openai-insecure-api-key") {
-				continue
+			// Only the protocol names pass: OpenAI also reads a key, an organisation and
+			// a project from subprotocols ("openai-insecure-api-key.<key>",
+			// "openai-organization.<org>", "openai-project.<project>").
+			if allowedSubprotocols[strings.ToLower(p)] {
+				out = append(out, p)
 			}
-			out = append(out, p)
 		}
 	}
 	return out
 }
+
+var allowedSubprotocols = map[string]bool{"realtime": true, "openai-beta.realtime-v1": true}
 
 // handshakeHeaders are the agent's headers that may go on to the provider's handshake:
 // none that carry a key, none the WebSocket handshake itself sets.
@@ -318,8 +322,10 @@ func (c *call) dialRealtime(w http.ResponseWriter, r *http.Request, m gw.Model, 
 		*lastErr = host(m.Endpoint) + ": credential unavailable"
 		return nil, false
 	}
-	q := r.URL.Query()
-	if fallback && q.Has("model") {
+	// Only the model goes on in the query: the agent's other parameters mean nothing
+	// the gateway has checked.
+	q := url.Values{}
+	if r.URL.Query().Has("model") {
 		q.Set("model", m.Name)
 	}
 	target, ok := upstreamURL(m.Endpoint, suffix, q.Encode())
@@ -626,8 +632,17 @@ func (s *session) pump(src, dst *websocket.Conn, fromAgent, fallback bool) error
 		switch {
 		case fromAgent && first && s.meter.perTurn && s.scanUsage:
 			n, err = s.checkSetup(wr, rd, fallback)
-		case fromAgent || typ != websocket.TextMessage || !s.scanUsage:
+		case fromAgent:
+			// The agent's events are copied as they are; one that starts a billed turn is
+			// noted, so that a hang-up right after it is still read on to the usage.
+			scan.reset()
+			n, err = io.CopyBuffer(wr, io.TeeReader(rd, &scan), buf)
+			if scan.msgType == "response.create" || scan.clientTurn {
+				s.inTurn.Store(true)
+			}
+		case !s.scanUsage:
 			n, err = io.CopyBuffer(wr, rd, buf)
+		// Text and binary messages alike: Gemini Live sends its JSON in binary frames.
 		case s.recordContent:
 			scan.reset()
 			msg := &boundedBuffer{limit: maxTranscriptMessage}
@@ -694,23 +709,27 @@ func (s *session) checkSetup(wr io.Writer, rd io.Reader, fallback bool) (int64, 
 		s.stop(websocket.CloseMessageTooBig, "the setup message is too large")
 		return 0, errors.New("setup too large")
 	}
+	// The first message must be a setup naming this VoiceAgent's model once: anything
+	// else (no setup, a model named twice, another model) is refused, and what goes on
+	// is the setup as checked, re-encoded, never the agent's own bytes.
 	var msg map[string]json.RawMessage
 	var setup map[string]json.RawMessage
-	if json.Unmarshal(data, &msg) == nil && msg["setup"] != nil && json.Unmarshal(msg["setup"], &setup) == nil {
-		var model string
-		_ = json.Unmarshal(setup["model"], &model)
-		primary := s.c.cfg.Models[0].Name
-		if strings.TrimPrefix(model, "models/") != primary {
-			s.stop(closePolicyViolated, fmt.Sprintf("model %q is not this VoiceAgent's model %q (spec.model.name)", model, primary))
-			return 0, errors.New("model not allowed")
-		}
-		if fallback {
-			name, _ := json.Marshal("models/" + s.model.Name)
-			setup["model"] = name
-			msg["setup"], _ = json.Marshal(setup)
-			data, _ = json.Marshal(msg)
-		}
+	primary := s.c.cfg.Models[0].Name
+	if json.Unmarshal(data, &msg) != nil || len(msg) != 1 || msg["setup"] == nil || json.Unmarshal(msg["setup"], &setup) != nil {
+		s.stop(closePolicyViolated, "the first message of a Live session must be its setup")
+		return 0, errors.New("no setup")
 	}
+	if model := bodyModel(msg["setup"]); strings.TrimPrefix(model, "models/") != primary {
+		s.stop(closePolicyViolated, fmt.Sprintf("the setup's model %s is not this VoiceAgent's model %q (spec.model.name)", clip(model), primary))
+		return 0, errors.New("model not allowed")
+	}
+	name := primary
+	if fallback {
+		name = s.model.Name
+	}
+	setup["model"], _ = json.Marshal("models/" + name)
+	msg["setup"], _ = json.Marshal(setup)
+	data, _ = json.Marshal(msg)
 	n, err := wr.Write(data)
 	return int64(n), err
 }

@@ -95,11 +95,12 @@ func (f *fakeRealtimeUpstream) serveGemini(conn *websocket.Conn) {
 			f.mu.Lock()
 			f.setups = append(f.setups, string(msg["setup"]))
 			f.mu.Unlock()
-			_ = conn.WriteMessage(websocket.TextMessage, []byte(`{"setupComplete":{}}`))
+			_ = conn.WriteMessage(websocket.BinaryMessage, []byte(`{"setupComplete":{}}`))
 		case msg["clientContent"] != nil || strings.Contains(string(data), `"audioStreamEnd":true`):
-			// One turn: audio and a transcript out, usage cumulative within the turn.
-			_ = conn.WriteMessage(websocket.TextMessage, []byte(`{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":"audio/pcm;rate=24000","data":"`+audioChunk+`"}}]},"outputTranscription":{"text":"hello there"}},"usageMetadata":{"promptTokenCount":100,"responseTokenCount":50,"totalTokenCount":150,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":80},{"modality":"TEXT","tokenCount":20}],"responseTokensDetails":[{"modality":"AUDIO","tokenCount":50}]}}`))
-			_ = conn.WriteMessage(websocket.TextMessage, []byte(`{"serverContent":{"turnComplete":true},"usageMetadata":{"promptTokenCount":100,"responseTokenCount":120,"totalTokenCount":220,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":80},{"modality":"TEXT","tokenCount":20}],"responseTokensDetails":[{"modality":"AUDIO","tokenCount":120}]}}`))
+			// One turn: audio and a transcript out, usage cumulative within the turn. As
+			// the Live API does, JSON comes in binary frames.
+			_ = conn.WriteMessage(websocket.BinaryMessage, []byte(`{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":"audio/pcm;rate=24000","data":"`+audioChunk+`"}}]},"outputTranscription":{"text":"hello there"}},"usageMetadata":{"promptTokenCount":100,"responseTokenCount":50,"totalTokenCount":150,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":80},{"modality":"TEXT","tokenCount":20}],"responseTokensDetails":[{"modality":"AUDIO","tokenCount":50}]}}`))
+			_ = conn.WriteMessage(websocket.BinaryMessage, []byte(`{"serverContent":{"turnComplete":true},"usageMetadata":{"promptTokenCount":100,"responseTokenCount":120,"totalTokenCount":220,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":80},{"modality":"TEXT","tokenCount":20}],"responseTokensDetails":[{"modality":"AUDIO","tokenCount":120}]}}`))
 		}
 	}
 }
@@ -604,5 +605,77 @@ func TestDrainEndsWhenTheLastSessionDoes(t *testing.T) {
 	case <-drained:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the drain waited on with no session left")
+	}
+}
+
+// TestRealtimeHandshakeTricks: what a taken-over agent may try at a session's start.
+func TestRealtimeHandshakeTricks(t *testing.T) {
+	t.Run("the model named twice", func(t *testing.T) {
+		tg, up := startRealtimeGateway(t, "openai", nil)
+		if _, resp, err := dialAgent(t, tg, "model=gpt-realtime&model=gpt-4o-realtime-preview", nil); err == nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("two models: %v", err)
+		}
+		if len(up.keys) != 0 {
+			t.Errorf("the provider was dialled")
+		}
+	})
+	t.Run("account and key subprotocols", func(t *testing.T) {
+		tg, up := startRealtimeGateway(t, "openai", nil)
+		conn, _, err := dialAgent(t, tg, "model=gpt-realtime&extra=1", nil, "realtime", "openai-organization.org-x", "openai-project.proj-y", "openai-insecure-api-key."+agentKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readUntil(t, conn, "session.created")
+		up.mu.Lock()
+		defer up.mu.Unlock()
+		if up.protocols[0] != "realtime" || up.queries[0] != "model=gpt-realtime" {
+			t.Errorf("the provider got subprotocols %q and query %q", up.protocols[0], up.queries[0])
+		}
+	})
+	for name, first := range map[string]string{
+		"no setup first":           `{}`,
+		"another model":            `{"setup":{"model":"models/gemini-2.5-pro"}}`,
+		"the model named twice":    `{"setup":{"model":"models/gemini-2.5-pro","model":"models/gemini-2.5-flash"}}`,
+		"a second top-level field": `{"setup":{"model":"models/gemini-2.5-flash"},"clientContent":{}}`,
+	} {
+		t.Run("Gemini "+name, func(t *testing.T) {
+			tg, up := startRealtimeGateway(t, "gemini", nil)
+			d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+			conn, _, err := d.Dial(wsURL(tg.URL)+"/model/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.WriteMessage(websocket.TextMessage, []byte(first))
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _, err = conn.ReadMessage()
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation {
+				t.Fatalf("after %s: %v, want close 1008", first, err)
+			}
+			up.mu.Lock()
+			defer up.mu.Unlock()
+			if len(up.setups) != 0 {
+				t.Errorf("the provider got setups %q", up.setups)
+			}
+		})
+	}
+}
+
+// TestHangUpRightAfterResponseCreateIsReadOn: a hang-up before the provider's first
+// event of a response is still a billed turn.
+func TestHangUpRightAfterResponseCreateIsReadOn(t *testing.T) {
+	tg, up := startRealtimeGateway(t, "openai", nil)
+	up.holdDone = make(chan struct{})
+	conn, _, err := dialAgent(t, tg, "model=gpt-realtime", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, conn, "session.created")
+	_ = conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"response.create"}`))
+	conn.Close()
+	close(up.holdDone)
+	if r := sessionRecords(t, tg)[0]; r.InputTokens != 300 {
+		t.Errorf("record after a hang-up right after response.create: %+v", r)
 	}
 }

@@ -28,6 +28,9 @@ type usageScanner struct {
 	turnComplete  bool
 	msgType       string
 	serverContent bool
+	// clientTurn: an agent's Gemini clientContent with turnComplete, or the end of its
+	// audio stream: a turn the provider will answer and bill.
+	clientTurn bool
 
 	depth    int
 	inStr    bool
@@ -116,8 +119,9 @@ func (s *usageScanner) Write(p []byte) (int, error) {
 				}
 			}
 		default:
-			if c == 't' && s.valueKey == "turnComplete" {
+			if c == 't' && (s.valueKey == "turnComplete" || s.valueKey == "audioStreamEnd") {
 				s.turnComplete = true
+				s.clientTurn = true
 			}
 			s.valueKey = ""
 		}
