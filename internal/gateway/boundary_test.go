@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -365,7 +366,9 @@ func TestConcurrentCallsAreBounded(t *testing.T) {
 	t.Run("model request bodies in memory", func(t *testing.T) {
 		up := newBlockingUpstream(t)
 		tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) { c.Models[0].Endpoint = up.URL })
-		tg.Gateway.bodyMemory = semaphore.NewWeighted(1 << 20)
+		// 3 MiB: one 600 KiB body takes about 2.3 (its buffer, and twice its size to
+		// decode and re-encode it); a second cannot.
+		tg.Gateway.bodyMemory = semaphore.NewWeighted(3 << 20)
 		big := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("a", 600<<10) + `"}]}`
 		done := make(chan int, 1)
 		go func() {
@@ -432,10 +435,10 @@ func TestPostIsNotRetriedOnceWritten(t *testing.T) {
 		n := calls.Add(1)
 		_, _ = io.Copy(io.Discard, r.Body)
 		switch {
-		case r.URL.Query().Get("case") == "retry-after" && n == 1:
+		case r.Header.Get("X-Test-Case") == "retry-after" && n == 1:
 			w.Header().Set("Retry-After", "0")
 			w.WriteHeader(http.StatusServiceUnavailable)
-		case r.URL.Query().Get("case") == "retry-after":
+		case r.Header.Get("X-Test-Case") == "retry-after":
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = io.WriteString(w, `{"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
 		default: // the request was received, then the connection dies
@@ -453,7 +456,7 @@ func TestPostIsNotRetriedOnceWritten(t *testing.T) {
 		t.Errorf("a POST the upstream received was sent %d times", n)
 	}
 	calls.Store(0)
-	if s := tg.post(t, "/model/chat/completions?case=retry-after", openaiBody, nil).StatusCode; s != http.StatusOK {
+	if s := tg.post(t, "/model/chat/completions", openaiBody, map[string]string{"X-Test-Case": "retry-after"}).StatusCode; s != http.StatusOK {
 		t.Errorf("503 with Retry-After then success: %d", s)
 	}
 	if n := calls.Load(); n != 2 {
@@ -478,6 +481,64 @@ func TestAccountHeadersAreStripped(t *testing.T) {
 	for _, k := range []string{"Openai-Organization", "Openai-Project", "X-Goog-User-Project"} {
 		if v := h.Get(k); v != "" {
 			t.Errorf("the provider got %s: %s", k, v)
+		}
+	}
+}
+
+// TestProviderSideFeaturesAreRefused: tools the provider runs itself reach hosts the
+// NetworkPolicy never allowed, and background runs and priority tiers escape metering.
+func TestProviderSideFeaturesAreRefused(t *testing.T) {
+	tests := []struct{ provider, path, body string }{
+		{"openai", "/model/responses", `{"model":"gpt-4o-mini","input":"x","tools":[{"type":"mcp","server_url":"https://attacker.example/mcp"}]}`},
+		{"openai", "/model/responses", `{"model":"gpt-4o-mini","input":"x","tools":[{"type":"web_search"}]}`},
+		{"openai", "/model/responses", `{"model":"gpt-4o-mini","input":"x","background":true}`},
+		{"openai", "/model/chat/completions", `{"model":"gpt-4o-mini","messages":[],"service_tier":"priority"}`},
+		{"openai", "/model/chat/completions", `{"model":"gpt-4o-mini","messages":[],"stream":false,"stream":true}`},
+		{"gemini", "/model/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[],"tools":[{"urlContext":{}}]}`},
+		{"gemini", "/model/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[],"tools":[{"googleSearch":{}}]}`},
+		{"anthropic", "/model/v1/messages", `{"model":"claude-haiku-4-5","max_tokens":5,"messages":[],"mcp_servers":[{"type":"url","url":"https://attacker.example"}]}`},
+		{"anthropic", "/model/v1/messages", `{"model":"claude-haiku-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_fetch_20250910","name":"web_fetch"}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.provider+" "+tt.body, func(t *testing.T) {
+			tg := startGateway(t, tt.provider, nil)
+			resp := tg.post(t, tt.path, tt.body, nil)
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "feature_not_allowed") {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			if n := tg.upstream.calls.Load(); n != 0 {
+				t.Errorf("the upstream got %d calls", n)
+			}
+		})
+	}
+	// Function tools the agent runs itself pass.
+	tg := startGateway(t, "openai", nil)
+	if s := tg.post(t, "/model/chat/completions", `{"model":"gpt-4o-mini","messages":[],"tools":[{"type":"function","function":{"name":"lookup"}}]}`, nil).StatusCode; s != http.StatusOK {
+		t.Errorf("function tools: %d", s)
+	}
+}
+
+// TestQueryAndOverrideHeadersAreDropped: Google's system parameters and method
+// overrides change what the upstream does behind the gateway's checks.
+func TestQueryAndOverrideHeadersAreDropped(t *testing.T) {
+	seen := make(chan *http.Request, 1)
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Clone(context.Background())
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}}`)
+	}))
+	t.Cleanup(up.Close)
+	tg := startGateway(t, "gemini", func(c *gw.Config, _ *fakeProviderUpstream) { c.Models[0].Endpoint = up.URL })
+	tg.post(t, "/model/v1beta/models/gemini-2.5-flash:generateContent?fields=candidates&$alt=proto&alt=sse", `{"contents":[]}`,
+		map[string]string{"X-Goog-FieldMask": "candidates", "X-HTTP-Method-Override": "DELETE", "Anthropic-Beta": "mcp-client-2025-04-04"})
+	r := <-seen
+	if r.URL.RawQuery != "alt=sse" {
+		t.Errorf("query %q reached the provider, want only alt=sse", r.URL.RawQuery)
+	}
+	for _, h := range []string{"X-Goog-Fieldmask", "X-Http-Method-Override", "Anthropic-Beta"} {
+		if v := r.Header.Get(h); v != "" {
+			t.Errorf("%s reached the provider: %s", h, v)
 		}
 	}
 }

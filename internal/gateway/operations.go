@@ -3,9 +3,11 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
@@ -222,4 +224,110 @@ func upstreamURL(endpoint, suffix, rawQuery string) (*url.URL, bool) {
 	q.Del("access_token")
 	u.RawQuery = q.Encode()
 	return u, true
+}
+
+// bodyRefusal says why a model request's body is refused, "" when it may go. A body
+// may ask the provider for things the gateway cannot meter or that leave the
+// VoiceAgent's egress policy: tools the provider runs itself (web search, URL fetch,
+// code execution, remote MCP servers), which reach hosts the NetworkPolicy never
+// allowed; background runs, answered "queued" with no usage; priority tiers billed
+// above the configured prices. A top-level field named twice is refused too: the
+// gateway and the provider could read different ones.
+func bodyRefusal(family string, op operation, body []byte) string {
+	if !op.Priced || op.ModelIn != "body" && op.ModelIn != "path" {
+		return ""
+	}
+	fields, ok := topLevelFields(body)
+	if !ok {
+		return "" // not a JSON object: the provider refuses it
+	}
+	if fields == nil {
+		return "a top-level field of the request is named twice"
+	}
+	switch family {
+	case "openai":
+		var background bool
+		if json.Unmarshal(fields["background"], &background) == nil && background {
+			return "background runs are not allowed: their usage is not in the answer"
+		}
+		var tier string
+		if json.Unmarshal(fields["service_tier"], &tier) == nil && tier != "" && tier != "auto" && tier != "default" {
+			return fmt.Sprintf("service_tier %s is not allowed: it is billed above spec.model.pricing", clipQuoted(tier))
+		}
+		var tools []struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(fields["tools"], &tools)
+		for _, t := range tools {
+			if t.Type != "function" && t.Type != "custom" {
+				return providerToolRefusal(t.Type)
+			}
+		}
+	case "gemini":
+		var tools []map[string]json.RawMessage
+		_ = json.Unmarshal(fields["tools"], &tools)
+		for _, t := range tools {
+			for k := range t {
+				if k != "functionDeclarations" && k != "function_declarations" {
+					return providerToolRefusal(k)
+				}
+			}
+		}
+	case "anthropic":
+		if _, ok := fields["mcp_servers"]; ok {
+			return providerToolRefusal("mcp_servers")
+		}
+		if _, ok := fields["container"]; ok {
+			return providerToolRefusal("container")
+		}
+		var tools []struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(fields["tools"], &tools)
+		for _, t := range tools {
+			for _, server := range []string{"web_search", "web_fetch", "code_execution", "mcp"} {
+				if strings.HasPrefix(t.Type, server) {
+					return providerToolRefusal(t.Type)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func providerToolRefusal(kind string) string {
+	return fmt.Sprintf("tool %s runs at the provider, outside the VoiceAgent's egress policy and metering; only function tools the agent runs are allowed", clipQuoted(kind))
+}
+
+func clipQuoted(v string) string {
+	if len(v) > 64 {
+		v = v[:64]
+	}
+	return strconv.Quote(v)
+}
+
+// topLevelFields are the members of a JSON object body by their exact key; ok is false
+// when the body is not an object, fields nil when a key occurs twice.
+func topLevelFields(body []byte) (map[string]json.RawMessage, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, false
+	}
+	fields := map[string]json.RawMessage{}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		key, _ := k.(string)
+		var v json.RawMessage
+		if dec.Decode(&v) != nil {
+			return nil, false
+		}
+		if _, dup := fields[key]; dup {
+			return nil, true
+		}
+		fields[key] = v
+	}
+	return fields, true
 }

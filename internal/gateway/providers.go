@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -27,6 +28,40 @@ func stripRequestHeaders(h http.Header) {
 	// The gateway reads token usage from the answer, so it takes it uncompressed: an
 	// agent's SDK asking for gzip would otherwise get spend that is never counted.
 	h.Del("Accept-Encoding")
+	for _, k := range overrideHeaders {
+		h.Del(k)
+	}
+}
+
+// overrideHeaders change what an upstream does with a request behind the gateway's
+// checks: the method (Google's and many frameworks' method overrides), the fields of
+// the answer (Google's field mask can leave usageMetadata out), provider beta features
+// (Anthropic's MCP connector reaches hosts the NetworkPolicy never allowed).
+var overrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "X-Goog-Fieldmask", "Anthropic-Beta"}
+
+// modelQuery keeps of an agent's query only the parameters the family's allowed
+// operations need: Gemini's alt=sse (any other alt, such as proto, would hide the
+// usage), Azure's api-version on openai-format endpoints, Anthropic's beta flag.
+// Google's system parameters (fields, $alt, prettyPrint, ...) and anything else are
+// dropped.
+func modelQuery(family, rawQuery string) string {
+	in, _ := url.ParseQuery(rawQuery)
+	out := url.Values{}
+	switch family {
+	case "gemini":
+		if in.Get("alt") == "sse" {
+			out.Set("alt", "sse")
+		}
+	case "openai":
+		if v := in.Get("api-version"); v != "" && len(v) <= 32 {
+			out.Set("api-version", v)
+		}
+	case "anthropic":
+		if in.Get("beta") == "true" {
+			out.Set("beta", "true")
+		}
+	}
+	return out.Encode()
 }
 
 // injectModelAuth sets the provider's own authentication header.

@@ -155,6 +155,18 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer releaseBody()
+	// Reading the model and setting stream options decode and re-encode the body: that
+	// memory comes from the same budget.
+	if work := 2 * int64(len(body)); !g.bodyMemory.TryAcquire(work) {
+		c.denyBody(w, http.StatusServiceUnavailable)
+		return
+	} else {
+		defer g.bodyMemory.Release(work)
+	}
+	if why := bodyRefusal(family, op, body); why != "" {
+		c.deny(w, http.StatusForbidden, "feature_not_allowed", why, 0)
+		return
+	}
 	c.requestBytes = int64(len(body))
 	c.recordContent(body)
 	if op.ModelIn != "" {
@@ -170,8 +182,9 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		sameFormatBody, hideUsageChunk = withIncludeUsage(body)
 	}
 	var lastErr string
+	query := modelQuery(family, r.URL.RawQuery)
 	for i, m := range cfg.Models {
-		path, query, upBody := suffix, r.URL.RawQuery, sameFormatBody
+		path, query, upBody := suffix, query, sameFormatBody
 		var tr *translate.Translation
 		switch {
 		case wireFamily(m.Provider) != family:
@@ -967,7 +980,10 @@ func upstreamErrorKind(resp *http.Response) string {
 	return "upstream_error"
 }
 
-var droppedResponseHeaders = []string{"Set-Cookie", "Server", "Via", "Alt-Svc", "X-Powered-By"}
+// droppedResponseHeaders: cookies and server details, and the account a key belongs to
+// (OpenAI's organisation and project, Anthropic's organisation id).
+var droppedResponseHeaders = []string{"Set-Cookie", "Server", "Via", "Alt-Svc", "X-Powered-By",
+	"Openai-Organization", "Openai-Project", "Anthropic-Organization-Id"}
 
 func copyResponseHeaders(dst, src http.Header) {
 	for k, v := range src {
