@@ -7,6 +7,8 @@ CONTROLPLANE_DIR ?= $(LOCALBIN)/controlplane
 HELM ?= $(LOCALBIN)/helm
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
 KUSTOMIZE_VERSION ?= v5.8.2
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+GOLANGCI_LINT_VERSION ?= v2.15.0
 KUBECTL ?= kubectl
 CONTAINER_TOOL ?= docker
 # Platforms of `make docker-buildx`.
@@ -43,6 +45,11 @@ fmt: ## go fmt.
 .PHONY: vet
 vet: ## go vet.
 	$(GO) vet ./...
+
+.PHONY: lint
+lint: golangci-lint ## golangci-lint (.golangci.yml: staticcheck, unused, errorlint, govet, errcheck, ineffassign, gofmt, goimports) over the module and test/promrules.
+	$(GOLANGCI_LINT) run ./...
+	cd test/promrules && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...
 
 .PHONY: api-docs
 api-docs: ## Generate docs/api-reference.md from the CRDs in config/crd/bases.
@@ -206,3 +213,11 @@ kustomize: ## Build kustomize into bin/ (once), for build-installer, deploy and 
 	  echo ">> building kustomize $(KUSTOMIZE_VERSION) into $(LOCALBIN)" >&2; \
 	  GOBIN=$(LOCALBIN) GOFLAGS=-buildvcs=false CGO_ENABLED=0 $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION) && \
 	  echo "$(KUSTOMIZE_VERSION)" > $(LOCALBIN)/.kustomize-version; }
+
+# golangci-lint at GOLANGCI_LINT_VERSION into bin/ (once; a binary of another version is replaced).
+.PHONY: golangci-lint
+golangci-lint: ## Build golangci-lint into bin/ (once), for lint.
+	@[ -x "$(GOLANGCI_LINT)" ] && [ "$$(cat $(LOCALBIN)/.golangci-lint-version 2>/dev/null)" = "$(GOLANGCI_LINT_VERSION)" ] || { \
+	  echo ">> building golangci-lint $(GOLANGCI_LINT_VERSION) into $(LOCALBIN)" >&2; \
+	  GOBIN=$(LOCALBIN) GOFLAGS=-buildvcs=false CGO_ENABLED=0 $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) && \
+	  echo "$(GOLANGCI_LINT_VERSION)" > $(LOCALBIN)/.golangci-lint-version; }
