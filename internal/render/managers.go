@@ -18,7 +18,7 @@ func SpecManagers(entries []metav1.ManagedFieldsEntry) []string {
 	var owners []owner
 	seen := map[string]bool{}
 	for _, e := range entries {
-		if e.Subresource != "" || e.FieldsV1 == nil || !strings.Contains(string(e.FieldsV1.Raw), `"f:spec"`) {
+		if e.Subresource != "" || e.FieldsV1 == nil || !strings.Contains(e.FieldsV1.GetRawString(), `"f:spec"`) {
 			continue
 		}
 		name := e.Manager

@@ -13,7 +13,7 @@ func TestSpecManagers(t *testing.T) {
 		v := metav1.NewTime(time.Date(2026, 11, 1, 10, min, 0, 0, time.UTC))
 		return &v
 	}
-	fields := func(s string) *metav1.FieldsV1 { return &metav1.FieldsV1{Raw: []byte(s)} }
+	fields := func(s string) *metav1.FieldsV1 { return metav1.NewFieldsV1(s) }
 	tests := []struct {
 		name    string
 		entries []metav1.ManagedFieldsEntry
@@ -44,8 +44,8 @@ func TestGatewayConfigCarriesGenerationAndSpecOwners(t *testing.T) {
 	va.Generation = 3
 	now := metav1.Now()
 	va.ManagedFields = []metav1.ManagedFieldsEntry{
-		{Manager: "kubectl-edit", Operation: metav1.ManagedFieldsOperationUpdate, Time: &now, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}},
-		{Manager: "argocd-controller", Operation: metav1.ManagedFieldsOperationApply, Time: &now, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}},
+		{Manager: "kubectl-edit", Operation: metav1.ManagedFieldsOperationUpdate, Time: &now, FieldsV1: metav1.NewFieldsV1(`{"f:spec":{}}`)},
+		{Manager: "argocd-controller", Operation: metav1.ManagedFieldsOperationApply, Time: &now, FieldsV1: metav1.NewFieldsV1(`{"f:spec":{}}`)},
 	}
 	cfg, err := GatewayConfig(va, nil, Credentials(va, nil))
 	if err != nil {
