@@ -125,7 +125,3 @@ type AuditSinkList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AuditSink `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&AuditSink{}, &AuditSinkList{})
-}

@@ -708,7 +708,3 @@ type VoiceAgentList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []VoiceAgent `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&VoiceAgent{}, &VoiceAgentList{})
-}
