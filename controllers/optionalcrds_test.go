@@ -34,7 +34,12 @@ func TestMissingCertManagerAndExternalSecrets(t *testing.T) {
 	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
 
 	va := fullVoiceAgent("default", "waiting")
 	if err := c.Create(ctx, va); err != nil {

@@ -16,7 +16,6 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -45,7 +44,6 @@ const RequeueWhileWaiting = 30 * time.Second
 // VoiceAgentReconciler reconciles VoiceAgents.
 type VoiceAgentReconciler struct {
 	Client       client.Client
-	Scheme       *runtime.Scheme
 	Recorder     events.EventRecorder
 	GatewayImage string
 	// ClusterDomain is the cluster's DNS suffix; "cluster.local" when empty.

@@ -36,7 +36,7 @@ type Options struct {
 	// reloaded when it changes; empty: a self-signed certificate made at start.
 	MetricsCertDir string
 	// EnableHTTP2 lets the metrics endpoint speak HTTP/2; off by default.
-	EnableHTTP2 bool
+	EnableHTTP2      bool
 	ProbeAddr        string
 	LeaderElection   bool
 	LeaderElectionNS string
@@ -109,7 +109,6 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	}
 	va := &controllers.VoiceAgentReconciler{
 		Client:        mgr.GetClient(),
-		Scheme:        mgr.GetScheme(),
 		Recorder:      mgr.GetEventRecorder("voiceagent-operator"),
 		GatewayImage:  opts.GatewayImage,
 		ClusterDomain: opts.ClusterDomain,
