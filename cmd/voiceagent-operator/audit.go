@@ -63,7 +63,7 @@ func runAudit(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "error:", err)
 			return exitUsage
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read only
 		in = f
 	}
 	rep, err := audit.Verify(in, opts)

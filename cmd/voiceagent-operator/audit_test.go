@@ -84,7 +84,9 @@ func appendForged(lines [][]byte, checkpoint bool) [][]byte {
 	last := bytes.TrimSuffix(lines[len(lines)-1], []byte("\n"))
 	var seq int
 	var inst string
-	fmt.Sscanf(string(last), `{"seq":%d,`, &seq)
+	if _, err := fmt.Sscanf(string(last), `{"seq":%d,`, &seq); err != nil {
+		panic(fmt.Sprintf("appendForged: no seq in the last line: %v", err)) // a broken fixture, not a verdict
+	}
 	inst = strings.SplitN(strings.SplitN(string(last), `"instance":"`, 2)[1], `"`, 2)[0]
 	link := func(prev []byte, body string) []byte {
 		seq++

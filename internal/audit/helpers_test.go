@@ -128,12 +128,6 @@ func (s *memSink) stream() []byte {
 	return b.Bytes()
 }
 
-func (s *memSink) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.lines)
-}
-
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()

@@ -176,7 +176,7 @@ func Open(opts Options, sinks []NamedSink) (*Log, error) {
 		return nil, fmt.Errorf("audit queue: %w", err)
 	}
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
+		_ = lock.Close()
 		return nil, fmt.Errorf("audit queue %s is in use: another gateway holds its lock", l.dir)
 	}
 	l.lockFile = lock
@@ -307,7 +307,7 @@ func (l *Log) load() error {
 		// Lines written before a crash but not yet fsynced are made durable now, before
 		// anything is delivered or chained to them.
 		if err := f.Sync(); err != nil {
-			f.Close()
+			_ = f.Close()
 			return fmt.Errorf("audit queue: sync: %w", err)
 		}
 		l.f = f
@@ -324,7 +324,7 @@ func (l *Log) scanSegment(path string, first uint64, newest bool) (*segment, []b
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit queue: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	seg := &segment{path: path, first: first, last: first - 1}
 	br := bufio.NewReaderSize(f, 1<<20)
 	var last []byte
@@ -404,7 +404,7 @@ func firstInstance(path string) string {
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	line, err := bufio.NewReaderSize(f, 64<<10).ReadSlice('\n')
 	if err != nil {
 		return ""
@@ -721,7 +721,7 @@ func (l *Log) rotateLocked(seq uint64) error {
 		return fmt.Errorf("audit queue: %w", err)
 	}
 	if err := syncDir(l.dir); err != nil {
-		f.Close()
+		_ = f.Close()
 		_ = os.Remove(path)
 		return fmt.Errorf("audit queue: %w", err)
 	}
@@ -854,11 +854,11 @@ func writeFileSync(path string, data []byte) error {
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	return f.Close()
@@ -870,6 +870,6 @@ func syncDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }() // opened to be synced: the error that counts is Sync's
 	return d.Sync()
 }

@@ -22,8 +22,6 @@ const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
 // timeLen is the length of a record time, always UTC ("Z").
 const timeLen = len("2006-01-02T15:04:05.000000Z")
 
-var zeroHash [sha256.Size]byte
-
 // Checkpoint is the body of a checkpoint record.
 type Checkpoint struct {
 	Seq  uint64 `json:"seq"`

@@ -38,7 +38,7 @@ func newWebhookReceiver(t *testing.T, ca *testCA, signingKey []byte, token strin
 	r := &webhookReceiver{signingKey: signingKey}
 	r.token.Store(token)
 	r.Server = httptest.NewUnstartedServer(http.HandlerFunc(r.serve))
-	r.Server.TLS = &tls.Config{Certificates: []tls.Certificate{ca.server}, MinVersion: tls.VersionTLS12}
+	r.TLS = &tls.Config{Certificates: []tls.Certificate{ca.server}, MinVersion: tls.VersionTLS12}
 	r.StartTLS()
 	t.Cleanup(r.Close)
 	return r
