@@ -58,7 +58,7 @@ func GeminiToOpenAIChat(body []byte, stream bool, model string, openAIProper boo
 		} `json:"generationConfig"`
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
-		return Request{}, fmt.Errorf("%w: %v", ErrUntranslatable, err)
+		return Request{}, fmt.Errorf("%w: %w", ErrUntranslatable, err)
 	}
 	type message struct {
 		Role    string `json:"role"`
@@ -99,14 +99,14 @@ func GeminiToOpenAIChat(body []byte, stream bool, model string, openAIProper boo
 	if s := in.SystemInstruction; s != nil {
 		text, err := geminiText(s.Parts)
 		if err != nil {
-			return Request{}, fmt.Errorf("%w: systemInstruction: %v", ErrUntranslatable, err)
+			return Request{}, fmt.Errorf("%w: systemInstruction: %w", ErrUntranslatable, err)
 		}
 		out.Messages = append(out.Messages, message{Role: "system", Content: text})
 	}
 	for i, c := range in.Contents {
 		text, err := geminiText(c.Parts)
 		if err != nil {
-			return Request{}, fmt.Errorf("%w: contents[%d]: %v", ErrUntranslatable, i, err)
+			return Request{}, fmt.Errorf("%w: contents[%d]: %w", ErrUntranslatable, i, err)
 		}
 		switch c.Role {
 		case "", "user":
@@ -209,16 +209,16 @@ func OpenAIChatToGemini(body []byte, _ time.Time) ([]byte, error) {
 		return nil, fmt.Errorf("openai answer: %w", err)
 	}
 	out := geminiResponse{UsageMetadata: in.Usage.gemini(), ModelVersion: in.Model, ResponseID: in.ID}
-	for _, c := range in.Choices {
+	if len(in.Choices) > 0 { // one candidate, the first choice: the request asked for one
+		c := in.Choices[0]
 		text := ""
 		if c.Message != nil {
 			text = c.Message.Content
 		}
-		out.Candidates = append(out.Candidates, geminiCandidate{
+		out.Candidates = []geminiCandidate{{
 			Content:      geminiOutContent{Role: "model", Parts: []map[string]any{{"text": text}}},
 			FinishReason: geminiFinish(c.FinishReason),
-		})
-		break // one candidate: the request asked for one
+		}}
 	}
 	return json.Marshal(out)
 }

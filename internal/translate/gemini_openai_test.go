@@ -57,6 +57,23 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// TestOpenAIAnswerGivesOneCandidate: the request asked for one candidate, so an answer
+// with several choices gives the first one alone, and one with none gives no candidate.
+func TestOpenAIAnswerGivesOneCandidate(t *testing.T) {
+	got, err := OpenAIChatToGemini([]byte(`{"id":"c1","model":"m","choices":[
+		{"index":0,"message":{"role":"assistant","content":"first"},"finish_reason":"stop"},
+		{"index":1,"message":{"role":"assistant","content":"second"},"finish_reason":"length"}]}`), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertJSONEqual(t, got, `{"candidates":[{"content":{"role":"model","parts":[{"text":"first"}]},"finishReason":"STOP","index":0}],"modelVersion":"m","responseId":"c1"}`)
+	got, err = OpenAIChatToGemini([]byte(`{"id":"c2","model":"m","choices":[]}`), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertJSONEqual(t, got, `{"modelVersion":"m","responseId":"c2"}`)
+}
+
 func TestOpenAIAnswersBecomeGeminiAnswers(t *testing.T) {
 	for _, tt := range []struct{ finish, want string }{{"stop", "STOP"}, {"length", "MAX_TOKENS"}, {"content_filter", "SAFETY"}} {
 		got, err := OpenAIChatToGemini([]byte(`{"id":"c1","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"`+tt.finish+`"}],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}}`), time.Time{})

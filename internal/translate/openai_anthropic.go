@@ -83,7 +83,7 @@ func OpenAIChatToAnthropic(body []byte, model string) (Request, error) {
 	}
 	var in openAIRequest
 	if err := json.Unmarshal(body, &in); err != nil {
-		return Request{}, fmt.Errorf("%w: %v", ErrUntranslatable, err)
+		return Request{}, fmt.Errorf("%w: %w", ErrUntranslatable, err)
 	}
 	if in.N != nil && *in.N > 1 {
 		return Request{}, fmt.Errorf("%w: n > 1 (several choices)", ErrUntranslatable)
@@ -125,7 +125,7 @@ func OpenAIChatToAnthropic(body []byte, model string) (Request, error) {
 		}
 		text, err := textContent(m.Content)
 		if err != nil {
-			return Request{}, fmt.Errorf("%w: messages[%d]: %v", ErrUntranslatable, i, err)
+			return Request{}, fmt.Errorf("%w: messages[%d]: %w", ErrUntranslatable, i, err)
 		}
 		switch m.Role {
 		case "system", "developer":
