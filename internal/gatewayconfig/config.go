@@ -374,7 +374,7 @@ func ValidateOperation(op Operation) error {
 		}
 	}
 	if _, err := path.Match(op.Path, "/"); err != nil {
-		return fmt.Errorf("path %q is not a valid pattern: %v", op.Path, err)
+		return fmt.Errorf("path %q is not a valid pattern: %w", op.Path, err)
 	}
 	return nil
 }

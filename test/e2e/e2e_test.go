@@ -277,7 +277,7 @@ func restartAPIServer(t *testing.T) {
 	eventually(t, 2*time.Minute, func() error {
 		out, err := kubectlCmd("get", "--raw", "/readyz").CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("API server not ready again: %v %s", err, out)
+			return fmt.Errorf("API server not ready again: %w %s", err, out)
 		}
 		return nil
 	})
@@ -362,7 +362,7 @@ func applyDir(t *testing.T, dir string) {
 		cmd := kubectlCmd("apply", "--server-side", "-f", dir)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("%v: %s", err, out)
+			return fmt.Errorf("%w: %s", err, out)
 		}
 		return nil
 	})

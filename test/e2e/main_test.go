@@ -40,7 +40,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	demoDir = dir
-	defer demo("down")
+	defer func() {
+		if out, err := demo("down"); err != nil {
+			fmt.Fprintf(os.Stderr, "tearing the cluster down: %v\n%s\n", err, out)
+		}
+	}()
 	if out, err := demo("up", "--no-samples"); err != nil {
 		fmt.Fprintf(os.Stderr, "cluster did not come up: %v\n%s\n", err, out)
 		return 1

@@ -121,7 +121,7 @@ func TestAlertsUseRealMetricsAndLabels(t *testing.T) {
 				for _, sel := range parser.ExtractSelectors(expr) {
 					name := ""
 					for _, m := range sel {
-						if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+						if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 							name = m.Value
 						}
 					}
@@ -132,7 +132,7 @@ func TestAlertsUseRealMetricsAndLabels(t *testing.T) {
 					}
 					used[name] = true
 					for _, m := range sel {
-						if m.Name != labels.MetricName && !known[m.Name] && !targetLabels[m.Name] {
+						if m.Name != model.MetricNameLabel && !known[m.Name] && !targetLabels[m.Name] {
 							t.Errorf("%s has no label %q (it has %v)", name, m.Name, keys(known))
 						}
 					}
@@ -151,7 +151,7 @@ func TestAlertsUseRealMetricsAndLabels(t *testing.T) {
 						}
 						for _, sel := range parser.ExtractSelectors(agg.Expr) {
 							for _, m := range sel {
-								if m.Name == labels.MetricName && !metrics[m.Value][l] {
+								if m.Name == model.MetricNameLabel && !metrics[m.Value][l] {
 									t.Errorf("grouping by %q, which %s does not have", l, m.Value)
 								}
 							}
