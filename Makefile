@@ -48,8 +48,10 @@ vet: ## go vet.
 
 .PHONY: lint
 lint: golangci-lint ## golangci-lint (.golangci.yml: staticcheck, unused, errorlint, govet, errcheck, ineffassign, gofmt, goimports) over the module and test/promrules.
-	$(GOLANGCI_LINT) run ./...
-	cd test/promrules && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...
+	@rc=0; \
+	echo "== golangci-lint: the operator's module"; $(GOLANGCI_LINT) run ./... || rc=1; \
+	echo "== golangci-lint: test/promrules"; (cd test/promrules && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...) || rc=1; \
+	exit $$rc
 
 .PHONY: api-docs
 api-docs: ## Generate docs/api-reference.md from the CRDs in config/crd/bases.
