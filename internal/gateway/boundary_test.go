@@ -368,7 +368,7 @@ func TestConcurrentCallsAreBounded(t *testing.T) {
 		tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) { c.Models[0].Endpoint = up.URL })
 		// 3 MiB: one 600 KiB body takes about 2.3 (its buffer, and twice its size to
 		// decode and re-encode it); a second cannot.
-		tg.Gateway.bodyMemory = semaphore.NewWeighted(3 << 20)
+		tg.bodyMemory = semaphore.NewWeighted(3 << 20)
 		big := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("a", 600<<10) + `"}]}`
 		done := make(chan int, 1)
 		go func() {

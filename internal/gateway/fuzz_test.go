@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"path"
@@ -336,7 +337,7 @@ func fzRelay(t *testing.T, in, plan []byte, hold bool, drop func([]byte) bool, f
 	fzFeed(in, plan, func(p []byte) {
 		n, err := s.Write(p)
 		switch {
-		case werr != nil && (n != 0 || err != werr):
+		case werr != nil && (n != 0 || !errors.Is(err, werr)):
 			t.Fatalf("Write after the failure = %d, %v", n, err)
 		case err == nil && n != len(p):
 			t.Fatalf("Write = %d of %d", n, len(p))

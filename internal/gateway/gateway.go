@@ -64,7 +64,6 @@ type Gateway struct {
 
 	cfg     atomic.Pointer[gw.Config]
 	rawCfg  []byte
-	ready   atomic.Bool
 	reloadM sync.Mutex
 
 	requests    *ratelimit.Bucket

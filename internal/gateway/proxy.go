@@ -321,7 +321,7 @@ func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suff
 		}
 		return false, errMsg
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	br.Success(ticket)
 	c.g.metrics.breakerState.WithLabelValues(host(m.Endpoint)).Set(0)
 	c.rec.Upstream = m.Provider + "/" + m.Name
@@ -761,7 +761,7 @@ func (g *Gateway) serveIntegration(w http.ResponseWriter, r *http.Request) {
 			br.Report(ticket, true)
 			c.denyBody(w, http.StatusRequestEntityTooLarge)
 			if resp != nil {
-				resp.Body.Close()
+				_ = resp.Body.Close()
 			}
 			return
 		}
@@ -772,7 +772,7 @@ func (g *Gateway) serveIntegration(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadGateway, "upstream_unavailable", "integration "+name+" could not be reached", c.rec.RequestID)
 		return
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	br.Report(ticket, !retryable(resp.StatusCode))
 	c.rec.Decision, c.rec.Status, c.rec.Upstream = "allowed", resp.StatusCode, name
 	scrub := newScrubber(secret)

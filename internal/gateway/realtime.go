@@ -550,7 +550,8 @@ type sideErr struct {
 
 // endFrom passes the close of one side on to the other, with its code and reason.
 func (s *session) endFrom(e sideErr) {
-	code, reason := websocket.CloseNormalClosure, ""
+	var code int
+	var reason string
 	var ce *websocket.CloseError
 	if errors.As(e.err, &ce) {
 		code, reason = ce.Code, ce.Text
