@@ -398,7 +398,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 			for _, s := range servers {
 				_ = s.Shutdown(shutdown)
 			}
-			return errors.Join(g.Close(), g.Stop(shutdown))
+			err := errors.Join(g.Close(), g.Stop(shutdown))
+			g.reportUndelivered()
+			return err
 		case err := <-errc:
 			return err
 		case <-ticker.C:
@@ -409,6 +411,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 			if err := g.Reload(); err != nil {
 				g.log.Error("configuration not reloaded; the previous one stays in force", "error", err.Error())
 			}
+		}
+	}
+}
+
+// reportUndelivered says, at exit, how many audit records each sink still has not
+// taken: they stay in the pod's queue and are lost with it if the pod goes. (With the
+// stdout sink nothing is held back: the container log takes every record.)
+func (g *Gateway) reportUndelivered() {
+	for _, s := range g.trail.Status().Sinks {
+		if s.Backlog > 0 {
+			g.log.Error("audit records not delivered at shutdown", "sink", s.Name, "records", s.Backlog)
 		}
 	}
 }

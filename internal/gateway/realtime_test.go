@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -677,5 +678,27 @@ func TestHangUpRightAfterResponseCreateIsReadOn(t *testing.T) {
 	close(up.holdDone)
 	if r := sessionRecords(t, tg)[0]; r.InputTokens != 300 {
 		t.Errorf("record after a hang-up right after response.create: %+v", r)
+	}
+}
+
+// TestUndeliveredRecordsAreReportedAtShutdown: what a sink has not taken when the
+// gateway stops is counted in a last log line, not lost silently.
+func TestUndeliveredRecordsAreReportedAtShutdown(t *testing.T) {
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) {
+		c.Audit.Sinks = []gw.Sink{{Name: "soc", Type: "webhook", URL: "https://127.0.0.1:1/ingest"}} // nothing listens there
+	})
+	var logs syncBuffer
+	tg.log = slog.New(slog.NewTextHandler(&logs, nil))
+	for i := 0; i < 3; i++ {
+		tg.post(t, "/model/chat/completions", openaiBody, nil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_ = tg.Stop(ctx)
+	tg.reportUndelivered()
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	if out := logs.buf.String(); !strings.Contains(out, "audit records not delivered at shutdown") || !strings.Contains(out, "sink=soc") {
+		t.Errorf("log at shutdown: %q", out)
 	}
 }
