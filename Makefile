@@ -118,16 +118,19 @@ npm-test-deps: test/realtime-npm/node_modules/.package-lock.json ## Install the 
 test/realtime-npm/node_modules/.package-lock.json: test/realtime-npm/package.json test/realtime-npm/package-lock.json
 	cd test/realtime-npm && npm ci --no-audit --no-fund --loglevel=error
 
-# Each fuzz target of the parsers of what the agent or an upstream sends, for FUZZTIME.
-FUZZTIME ?= 10s
+# Each fuzz target of the parsers of what the agent or an upstream sends, for FUZZTIME:
+# a number of runs (5000x), not a duration, since a time limit that ends while the
+# fuzzer minimizes a new input fails the run with "context deadline exceeded".
+FUZZTIME ?= 5000x
+FUZZMINIMIZE ?= 200x
 GATEWAY_FUZZ_TARGETS = FuzzUsageScanner FuzzSSERelay FuzzScrubber FuzzPathRefusal FuzzIncludeUsage FuzzRequestModel
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target for FUZZTIME (default 10s) each.
+fuzz: ## Run every fuzz target for FUZZTIME (default 5000 runs) each.
 	@for f in $(GATEWAY_FUZZ_TARGETS); do \
-		echo "== $$f"; $(GO) test ./internal/gateway/ -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -parallel 2 || exit 1; \
+		echo "== $$f"; $(GO) test ./internal/gateway/ -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel 2 || exit 1; \
 	done
-	$(GO) test ./internal/pii/ -run '^$$' -fuzz '^FuzzRedact$$' -fuzztime $(FUZZTIME) -parallel 2
+	$(GO) test ./internal/pii/ -run '^$$' -fuzz '^FuzzRedact$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel 2
 
 .PHONY: bench-realtime
 bench-realtime: build ## Realtime sessions: 100 sessions, 50 frames/s each way, through the gateway vs a plain Go WebSocket relay vs direct.

@@ -3,22 +3,16 @@ package controllers_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/audit"
-	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
 // gatewayAdminStub serves /audit/status as a running gateway does; the test changes
@@ -61,36 +55,7 @@ func TestAuditSinkDeliveryStatusFromTheGateways(t *testing.T) {
 		{Name: "siem", Delivered: 100, Backlog: 7, Failures: 12, LastSuccess: &stale},
 		{Name: "other", Delivered: 5},
 	}, Dropped: 0})
-	srv := httptest.NewServer(stub)
-	t.Cleanup(srv.Close)
-	_, portStr, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	port, _ := strconv.Atoi(portStr)
-
-	// A running pod of the VoiceAgent, from the operator's own pod template, as the
-	// ReplicaSet controller and kubelet would leave it (envtest runs neither): its IP is
-	// loopback and its admin port is where the stub listens.
-	dep := &appsv1.Deployment{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "reported"}, dep); err != nil {
-		t.Fatal(err)
-	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reported-0", Labels: dep.Spec.Template.Labels},
-		Spec:       *dep.Spec.Template.Spec.DeepCopy(),
-	}
-	for i, c := range pod.Spec.Containers {
-		for j, p := range c.Ports {
-			if c.Name == render.GatewayContainer && p.Name == "admin" {
-				pod.Spec.Containers[i].Ports[j].ContainerPort = int32(port)
-			}
-		}
-	}
-	if err := k8s.Create(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1", PodIPs: []corev1.PodIP{{IP: "127.0.0.1"}}}
-	if err := k8s.Status().Update(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
+	runningGatewayPod(t, ns, "reported", "reported-0", stub)
 
 	sinkStatus := func(check func(*v1alpha1.AuditSink) error) func() error {
 		return func() error {

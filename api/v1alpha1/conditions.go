@@ -8,6 +8,10 @@ const (
 	ConditionNetworkIsolated  = "NetworkIsolated"
 	ConditionAuditReady       = "AuditReady"
 	ConditionAvailable        = "Available"
+	// ConditionBudgetExceeded is True while a daily or monthly budget is spent; it
+	// does not make the VoiceAgent not Ready (with onExceeded Block the gateways refuse
+	// model calls until the budget resets).
+	ConditionBudgetExceeded = "BudgetExceeded"
 )
 
 // ConditionTypes lists every condition a VoiceAgent reports, Ready first.
@@ -42,4 +46,7 @@ const (
 	ReasonInvalidSpec                 = "InvalidSpec"
 	ReasonApplyFailed                 = "ApplyFailed"
 	ReasonSinkConfigured              = "SinkConfigured"
+	ReasonDailyBudgetSpent            = "DailyBudgetSpent"
+	ReasonMonthlyBudgetSpent          = "MonthlyBudgetSpent"
+	ReasonWithinBudget                = "WithinBudget"
 )

@@ -651,6 +651,61 @@ type VoiceAgentStatus struct {
 	// Security is the evidence of what is enforced.
 	// +optional
 	Security *SecurityStatus `json:"security,omitempty"`
+
+	// Spend of the whole VoiceAgent in the current UTC day and month, summed over its
+	// running gateways, against its budgets. Written at most every 30s while it
+	// changes, and not at all at rest.
+	// +optional
+	Spend *SpendStatus `json:"spend,omitempty"`
+}
+
+// SpendStatus is what the VoiceAgent's gateways have spent, as they report it.
+type SpendStatus struct {
+	// Today is the spend of the current UTC day in US dollars, e.g. "12.400000".
+	Today string `json:"today"`
+	// Month is the spend of the current UTC month in US dollars.
+	Month string `json:"month"`
+	// TodayTokens are the model tokens of the current UTC day counted by the gateways
+	// now running (a replaced pod's tokens are not carried over; its spend is).
+	TodayTokens int64 `json:"todayTokens"`
+	// MonthTokens are the model tokens of the current UTC month, counted likewise.
+	MonthTokens int64 `json:"monthTokens"`
+	// DailyBudget is spec.costLimits.dailyBudget, when set.
+	// +optional
+	DailyBudget string `json:"dailyBudget,omitempty"`
+	// MonthlyBudget is spec.costLimits.monthlyBudget, when set.
+	// +optional
+	MonthlyBudget string `json:"monthlyBudget,omitempty"`
+	// Day is the UTC day Today counts, e.g. 2026-12-01.
+	Day string `json:"day"`
+	// ReportingGateways is how many gateway pods answered.
+	ReportingGateways int32 `json:"reportingGateways"`
+	// UpdatedAt is when these figures were read.
+	UpdatedAt metav1.Time `json:"updatedAt"`
+	// Pods are the last figures read from each gateway pod; a pod that is gone has its
+	// last figures carried into CarriedTodayMicros and CarriedMonthMicros, so that a
+	// rollout does not make the spend fall back.
+	// +listType=map
+	// +listMapKey=pod
+	// +optional
+	Pods []PodSpend `json:"pods,omitempty"`
+	// CarriedTodayMicros is today's spend of gateway pods that are gone, in
+	// micro-dollars.
+	// +optional
+	CarriedTodayMicros int64 `json:"carriedTodayMicros,omitempty"`
+	// CarriedMonthMicros is this month's spend of gateway pods that are gone.
+	// +optional
+	CarriedMonthMicros int64 `json:"carriedMonthMicros,omitempty"`
+}
+
+// PodSpend is one gateway pod's spend in micro-dollars, as last read.
+type PodSpend struct {
+	// Pod is the gateway pod's name.
+	Pod string `json:"pod"`
+	// TodayMicros is its spend of the current UTC day.
+	TodayMicros int64 `json:"todayMicros"`
+	// MonthMicros is its spend of the current UTC month.
+	MonthMicros int64 `json:"monthMicros"`
 }
 
 // SecurityStatus is evidence of the controls in force, for auditors.
@@ -691,6 +746,7 @@ type SecurityStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Model",type=string,JSONPath=`.spec.model.name`
 // +kubebuilder:printcolumn:name="Replicas",type=string,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Spent",type=string,JSONPath=`.status.spend.today`
 // +kubebuilder:printcolumn:name="Budget",type=string,JSONPath=`.spec.costLimits.dailyBudget`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type VoiceAgent struct {

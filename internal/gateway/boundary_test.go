@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -540,5 +541,25 @@ func TestQueryAndOverrideHeadersAreDropped(t *testing.T) {
 		if v := r.Header.Get(h); v != "" {
 			t.Errorf("%s reached the provider: %s", h, v)
 		}
+	}
+}
+
+// TestSpendReport: the admin port reports this replica's spend and tokens of the UTC
+// day and month, for the operator's status.spend.
+func TestSpendReport(t *testing.T) {
+	tg := startGateway(t, "openai", func(c *gw.Config, _ *fakeProviderUpstream) { c.Models[0].Pricing = testPricing })
+	tg.post(t, "/model/chat/completions", openaiBody, nil)
+	tg.post(t, "/model/chat/completions", openaiBody, nil)
+	var r SpendReport
+	if err := json.Unmarshal([]byte(getAdmin(t, tg.Gateway, "/spend")), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Day != "2026-11-24" || r.Month != "2026-11" || r.DayMicros != 4000 || r.MonthMicros != 4000 || r.DayTokens != 3000 || r.MonthTokens != 3000 {
+		t.Errorf("spend report %+v", r)
+	}
+	tg.clock.Advance(24 * time.Hour) // the next UTC day: the day starts again, the month does not
+	_ = json.Unmarshal([]byte(getAdmin(t, tg.Gateway, "/spend")), &r)
+	if r.Day != "2026-11-25" || r.DayMicros != 0 || r.MonthMicros != 4000 || r.DayTokens != 0 || r.MonthTokens != 3000 {
+		t.Errorf("next day's report %+v", r)
 	}
 }

@@ -81,6 +81,8 @@ type Gateway struct {
 
 	// draining: SIGTERM came; readiness fails so that no new call is routed here,
 	// while the sessions in progress (liveSessions) run on until the drain timeout.
+	tokenCount tokenCounter
+
 	draining     atomic.Bool
 	sessionsMu   sync.Mutex
 	liveSessions map[*session]struct{}
@@ -330,6 +332,7 @@ func (g *Gateway) AdminHandler() http.Handler {
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /audit/status", g.serveAuditStatus)
+	mux.HandleFunc("GET /spend", g.serveSpend)
 	return mux
 }
 

@@ -576,6 +576,7 @@ func (c *call) account(u usage, m gw.Model, answerBytes int64, priced bool) {
 	c.rec.InputTokens, c.rec.OutputToks = u.Input, u.Output
 	c.rec.CachedInputTokens = u.CachedInput + u.CacheWrite
 	if u.total() > 0 {
+		c.g.tokenCount.add(c.g.opts.Now(), u.total())
 		c.g.tokens.Charge(float64(u.total()))
 		c.g.metrics.tokens.WithLabelValues("input").Add(float64(u.Input))
 		c.g.metrics.tokens.WithLabelValues("output").Add(float64(u.Output))

@@ -742,6 +742,7 @@ func (s *session) charge(u usage) {
 		return
 	}
 	g := s.c.g
+	g.tokenCount.add(g.opts.Now(), u.total())
 	g.tokens.Charge(float64(u.total()))
 	g.metrics.tokens.WithLabelValues("input").Add(float64(u.Input))
 	g.metrics.tokens.WithLabelValues("output").Add(float64(u.Output))

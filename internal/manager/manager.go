@@ -52,6 +52,10 @@ type Options struct {
 	AuditStatusReader controllers.AuditStatusReader
 	// AuditPollInterval is how often delivery status is refreshed; 30s when zero.
 	AuditPollInterval time.Duration
+	// SpendReader reads a gateway's spend; nil: over HTTP. SpendInterval is how often
+	// status.spend is refreshed; 30s when zero.
+	SpendReader   controllers.SpendReader
+	SpendInterval time.Duration
 	// SkipNameValidation lets tests run two managers in one process.
 	SkipNameValidation bool
 }
@@ -125,6 +129,14 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	}
 	if err := (&controllers.AuditSinkReconciler{Client: mgr.GetClient(), StatusReader: reader, PollInterval: opts.AuditPollInterval}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up AuditSink controller: %w", err)
+	}
+	spendReader := opts.SpendReader
+	if spendReader == nil {
+		spendReader = controllers.HTTPSpendReader{}
+	}
+	if err := mgr.Add(&controllers.SpendCollector{Client: mgr.GetClient(), Reader: spendReader,
+		Recorder: mgr.GetEventRecorder("voiceagent-operator"), Interval: opts.SpendInterval}); err != nil {
+		return nil, fmt.Errorf("add the spend collector: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("add healthz check: %w", err)

@@ -1,0 +1,122 @@
+package controllers_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+	"github.com/voiceagent-dev/voiceagent-operator/controllers"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
+)
+
+// runningGatewayPod creates a running pod of va from the operator's own pod template,
+// as the ReplicaSet controller and kubelet would leave it (envtest runs neither): its
+// IP is loopback and its gateway's admin port is where h listens.
+func runningGatewayPod(t *testing.T, ns, va, name string, h http.Handler) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	_, portStr, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	port, _ := strconv.Atoi(portStr)
+	dep := &appsv1.Deployment{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: va}, dep); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: dep.Spec.Template.Labels},
+		Spec:       *dep.Spec.Template.Spec.DeepCopy(),
+	}
+	for i, c := range pod.Spec.Containers {
+		for j, p := range c.Ports {
+			if c.Name == render.GatewayContainer && p.Name == "admin" {
+				pod.Spec.Containers[i].Ports[j].ContainerPort = int32(port)
+			}
+		}
+	}
+	if err := k8s.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1", PodIPs: []corev1.PodIP{{IP: "127.0.0.1"}}}
+	if err := k8s.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// spendStub serves /spend as a running gateway does; the test changes what it reports.
+type spendStub struct {
+	mu sync.Mutex
+	s  controllers.GatewaySpend
+}
+
+func (g *spendStub) set(s controllers.GatewaySpend) { g.mu.Lock(); g.s = s; g.mu.Unlock() }
+
+func (g *spendStub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/spend" {
+		http.NotFound(w, r)
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_ = json.NewEncoder(w).Encode(g.s)
+}
+
+// TestSpendInStatus: the gateways' spend reaches status.spend and BudgetExceeded, for
+// kubectl, Argo CD and auditors without Prometheus.
+func TestSpendInStatus(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	va := minimalVoiceAgent(ns, "spender")
+	va.Spec.CostLimits = &v1alpha1.CostLimits{DailyBudget: "2.00", MonthlyBudget: "100.00"}
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "spender"}, &appsv1.Deployment{})
+	})
+	today := time.Now().UTC()
+	day, month := today.Format(time.DateOnly), today.Format("2006-01")
+	stub := &spendStub{}
+	stub.set(controllers.GatewaySpend{Day: day, Month: month, DayMicros: 1_500_000, MonthMicros: 40_000_000, DayTokens: 1000, MonthTokens: 9000})
+	runningGatewayPod(t, ns, "spender", "spender-0", stub)
+
+	spend := func(check func(*v1alpha1.SpendStatus) error) func() error {
+		return func() error {
+			got := &v1alpha1.VoiceAgent{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "spender"}, got); err != nil {
+				return err
+			}
+			if got.Status.Spend == nil {
+				return fmt.Errorf("no status.spend yet")
+			}
+			return check(got.Status.Spend)
+		}
+	}
+	eventually(t, waitFor, spend(func(s *v1alpha1.SpendStatus) error {
+		if s.Today != "1.500000" || s.Month != "40.000000" || s.TodayTokens != 1000 || s.DailyBudget != "2.00" || s.ReportingGateways != 1 {
+			return fmt.Errorf("spend %+v", s)
+		}
+		return nil
+	}))
+	eventually(t, waitFor, conditionIs(ns, "spender", v1alpha1.ConditionBudgetExceeded, metav1.ConditionFalse, v1alpha1.ReasonWithinBudget))
+
+	stub.set(controllers.GatewaySpend{Day: day, Month: month, DayMicros: 2_000_000, MonthMicros: 40_500_000})
+	eventually(t, waitFor, conditionIs(ns, "spender", v1alpha1.ConditionBudgetExceeded, metav1.ConditionTrue, v1alpha1.ReasonDailyBudgetSpent))
+	eventually(t, waitFor, spend(func(s *v1alpha1.SpendStatus) error {
+		if s.Today != "2.000000" {
+			return fmt.Errorf("spend %+v", s)
+		}
+		return nil
+	}))
+}
