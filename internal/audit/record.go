@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"math"
 	"strconv"
 	"time"
 )
@@ -136,7 +137,11 @@ func cutUint(b []byte) (uint64, []byte, bool) {
 	var n uint64
 	i := 0
 	for ; i < len(b) && i < 20 && b[i] >= '0' && b[i] <= '9'; i++ {
-		n = n*10 + uint64(b[i]-'0')
+		d := uint64(b[i] - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, b, false // past 2^64-1: it would wrap around to a small seq
+		}
+		n = n*10 + d
 	}
 	if i == 0 || (i > 1 && b[0] == '0') {
 		return 0, b, false

@@ -12,6 +12,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Problem is the kind of damage Verify found.
@@ -294,6 +295,10 @@ func (v *verifier) checkpoint(c *chain, h *header, line []byte) bool {
 		v.fail(ProblemModified, c.name, h.seq, v.line, "checkpoint names seq %d, not its predecessor %d, or another hash", cp.Seq, h.seq-1)
 		return false
 	}
+	if !canonicalCheckpoint(h, cp, line) {
+		v.fail(ProblemMalformed, c.name, h.seq, v.line, "checkpoint is not in the form its writer produces (field names and order, lower-case hex, nothing else)")
+		return false
+	}
 	if v.opts.HMACKey == nil && v.opts.Ed25519PublicKey == nil {
 		return true
 	}
@@ -302,6 +307,25 @@ func (v *verifier) checkpoint(c *chain, h *header, line []byte) bool {
 		return false
 	}
 	return true
+}
+
+// canonicalCheckpoint says whether line is exactly the bytes the writer produces for
+// the checkpoint it decodes to. Nothing chains to an instance's last checkpoint and its
+// signature covers the seq and hash it seals, not its own bytes, so without this check
+// an edit that JSON decoding forgives (a key's case, an upper-case signature, an extra
+// field) would go unseen. Only its time is then not covered: see docs/audit.md.
+func canonicalCheckpoint(h *header, cp *Checkpoint, line []byte) bool {
+	t, err := time.Parse(TimeFormat, string(h.time))
+	if err != nil {
+		return false
+	}
+	want := *cp
+	if sig, err := hex.DecodeString(cp.Sig); err == nil {
+		want.Sig = hex.EncodeToString(sig) // a signature that is not hex fails its check
+	}
+	e := envelope{seq: h.seq, instance: string(h.instance), prev: h.prev, kind: KindCheckpoint,
+		time: t, droppedBefore: h.droppedBefore, checkpoint: &want}
+	return bytes.Equal(e.appendLine(nil), line)
 }
 
 func (v *verifier) finish() {
