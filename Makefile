@@ -124,6 +124,10 @@ test/realtime-npm/node_modules/.package-lock.json: test/realtime-npm/package.jso
 FUZZTIME ?= 5000x
 FUZZMINIMIZE ?= 200x
 GATEWAY_FUZZ_TARGETS = FuzzUsageScanner FuzzSSERelay FuzzScrubber FuzzPathRefusal FuzzIncludeUsage FuzzRequestModel
+# The renderer's, over VoiceAgents the API server admits (judged in-process by the
+# CRDs), and audit verify's, over damaged and arbitrary streams.
+RENDER_FUZZ_TARGETS = FuzzRender
+AUDIT_FUZZ_TARGETS = FuzzVerifyDamage FuzzVerifyRaw
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (default 5000 runs) each.
@@ -131,6 +135,12 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 5000 runs) each.
 		echo "== $$f"; $(GO) test ./internal/gateway/ -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel 2 || exit 1; \
 	done
 	$(GO) test ./internal/pii/ -run '^$$' -fuzz '^FuzzRedact$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel 2
+	@for f in $(RENDER_FUZZ_TARGETS); do \
+		echo "== $$f"; $(GO) test ./internal/render/ -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel 2 || exit 1; \
+	done
+	@for f in $(AUDIT_FUZZ_TARGETS); do \
+		echo "== $$f"; $(GO) test ./internal/audit/ -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel 2 || exit 1; \
+	done
 
 .PHONY: bench-realtime
 bench-realtime: build ## Realtime sessions: 100 sessions, 50 frames/s each way, through the gateway vs a plain Go WebSocket relay vs direct.

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 )
 
@@ -82,6 +83,16 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 		}
 		return out
 	}
+	// The CRD's duration pattern admits "0s", which the gateway refuses.
+	for i, m := range append([]v1alpha1.ModelTarget{va.Spec.Model.ModelTarget}, va.Spec.Model.Fallbacks...) {
+		if m.Timeout != nil && m.Timeout.Duration <= 0 {
+			field := "spec.model.timeout"
+			if i > 0 {
+				field = fmt.Sprintf("spec.model.fallbacks[%d].timeout", i-1)
+			}
+			return nil, fmt.Errorf("%s: %s must be positive", field, m.Timeout.Duration)
+		}
+	}
 	primary := model(va.Spec.Model.ModelTarget, "model")
 	for _, op := range va.Spec.Model.ExtraOperations {
 		primary.ExtraOperations = append(primary.ExtraOperations, gw.Operation{Method: op.Method, Path: op.Path})
@@ -146,12 +157,12 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 		}
 		var err error
 		if cl.DailyBudget != "" {
-			if b.Daily, err = gw.Share(cl.DailyBudget, replicas); err != nil {
+			if b.Daily, err = shareBudget(cl.DailyBudget, replicas); err != nil {
 				return nil, fmt.Errorf("spec.costLimits.dailyBudget: %w", err)
 			}
 		}
 		if cl.MonthlyBudget != "" {
-			if b.Monthly, err = gw.Share(cl.MonthlyBudget, replicas); err != nil {
+			if b.Monthly, err = shareBudget(cl.MonthlyBudget, replicas); err != nil {
 				return nil, fmt.Errorf("spec.costLimits.monthlyBudget: %w", err)
 			}
 		}
@@ -200,6 +211,20 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// shareBudget is one replica's share of a budget. A budget too small to give each
+// replica a micro-dollar is refused, naming the field, rather than rendered as a zero
+// budget the gateway would refuse to load.
+func shareBudget(total string, replicas int32) (string, error) {
+	share, err := gw.Share(total, replicas)
+	if err != nil {
+		return "", err
+	}
+	if m, err := budget.ParseMicros(share); err != nil || m <= 0 {
+		return "", fmt.Errorf("%q shared between %d replicas is less than 0.000001 each, the smallest amount a gateway counts: raise it or lower spec.replicas", total, replicas)
+	}
+	return share, nil
 }
 
 // shareInt is one replica's share of a whole-VoiceAgent count, rounded down so that

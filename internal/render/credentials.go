@@ -1,9 +1,13 @@
 package render
 
 import (
+	"errors"
+	"fmt"
 	"path"
 	"sort"
 	"strconv"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
@@ -25,8 +29,9 @@ type Credential struct {
 	AuditSink string
 }
 
-// VolumeName of the credential's volume.
-func (c Credential) VolumeName() string { return "cred-" + c.Slot }
+// VolumeName of the credential's volume: a DNS label, even for the slot of an
+// AuditSink whose name has dots or is long (see fitName).
+func (c Credential) VolumeName() string { return fitName("cred-"+c.Slot, true) }
 
 // MountDir is where the credential's folder is mounted.
 func (c Credential) MountDir() string { return path.Join(gatewayconfig.CredentialsDir, c.Slot) }
@@ -68,6 +73,40 @@ func Credentials(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink) []Credenti
 		out = append(out, SinkCredentials(&sinks[i])...)
 	}
 	return out
+}
+
+// checkSecretRefs refuses a secretRef the CRD admits but a pod cannot mount: a name
+// that is not a Secret name (the CRD bounds only its length) or the key "." or "..".
+func checkSecretRefs(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink) error {
+	check := func(field string, src *v1alpha1.CredentialSource) error {
+		if src == nil || src.SecretRef == nil {
+			return nil
+		}
+		if msgs := validation.IsDNS1123Subdomain(src.SecretRef.Name); len(msgs) > 0 {
+			return fmt.Errorf("%s.secretRef.name: %q is not a Secret name: %s", field, src.SecretRef.Name, msgs[0])
+		}
+		if msgs := validation.IsConfigMapKey(src.SecretRef.Key); len(msgs) > 0 {
+			return fmt.Errorf("%s.secretRef.key: %q: %s", field, src.SecretRef.Key, msgs[0])
+		}
+		return nil
+	}
+	errs := []error{check("spec.model.credentials", &va.Spec.Model.Credentials)}
+	for i := range va.Spec.Model.Fallbacks {
+		errs = append(errs, check(fmt.Sprintf("spec.model.fallbacks[%d].credentials", i), &va.Spec.Model.Fallbacks[i].Credentials))
+	}
+	for i, in := range va.Spec.Integrations {
+		errs = append(errs, check(fmt.Sprintf("spec.integrations[%d].credentials", i), in.Credentials))
+	}
+	if enc := va.Spec.Encryption; enc != nil && enc.AtRest != nil {
+		errs = append(errs, check("spec.encryption.atRest.keyFrom", enc.AtRest.KeyFrom))
+	}
+	for _, s := range sinks {
+		if w := s.Spec.Webhook; w != nil && w.Credentials != nil {
+			errs = append(errs, check("auditsink "+s.Name+" spec.webhook.credentials.bearerToken", w.Credentials.BearerToken),
+				check("auditsink "+s.Name+" spec.webhook.credentials.signingKey", w.Credentials.SigningKey))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // SinkCredentials lists the credentials of one AuditSink.

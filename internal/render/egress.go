@@ -12,6 +12,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 )
@@ -75,7 +76,10 @@ func Destinations(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink) ([]Destin
 			if err != nil {
 				return nil, fmt.Errorf("auditsink %s spec.syslog.address: %w", s.Name, err)
 			}
-			p, _ := strconv.Atoi(port)
+			p, err := strconv.Atoi(port)
+			if err != nil || p < 1 || p > 65535 {
+				return nil, fmt.Errorf("auditsink %s spec.syslog.address: port %q must be 1 to 65535", s.Name, port)
+			}
 			out = append(out, Destination{Host: host, Port: int32(p)})
 		}
 	}
@@ -123,7 +127,13 @@ func inClusterNamespace(host, clusterDomain string) (string, bool) {
 	if len(parts) < 2 {
 		return "", false
 	}
-	return parts[len(parts)-1], true
+	// A namespace is a DNS label. A host whose would-be namespace is not one names no
+	// service of this cluster: it gets the public rule, never an invalid selector.
+	ns := parts[len(parts)-1]
+	if len(validation.IsDNS1123Label(ns)) > 0 {
+		return "", false
+	}
+	return ns, true
 }
 
 // EgressRules turns destinations into NetworkPolicy egress rules, DNS first. It

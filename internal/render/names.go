@@ -1,10 +1,14 @@
 package render
 
 import (
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
-
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/ptr"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 )
@@ -74,7 +78,29 @@ func CredentialSecretName(va *v1alpha1.VoiceAgent, slot string) string {
 
 // AuditSinkSecretName is the Secret an AuditSink's ExternalSecret syncs a slot into.
 func AuditSinkSecretName(sink *v1alpha1.AuditSink, slot string) string {
-	return fmt.Sprintf("%s-auditsink-%s", sink.Name, slot)
+	return fitName(fmt.Sprintf("%s-auditsink-%s", sink.Name, slot), false)
+}
+
+// fitName returns name when it is a valid DNS label (label) or DNS subdomain, as the
+// names built from a VoiceAgent's are. A name built from an AuditSink's, which may be
+// any subdomain of up to 253 characters, may not be one: it is then made one, with dots
+// turned into dashes for a label, cut short, and ended with a dash and 10 hex digits of
+// its SHA-256, so that distinct names stay distinct. Valid names never change, so that
+// no existing pod is rolled and no Secret renamed.
+func fitName(name string, label bool) string {
+	limit, valid := validation.DNS1123SubdomainMaxLength, validation.IsDNS1123Subdomain
+	if label {
+		limit, valid = validation.DNS1123LabelMaxLength, validation.IsDNS1123Label
+	}
+	if len(valid(name)) == 0 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	if label {
+		name = strings.ReplaceAll(name, ".", "-")
+	}
+	name = strings.TrimRight(name[:min(len(name), limit-11)], "-.")
+	return name + "-" + hex.EncodeToString(sum[:])[:10]
 }
 
 func int32Or(p *int32, def int32) int32 {

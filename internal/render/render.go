@@ -2,6 +2,7 @@ package render
 
 import (
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -49,6 +50,17 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 	if in.ClusterDomain == "" {
 		in.ClusterDomain = "cluster.local"
 	}
+	if err := checkPod(va); err != nil {
+		return nil, err
+	}
+	if err := checkSecretRefs(va, in.Sinks); err != nil {
+		return nil, err
+	}
+	// Destinations first: its errors name the spec field of a URL that is not one.
+	dests, err := Destinations(va, in.Sinks)
+	if err != nil {
+		return nil, fmt.Errorf("egress: %w", err)
+	}
 	creds := Credentials(va, in.Sinks)
 	cfg, err := GatewayConfig(va, in.Sinks, creds)
 	if err != nil {
@@ -57,10 +69,6 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 	cm, err := ConfigMap(va, cfg)
 	if err != nil {
 		return nil, err
-	}
-	dests, err := Destinations(va, in.Sinks)
-	if err != nil {
-		return nil, fmt.Errorf("egress: %w", err)
 	}
 	egress, allowed := EgressRules(dests, in.ClusterDomain)
 	return &Children{
@@ -78,6 +86,23 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 		GatewayConfig:       cfg,
 		EgressAllowed:       allowed,
 	}, nil
+}
+
+// checkPod refuses what the CRD admits but the pod could not run with: an agent port
+// the gateway listens on in the same pod, or an image the API server refuses in a pod.
+func checkPod(va *v1alpha1.VoiceAgent) error {
+	switch p := AgentPort(va); {
+	case p == gw.ProxyPort:
+		return fmt.Errorf("spec.port: %d is the gateway's proxy port in the same pod; choose another", p)
+	case p == gw.AdminPort:
+		return fmt.Errorf("spec.port: %d is the gateway's admin port in the same pod; choose another", p)
+	case p == gw.TLSPort && TLSEnabled(va):
+		return fmt.Errorf("spec.port: %d is the gateway's TLS port in the same pod when spec.encryption.inTransit is set; choose another", p)
+	}
+	if strings.TrimSpace(va.Spec.Image) != va.Spec.Image {
+		return fmt.Errorf("spec.image: %q must not have leading or trailing white space", va.Spec.Image)
+	}
+	return nil
 }
 
 // AgentSecrets lists the Secrets mounted into the agent container, whose versions
