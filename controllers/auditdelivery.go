@@ -43,32 +43,41 @@ type HTTPAuditStatusReader struct {
 
 // Read implements AuditStatusReader.
 func (h HTTPAuditStatusReader) Read(ctx context.Context, pod *corev1.Pod) (*audit.Status, error) {
+	var st audit.Status
+	if err := getGatewayJSON(ctx, h.Client, pod, "/audit/status", &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// getGatewayJSON reads a JSON answer of at most 1 MiB from path on the gateway
+// container's port named "admin", at the pod's IP. The NetworkPolicy admits the
+// operator's pods to that port only; it serves no credential.
+func getGatewayJSON(ctx context.Context, c *http.Client, pod *corev1.Pod, path string, out any) error {
 	port := adminPort(pod)
 	if port == 0 || pod.Status.PodIP == "" {
-		return nil, fmt.Errorf("pod %s has no IP or no admin port yet", pod.Name)
+		return fmt.Errorf("pod %s has no IP or no admin port yet", pod.Name)
 	}
-	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(port))) + "/audit/status"
+	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(port))) + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("request %s: %w", url, err)
+		return fmt.Errorf("request %s: %w", url, err)
 	}
-	c := h.Client
 	if c == nil {
 		c = &http.Client{Timeout: 3 * time.Second}
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("read the audit status of pod %s: %w", pod.Name, err)
+		return fmt.Errorf("GET %s of pod %s: %w", path, pod.Name, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	var st audit.Status
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", url, err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
+		return fmt.Errorf("decode %s: %w", url, err)
 	}
-	return &st, nil
+	return nil
 }
 
 func adminPort(pod *corev1.Pod) int32 {

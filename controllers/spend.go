@@ -2,13 +2,9 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"sort"
-	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -48,30 +44,9 @@ type HTTPSpendReader struct{ Client *http.Client }
 
 // ReadSpend implements SpendReader.
 func (h HTTPSpendReader) ReadSpend(ctx context.Context, pod *corev1.Pod) (*GatewaySpend, error) {
-	port := adminPort(pod)
-	if port == 0 || pod.Status.PodIP == "" {
-		return nil, fmt.Errorf("pod %s has no IP or no admin port yet", pod.Name)
-	}
-	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(port))) + "/spend"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("request %s: %w", url, err)
-	}
-	c := h.Client
-	if c == nil {
-		c = &http.Client{Timeout: 3 * time.Second}
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("read the spend of pod %s: %w", pod.Name, err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
 	var s GatewaySpend
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&s); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", url, err)
+	if err := getGatewayJSON(ctx, h.Client, pod, "/spend", &s); err != nil {
+		return nil, err
 	}
 	return &s, nil
 }

@@ -231,15 +231,9 @@ func (g *Gateway) serveRealtime(w http.ResponseWriter, r *http.Request, c *call,
 		c.deny(w, http.StatusTooManyRequests, "tokens_per_minute", "the VoiceAgent's tokens-per-minute limit is reached; retry later", wait)
 		return
 	}
-	if ok, wait := g.sessionRate.Allow(); !ok {
-		c.deny(w, http.StatusTooManyRequests, "sessions_per_minute", "the VoiceAgent's realtime sessions-per-minute limit is reached (spec.voice.sessionsPerMinute); retry later", wait)
+	if !c.admitSession(w) {
 		return
 	}
-	if !g.sessions.TryAcquire() {
-		c.deny(w, http.StatusTooManyRequests, "concurrent_sessions", "the VoiceAgent's concurrent realtime sessions are all in use (spec.voice.maxConcurrentSessions); retry shortly", time.Second)
-		return
-	}
-	c.release = g.sessions.Release
 	d := g.budget.Check()
 	g.setBudgetGauges(d)
 	if !d.Allowed {
@@ -268,6 +262,22 @@ func (g *Gateway) serveRealtime(w http.ResponseWriter, r *http.Request, c *call,
 	}
 	c.rec.Decision, c.rec.Reason, c.rec.Status = "failed", lastErr, http.StatusBadGateway
 	writeError(w, http.StatusBadGateway, "upstream_unavailable", "no model upstream accepted the realtime session: "+lastErr, c.rec.RequestID)
+}
+
+// admitSession applies spec.voice's session limits to a handshake: 429 with
+// Retry-After over either, and the session's slot held until the call ends.
+func (c *call) admitSession(w http.ResponseWriter) bool {
+	g := c.g
+	if ok, wait := g.sessionRate.Allow(); !ok {
+		c.deny(w, http.StatusTooManyRequests, "sessions_per_minute", "the VoiceAgent's realtime sessions-per-minute limit is reached (spec.voice.sessionsPerMinute); retry later", wait)
+		return false
+	}
+	if !g.sessions.TryAcquire() {
+		c.deny(w, http.StatusTooManyRequests, "concurrent_sessions", "the VoiceAgent's concurrent realtime sessions are all in use (spec.voice.maxConcurrentSessions); retry shortly", time.Second)
+		return false
+	}
+	c.release = g.sessions.Release
+	return true
 }
 
 // agentSubprotocols are the WebSocket subprotocols the agent offered that name a
@@ -807,15 +817,9 @@ func (g *Gateway) serveIntegrationSession(w http.ResponseWriter, r *http.Request
 		c.deny(w, http.StatusTooManyRequests, "integration_rate_limit", "the rate limit of integration "+in.Name+" is reached", wait)
 		return
 	}
-	if ok, wait := g.sessionRate.Allow(); !ok {
-		c.deny(w, http.StatusTooManyRequests, "sessions_per_minute", "the VoiceAgent's realtime sessions-per-minute limit is reached (spec.voice.sessionsPerMinute); retry later", wait)
+	if !c.admitSession(w) {
 		return
 	}
-	if !g.sessions.TryAcquire() {
-		c.deny(w, http.StatusTooManyRequests, "concurrent_sessions", "the VoiceAgent's concurrent realtime sessions are all in use (spec.voice.maxConcurrentSessions); retry shortly", time.Second)
-		return
-	}
-	c.release = g.sessions.Release
 	perMinute := priceOr(in.PerMinute, "")
 	if perMinute > 0 {
 		if d := g.budget.Check(); !d.Allowed {
