@@ -9,6 +9,8 @@ KUSTOMIZE ?= $(LOCALBIN)/kustomize
 KUSTOMIZE_VERSION ?= v5.8.2
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 GOLANGCI_LINT_VERSION ?= v2.15.0
+KUBE_SCORE ?= $(LOCALBIN)/kube-score
+KUBE_SCORE_VERSION ?= v1.20.0
 KUBECTL ?= kubectl
 CONTAINER_TOOL ?= docker
 # Platforms of `make docker-buildx`.
@@ -236,3 +238,14 @@ golangci-lint: ## Build golangci-lint into bin/ (once), for lint.
 	  echo ">> building golangci-lint $(GOLANGCI_LINT_VERSION) into $(LOCALBIN)" >&2; \
 	  GOBIN=$(LOCALBIN) GOFLAGS=-buildvcs=false CGO_ENABLED=0 $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) && \
 	  echo "$(GOLANGCI_LINT_VERSION)" > $(LOCALBIN)/.golangci-lint-version; }
+
+# kube-score at KUBE_SCORE_VERSION into bin/ (once; a binary of another version is replaced).
+.PHONY: kube-score
+kube-score: ## Build kube-score into bin/ (once), for test/kubescore (its CRITICALs on the rendered objects, against an allow-list).
+	@[ -x "$(KUBE_SCORE)" ] && [ "$$(cat $(LOCALBIN)/.kube-score-version 2>/dev/null)" = "$(KUBE_SCORE_VERSION)" ] || { \
+	  echo ">> building kube-score $(KUBE_SCORE_VERSION) into $(LOCALBIN)" >&2; \
+	  GOBIN=$(LOCALBIN) GOFLAGS=-buildvcs=false CGO_ENABLED=0 $(GO) install github.com/zegl/kube-score/cmd/kube-score@$(KUBE_SCORE_VERSION) && \
+	  echo "$(KUBE_SCORE_VERSION)" > $(LOCALBIN)/.kube-score-version; }
+
+# make test runs test/kubescore, which skips without the binary: build it first.
+test: kube-score
