@@ -92,8 +92,44 @@ func patternMatch(pattern, p string) bool {
 	return err == nil && ok
 }
 
+// requestBody is one reading of a model request's JSON body, shared by the checks that
+// need it (provider-side features, the model, stream options) so that a call decodes
+// its body once.
+type requestBody struct {
+	raw    []byte
+	valid  bool // json.Valid: nothing after the object, no bad token anywhere
+	object bool // a JSON object at the top
+	// fields by their exact key; nil when a key occurs twice (the gateway and the
+	// provider could read different ones).
+	fields map[string]json.RawMessage
+}
+
+func readRequestBody(body []byte) requestBody {
+	rb := requestBody{raw: body, valid: json.Valid(body)}
+	if rb.valid {
+		rb.fields, rb.object = topLevelFields(body)
+	}
+	return rb
+}
+
+// model is the body's "model" member, "" when there is none or when readers of the
+// body could disagree on it: the key must be "model" exactly (decoding into a struct
+// would also take "Model" or "MODEL", which the provider ignores) and named once
+// (parsers differ on which of two they keep).
+func (rb requestBody) model() string {
+	var m string
+	if rb.fields == nil || json.Unmarshal(rb.fields["model"], &m) != nil {
+		return ""
+	}
+	return m
+}
+
 // requestModel is the model a request of op names, "" when it names none.
 func requestModel(op operation, p string, body []byte) string {
+	return readRequestBody(body).requestModel(op, p)
+}
+
+func (rb requestBody) requestModel(op operation, p string) string {
 	switch op.ModelIn {
 	case "path":
 		i := strings.Index(p, "/models/")
@@ -106,45 +142,13 @@ func requestModel(op operation, p string, body []byte) string {
 		}
 		return rest
 	case "body":
-		return bodyModel(body)
+		return rb.model()
 	}
 	return ""
 }
 
-// bodyModel is the "model" member of a JSON object body, "" when there is none or when
-// readers of the body could disagree on it: the key must be "model" exactly (decoding
-// into a struct would also take "Model" or "MODEL", which the provider ignores) and
-// named once (parsers differ on which of two they keep).
-func bodyModel(body []byte) string {
-	if !json.Valid(body) {
-		return ""
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return ""
-	}
-	model, named := "", 0
-	for dec.More() {
-		k, err := dec.Token()
-		if err != nil {
-			return ""
-		}
-		var v json.RawMessage
-		if dec.Decode(&v) != nil {
-			return ""
-		}
-		if k == "model" {
-			named++
-			if json.Unmarshal(v, &model) != nil {
-				return ""
-			}
-		}
-	}
-	if named != 1 {
-		return ""
-	}
-	return model
-}
+// bodyModel is the "model" member of a JSON object body (see requestBody.model).
+func bodyModel(body []byte) string { return readRequestBody(body).model() }
 
 // pathRefusal says why an agent's path is refused, "" when it is acceptable. The
 // agent's path must mean one thing to every parser between the agent and the upstream:
@@ -226,19 +230,19 @@ func upstreamURL(endpoint, suffix, rawQuery string) (*url.URL, bool) {
 	return u, true
 }
 
-// bodyRefusal says why a model request's body is refused, "" when it may go. A body
+// refusal says why a model request's body is refused, "" when it may go. A body
 // may ask the provider for things the gateway cannot meter or that leave the
 // VoiceAgent's egress policy: tools the provider runs itself (web search, URL fetch,
 // code execution, remote MCP servers), which reach hosts the NetworkPolicy never
 // allowed; background runs, answered "queued" with no usage; priority tiers billed
 // above the configured prices. A top-level field named twice is refused too: the
 // gateway and the provider could read different ones.
-func bodyRefusal(family string, op operation, body []byte) string {
+func (rb requestBody) refusal(family string, op operation) string {
 	if !op.Priced || op.ModelIn != "body" && op.ModelIn != "path" {
 		return ""
 	}
-	fields, ok := topLevelFields(body)
-	if !ok {
+	fields := rb.fields
+	if !rb.object {
 		return "" // not a JSON object: the provider refuses it
 	}
 	if fields == nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
@@ -157,20 +158,21 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	defer releaseBody()
 	// Reading the model and setting stream options decode and re-encode the body: that
 	// memory comes from the same budget.
-	if work := 2 * int64(len(body)); !g.bodyMemory.TryAcquire(work) {
+	work := 2 * int64(len(body))
+	if !g.bodyMemory.TryAcquire(work) {
 		c.denyBody(w, http.StatusServiceUnavailable)
 		return
-	} else {
-		defer g.bodyMemory.Release(work)
 	}
-	if why := bodyRefusal(family, op, body); why != "" {
+	defer g.bodyMemory.Release(work)
+	rb := readRequestBody(body)
+	if why := rb.refusal(family, op); why != "" {
 		c.deny(w, http.StatusForbidden, "feature_not_allowed", why, 0)
 		return
 	}
 	c.requestBytes = int64(len(body))
 	c.recordContent(body)
 	if op.ModelIn != "" {
-		if asked := requestModel(op, suffix, body); asked != primary.Name {
+		if asked := rb.requestModel(op, suffix); asked != primary.Name {
 			c.deny(w, http.StatusForbidden, "model_not_allowed", fmt.Sprintf("model %s is not this VoiceAgent's model %q (spec.model.name)", clip(asked), primary.Name), 0)
 			return
 		}
@@ -179,7 +181,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	// and keeps the usage-only chunk from an agent that did not.
 	sameFormatBody, hideUsageChunk := body, false
 	if family == "openai" && op.Name == "chat.completions" {
-		sameFormatBody, hideUsageChunk = withIncludeUsage(body)
+		sameFormatBody, hideUsageChunk = rb.withIncludeUsage()
 	}
 	var lastErr string
 	query := modelQuery(family, r.URL.RawQuery)
@@ -242,10 +244,15 @@ func (g *Gateway) setBudgetGauges(d budget.Decision) {
 // request. hide is true when the gateway set it (the agent did not ask): the agent
 // then must not get the usage-only chunk, which some clients do not expect.
 func withIncludeUsage(body []byte) (out []byte, hide bool) {
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(body, &fields) != nil || fields == nil {
+	return readRequestBody(body).withIncludeUsage()
+}
+
+func (rb requestBody) withIncludeUsage() (out []byte, hide bool) {
+	body := rb.raw
+	if rb.fields == nil {
 		return body, false
 	}
+	fields := maps.Clone(rb.fields)
 	var stream bool
 	if json.Unmarshal(fields["stream"], &stream) != nil || !stream {
 		return body, false
