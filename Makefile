@@ -125,7 +125,7 @@ test/realtime-npm/node_modules/.package-lock.json: test/realtime-npm/package.jso
 # fuzzer minimizes a new input fails the run with "context deadline exceeded".
 FUZZTIME ?= 5000x
 FUZZMINIMIZE ?= 200x
-GATEWAY_FUZZ_TARGETS = FuzzUsageScanner FuzzSSERelay FuzzScrubber FuzzPathRefusal FuzzIncludeUsage FuzzRequestModel
+GATEWAY_FUZZ_TARGETS = FuzzUsageScanner FuzzSSERelay FuzzScrubber FuzzPathRefusal FuzzIncludeUsage FuzzRequestModel FuzzAgentToken
 # The renderer's, over VoiceAgents the API server admits (judged in-process by the
 # CRDs), and audit verify's, over damaged and arbitrary streams.
 RENDER_FUZZ_TARGETS = FuzzRender

@@ -56,7 +56,7 @@ type auditRecord struct {
 	SpecManagers []string `json:"specManagers,omitempty"`
 	// Changed names the sections of the gateway's controls that differ from the
 	// configuration before (models, integrations, limits, budget, circuitBreaker,
-	// audit, inbound, replicas).
+	// audit, inbound, agentAuth, replicas).
 	Changed []string `json:"changed,omitempty"`
 }
 
@@ -204,6 +204,7 @@ func changedSections(old, cfg *gw.Config) []string {
 	}{
 		{"replicas", old.Replicas, cfg.Replicas},
 		{"inbound", old.Inbound, cfg.Inbound},
+		{"agentAuth", old.AgentAuth, cfg.AgentAuth},
 		{"models", old.Models, cfg.Models},
 		{"integrations", old.Integrations, cfg.Integrations},
 		{"limits", old.Limits, cfg.Limits},

@@ -24,6 +24,9 @@ type fakeProviderUpstream struct {
 
 	mu       sync.Mutex
 	keysSeen []string
+	// requests are the head of every request received (target and every header), for
+	// tests asserting that something never reached an upstream.
+	requests []string
 	bodies   []string // request bodies that passed the key check
 	paths    []string // and their paths
 
@@ -47,6 +50,22 @@ func newFakeProviderUpstream(t *testing.T, wantKey string) *fakeProviderUpstream
 	return f
 }
 
+// requestHead is a request's target and headers as received, for searching.
+func requestHead(r *http.Request) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s\n", r.Method, r.URL.String())
+	for k, vs := range r.Header {
+		fmt.Fprintf(&b, "%s: %s\n", k, strings.Join(vs, ", "))
+	}
+	return b.String()
+}
+
+func (f *fakeProviderUpstream) heads() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.requests...)
+}
+
 func (f *fakeProviderUpstream) keys() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -55,6 +74,9 @@ func (f *fakeProviderUpstream) keys() []string {
 
 func (f *fakeProviderUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	f.calls.Add(1)
+	f.mu.Lock()
+	f.requests = append(f.requests, requestHead(r))
+	f.mu.Unlock()
 	// As the providers do, JSON answers are compressed for a client that asks.
 	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 		gz := &gzipJSONWriter{ResponseWriter: w}

@@ -2,16 +2,19 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"path"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Native fuzz tests of what reads and rewrites the bytes passing through the gateway.
@@ -738,6 +741,97 @@ func FuzzRequestModel(f *testing.F) {
 		}
 		if len(named) == 0 || named[0] != m || named[len(named)-1] != m {
 			t.Fatalf("the gateway reads model %q in %q; the provider reads the members %q", m, body, named)
+		}
+	})
+}
+
+// FuzzAgentToken: the agent token is found wherever an SDK puts its key, judged exactly
+// as set membership (any candidate equal to the token), and removed from the request:
+// no header that carries it is left, and the query keeps every other parameter Go's
+// parser reads, spelled as it came, and no key.
+func FuzzAgentToken(f *testing.F) {
+	for _, s := range [][4]string{
+		{"Bearer tok", "", "", "tok"},
+		{"bearer  tok ", "tok2", "alt=sse&key=tok3", "tok3"},
+		{"Basic dG9r", "", "key=&model=gpt-realtime", "tok"},
+		{"", "", "k%65y=t%6Fk&alt=sse", "tok"},
+		{"", "", "a=1;key=tok&key=%zz&b=%41&&c", "tok"},
+		{"Bearer", " ", "key=a+b&key=a%20b", "a b"},
+		{"Bearer tok\x00", "tok", "key", "tok"},
+	} {
+		f.Add(s[0], s[1], s[2], s[3])
+	}
+	f.Fuzz(func(t *testing.T, authorization, apiKey, rawQuery, token string) {
+		h := http.Header{}
+		if authorization != "" {
+			h.Add("Authorization", authorization)
+		}
+		if apiKey != "" {
+			h.Add("X-Api-Key", apiKey)
+			h.Add("X-Goog-Api-Key", apiKey+"g")
+		}
+		candidates, query := agentTokenCandidates(h, rawQuery)
+		for _, c := range candidates {
+			if c == "" {
+				t.Fatalf("empty candidate from %q %q %q", authorization, apiKey, rawQuery)
+			}
+		}
+		if tok := strings.TrimSpace(apiKey); tok != "" && !slices.Contains(candidates, tok) {
+			t.Fatalf("x-api-key %q not a candidate: %q", apiKey, candidates)
+		}
+		if f := strings.Fields(authorization); len(f) == 2 && strings.EqualFold(f[0], "bearer") && strings.TrimSpace(authorization) == f[0]+" "+f[1] &&
+			!slices.Contains(candidates, f[1]) {
+			t.Fatalf("bearer %q not a candidate: %q", authorization, candidates)
+		}
+
+		// The query, against Go's parser piece by piece.
+		var kept, keys []string
+		for _, piece := range strings.Split(rawQuery, "&") {
+			v, err := url.ParseQuery(piece)
+			if piece == "" || err != nil {
+				continue
+			}
+			if v.Has("key") {
+				if k := v.Get("key"); k != "" {
+					keys = append(keys, k)
+				}
+				continue
+			}
+			kept = append(kept, piece)
+		}
+		if query != strings.Join(kept, "&") {
+			t.Fatalf("query %q of %q, want %q", query, rawQuery, strings.Join(kept, "&"))
+		}
+		if v, err := url.ParseQuery(query); err != nil || v.Has("key") || strings.Contains(query, ";") {
+			t.Fatalf("query %q of %q: %v, %v", query, rawQuery, v, err)
+		}
+		for _, k := range keys {
+			if !slices.Contains(candidates, k) {
+				t.Fatalf("key %q of %q not a candidate: %q", k, rawQuery, candidates)
+			}
+		}
+
+		// Judged as membership, with the token as its file gives it.
+		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		want := strings.TrimRight(token, " \t\r\n")
+		a := &agentToken{now: func() time.Time { return now }, current: sha256.Sum256([]byte(want)), loaded: true, lastMismatchRead: now}
+		if got := a.check(candidates) == tokenValid; got != (want != "" && slices.Contains(candidates, want)) {
+			t.Fatalf("token %q judged %v for candidates %q", want, got, candidates)
+		}
+
+		r := &http.Request{Header: h, URL: &url.URL{Path: "/model/x", RawQuery: rawQuery}, RequestURI: "/model/x?" + rawQuery}
+		stripAgentToken(r, query)
+		for _, k := range agentTokenHeaders {
+			if _, ok := r.Header[k]; ok {
+				t.Fatalf("%s left in the request", k)
+			}
+		}
+		wantURI := "/model/x"
+		if query != "" {
+			wantURI += "?" + query
+		}
+		if r.URL.RawQuery != query || (rawQuery != query && r.RequestURI != wantURI) {
+			t.Fatalf("request target %q %q after stripping %q", r.URL.RawQuery, r.RequestURI, rawQuery)
 		}
 	})
 }

@@ -78,6 +78,10 @@ type Gateway struct {
 	bodyMemory       *semaphore.Weighted
 	integrationSlots *semaphore.Weighted
 	refusals         *refusalSummary
+	// agentToken and authThrottle authenticate the agent when the configuration has
+	// agentAuth.
+	agentToken   *agentToken
+	authThrottle *authThrottle
 
 	// draining: SIGTERM came; readiness fails so that no new call is routed here,
 	// while the sessions in progress (liveSessions) run on until the drain timeout.
@@ -139,6 +143,8 @@ func New(opts Options) (*Gateway, error) {
 		bodyMemory:       semaphore.NewWeighted(opts.MaxBufferedBodyBytes),
 		integrationSlots: semaphore.NewWeighted(maxIntegrationCalls),
 		refusals:         newRefusalSummary(opts.Now),
+		agentToken:       &agentToken{now: opts.Now},
+		authThrottle:     newAuthThrottle(now, maxAuthSources),
 		liveSessions:     map[*session]struct{}{},
 	}
 	cfg, raw, err := g.readConfig()
@@ -225,6 +231,7 @@ func (g *Gateway) apply(cfg *gw.Config, raw []byte) {
 	g.sessions.SetMax(cfg.Voice.MaxConcurrentSessions)
 	g.sessionRate.Update(cfg.Voice.SessionsPerMinute/60, sessionBurst(cfg.Voice.SessionsPerMinute))
 	g.budget.SetLimits(budgetLimits(cfg.Budget))
+	g.agentToken.configure(cfg.AgentAuth)
 	g.mu.Lock()
 	for _, m := range cfg.Models {
 		g.breakerLocked(m.Endpoint).Update(cfg.Breaker.FailureThreshold, cfg.Breaker.OpenDuration.Duration)
@@ -300,7 +307,7 @@ func (g *Gateway) credential(path string) *credentialFile {
 	return c
 }
 
-// Handler is the loopback proxy the agent calls.
+// Handler is the proxy the agent calls.
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/model/", g.serveModel)
@@ -311,6 +318,11 @@ func (g *Gateway) Handler() http.Handler {
 		c.deny(w, http.StatusNotFound, "not_found", "unknown route: use /model/ or /integrations/<name>/", 0)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Before anything else reads the request: an unauthenticated caller learns
+		// nothing of routes, limits or the audit policy.
+		if g.cfg.Load().AgentAuth != nil && !g.authenticateAgent(w, r) {
+			return
+		}
 		if why := requestRefusal(r); why != "" {
 			g.refuseRequest(w, r, why)
 			return
@@ -346,6 +358,11 @@ func (g *Gateway) checkReady() error {
 	for _, m := range cfg.Models {
 		if _, err := g.credential(m.CredentialFile).Value(); err != nil {
 			return errors.New("model credential not readable")
+		}
+	}
+	if cfg.AgentAuth != nil {
+		if err := g.agentToken.ready(); err != nil {
+			return err
 		}
 	}
 	return nil

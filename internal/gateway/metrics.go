@@ -26,6 +26,7 @@ type metrics struct {
 	framesFromAgent    prometheus.Counter // framesRelayed's two series, looked up once
 	framesToAgent      prometheus.Counter
 	sessionCloses      *prometheus.CounterVec
+	agentAuthFailures  *prometheus.CounterVec
 	audit              *audit.Metrics
 }
 
@@ -76,13 +77,19 @@ func newMetrics() *metrics {
 		sessionCloses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "voiceagent_gateway_session_closes_total", Help: "Realtime sessions ended, by the side that closed and the close code.",
 		}, []string{"closed_by", "code"}),
+		agentAuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voiceagent_gateway_agent_auth_failures_total", Help: "Calls refused for want of the agent token: missing, invalid, or throttled (from an address with too many failures).",
+		}, []string{"reason"}),
 		refusalsSummarized: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "voiceagent_gateway_refusals_summarized_total", Help: "Refused calls recorded in a summary record instead of one record each.",
 		}),
 	}
 	m.registry.MustRegister(m.requests, m.rejections, m.tokens, m.spendUSD, m.budgetExceeded, m.budgetAlert,
 		m.breakerState, m.upstreamLatency, m.configReloads, m.usageEstimated, m.refusalsSummarized,
-		m.activeSessions, m.sessionDuration, m.framesRelayed, m.sessionCloses)
+		m.activeSessions, m.sessionDuration, m.framesRelayed, m.sessionCloses, m.agentAuthFailures)
+	for _, reason := range []string{"missing", "invalid", "throttled"} {
+		m.agentAuthFailures.WithLabelValues(reason) // at 0 from the start, for alert rules
+	}
 	m.framesFromAgent = m.framesRelayed.WithLabelValues("from_agent")
 	m.framesToAgent = m.framesRelayed.WithLabelValues("to_agent")
 	m.audit = audit.NewMetrics(m.registry)

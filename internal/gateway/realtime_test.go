@@ -36,6 +36,7 @@ type fakeRealtimeUpstream struct {
 
 	mu        sync.Mutex
 	keys      []string
+	heads     []string // target and headers of every handshake
 	protocols []string
 	queries   []string
 	setups    []string
@@ -50,6 +51,7 @@ func newFakeRealtimeUpstream(t *testing.T) *fakeRealtimeUpstream {
 	f.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.keys = append(f.keys, r.Header.Get("X-Goog-Api-Key")+strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		f.heads = append(f.heads, requestHead(r))
 		f.protocols = append(f.protocols, r.Header.Get("Sec-WebSocket-Protocol"))
 		f.queries = append(f.queries, r.URL.RawQuery)
 		status := f.handshakeStatus

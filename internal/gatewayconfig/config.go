@@ -1,7 +1,7 @@
 // Package gatewayconfig is the contract between the operator, which renders a
-// VoiceAgent's gateway configuration into a ConfigMap, and the gateway sidecar, which
-// reads it from the mounted file and reloads it when it changes. It holds no secret:
-// credentials are referred to by file path only.
+// VoiceAgent's gateway configuration into a ConfigMap, and the gateway, which reads it
+// from the mounted file and reloads it when it changes. It holds no secret: credentials
+// (and the agent token) are referred to by file path only.
 package gatewayconfig
 
 import (
@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"path"
 	"strings"
@@ -27,11 +28,17 @@ const (
 	CredentialsDir  = "/var/run/voiceagent/credentials"
 	TLSDir          = "/var/run/voiceagent/tls"
 	StateDir        = "/var/lib/voiceagent"
-	ProxyPort       = 15001 // loopback only: the agent's way out
+	ProxyPort       = 15001 // the agent's way out: loopback, or the pod network behind agentAuth
 	TLSPort         = 8443  // the Service's only port when TLS is on
 	AdminPort       = 15020 // health, readiness and metrics
 	CredentialFile  = "value"
 	ContentsVersion = 1
+
+	AgentTokenDir  = "/var/run/voiceagent/agent-token"
+	AgentTokenFile = AgentTokenDir + "/token"         // file the agent and the gateway both mount
+	ProxyTLSDir    = "/var/run/voiceagent/proxy-tls"  // gateway's serving cert for the proxy port (tls.crt, tls.key)
+	GatewayCADir   = "/var/run/voiceagent/gateway-ca" // in the agent pods: ca.crt that signs the gateway's cert
+	GatewayCAFile  = GatewayCADir + "/ca.crt"
 )
 
 // Config is one gateway's configuration. Limits and budgets are already this replica's
@@ -48,6 +55,7 @@ type Config struct {
 	SpecManagers []string `json:"specManagers,omitempty"`
 
 	Listen       Listen            `json:"listen"`
+	AgentAuth    *AgentAuth        `json:"agentAuth,omitempty"`
 	Inbound      *Inbound          `json:"inbound,omitempty"`
 	Models       []Model           `json:"models"`
 	Integrations []HTTPIntegration `json:"integrations,omitempty"`
@@ -61,8 +69,24 @@ type Config struct {
 
 // Listen holds the gateway's listen addresses.
 type Listen struct {
-	Proxy string `json:"proxy"` // always loopback
+	Proxy string `json:"proxy"` // loopback, or any address when AgentAuth is set (e.g. ":15001")
 	Admin string `json:"admin"`
+	// ProxyTLS serves the proxy port over TLS with cert-manager's Secret (re-read when it changes).
+	ProxyTLS *TLSFiles `json:"proxyTLS,omitempty"`
+}
+
+// TLSFiles are a mounted certificate and its key, PEM-encoded.
+type TLSFiles struct {
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+}
+
+// AgentAuth makes the proxy accept only calls that carry the agent token: with it, the
+// proxy may listen on the pod network.
+type AgentAuth struct {
+	TokenFile string `json:"tokenFile"`
+	// PreviousTokenGrace is how long a token that was replaced in the file stays accepted, for agent pods whose copy of the Secret the kubelet has not refreshed yet; zero means 2m.
+	PreviousTokenGrace Duration `json:"previousTokenGrace,omitzero"`
 }
 
 // Inbound is TLS termination in front of the agent.
@@ -249,8 +273,21 @@ func (c *Config) Validate() error {
 	if c.Version != ContentsVersion {
 		add("version: %d is not supported (want %d)", c.Version, ContentsVersion)
 	}
-	if !strings.HasPrefix(c.Listen.Proxy, "127.0.0.1:") && !strings.HasPrefix(c.Listen.Proxy, "[::1]:") {
-		add("listen.proxy: %q must be a loopback address so that only the agent can reach the gateway", c.Listen.Proxy)
+	if host, _, err := net.SplitHostPort(c.Listen.Proxy); err != nil {
+		add("listen.proxy: %q is not a host:port address", c.Listen.Proxy)
+	} else if ip := net.ParseIP(host); (ip == nil || !ip.IsLoopback()) && c.AgentAuth == nil {
+		add("listen.proxy %s is not loopback: set agentAuth.tokenFile so that only the agent can call it", c.Listen.Proxy)
+	}
+	if a := c.AgentAuth; a != nil {
+		if a.TokenFile == "" {
+			add("agentAuth.tokenFile: required")
+		}
+		if a.PreviousTokenGrace.Duration < 0 {
+			add("agentAuth.previousTokenGrace: must not be negative")
+		}
+	}
+	if t := c.Listen.ProxyTLS; t != nil && (t.CertFile == "" || t.KeyFile == "") {
+		add("listen.proxyTLS: certFile and keyFile are both required")
 	}
 	if len(c.Models) == 0 {
 		add("models: at least one model is required")

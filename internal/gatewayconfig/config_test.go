@@ -24,6 +24,24 @@ func TestValidateNamesTheField(t *testing.T) {
 	}{
 		{"valid", func(*Config) {}, ""},
 		{"proxy not loopback", func(c *Config) { c.Listen.Proxy = "0.0.0.0:15001" }, "listen.proxy"},
+		{"proxy on every address without agentAuth", func(c *Config) { c.Listen.Proxy = ":15001" },
+			"listen.proxy :15001 is not loopback: set agentAuth.tokenFile so that only the agent can call it"},
+		{"proxy on a pod address without agentAuth", func(c *Config) { c.Listen.Proxy = "10.1.2.3:15001" }, "listen.proxy 10.1.2.3:15001 is not loopback"},
+		{"proxy named localhost without agentAuth", func(c *Config) { c.Listen.Proxy = "localhost:15001" }, "listen.proxy localhost:15001 is not loopback"},
+		{"proxy without port", func(c *Config) { c.Listen.Proxy = "127.0.0.1" }, "listen.proxy: \"127.0.0.1\" is not a host:port"},
+		{"proxy on every address with agentAuth", func(c *Config) {
+			c.Listen.Proxy = ":15001"
+			c.AgentAuth = &AgentAuth{TokenFile: AgentTokenFile}
+		}, ""},
+		{"proxy on loopback v6", func(c *Config) { c.Listen.Proxy = "[::1]:15001" }, ""},
+		{"agentAuth without token file", func(c *Config) {
+			c.Listen.Proxy = ":15001"
+			c.AgentAuth = &AgentAuth{}
+		}, "agentAuth.tokenFile: required"},
+		{"negative grace", func(c *Config) {
+			c.AgentAuth = &AgentAuth{TokenFile: AgentTokenFile, PreviousTokenGrace: Duration{-time.Second}}
+		}, "agentAuth.previousTokenGrace"},
+		{"proxy TLS without key", func(c *Config) { c.Listen.ProxyTLS = &TLSFiles{CertFile: ProxyTLSDir + "/tls.crt"} }, "listen.proxyTLS"},
 		{"no model", func(c *Config) { c.Models = nil }, "models: at least one"},
 		{"http endpoint", func(c *Config) { c.Models[0].Endpoint = "http://x" }, "models[0].endpoint"},
 		{"pricing exponent", func(c *Config) {
@@ -103,5 +121,34 @@ func TestUnsetAuditSettingsAreOmitted(t *testing.T) {
 		if strings.Contains(string(data), field) {
 			t.Errorf("unset %s written:\n%s", field, data)
 		}
+	}
+}
+
+// The fields the renderer fills for a gateway in its own pods survive the round trip,
+// and an unset grace is not written.
+func TestAgentAuthAndProxyTLSRoundTrip(t *testing.T) {
+	c := validConfig()
+	c.Listen.Proxy = ":15001"
+	c.Listen.ProxyTLS = &TLSFiles{CertFile: ProxyTLSDir + "/tls.crt", KeyFile: ProxyTLSDir + "/tls.key"}
+	c.AgentAuth = &AgentAuth{TokenFile: AgentTokenFile}
+	data, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "previousTokenGrace") {
+		t.Errorf("unset grace written:\n%s", data)
+	}
+	got, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AgentAuth == nil || got.AgentAuth.TokenFile != AgentTokenFile || got.Listen.ProxyTLS == nil ||
+		got.Listen.ProxyTLS.KeyFile != ProxyTLSDir+"/tls.key" || got.Listen.Proxy != ":15001" {
+		t.Errorf("round trip lost fields: %+v, %+v", got.AgentAuth, got.Listen)
+	}
+	c.AgentAuth.PreviousTokenGrace = Duration{5 * time.Minute}
+	data, _ = c.Marshal()
+	if got, err := Parse(data); err != nil || got.AgentAuth.PreviousTokenGrace.Duration != 5*time.Minute {
+		t.Errorf("grace round trip: %v, %v", err, got)
 	}
 }
