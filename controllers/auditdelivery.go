@@ -140,7 +140,7 @@ func (r *AuditSinkReconciler) readDelivery(ctx context.Context, sink *v1alpha1.A
 	for _, user := range users {
 		pods := &corev1.PodList{}
 		if err := r.Client.List(ctx, pods, client.InNamespace(sink.Namespace),
-			client.MatchingLabels{render.LabelName: "voiceagent", render.LabelInstance: user}); err != nil {
+			client.MatchingLabels(render.GatewaySelectorLabels(user))); err != nil {
 			return nil, fmt.Errorf("list pods of VoiceAgent %s: %w", user, err)
 		}
 		for i := range pods.Items {

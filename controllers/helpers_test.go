@@ -118,18 +118,21 @@ func markDeploymentAvailable(t *testing.T, ns, name string) {
 		if isAvailable() == nil {
 			return nil
 		}
-		dep := &appsv1.Deployment{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, dep); err != nil {
-			return err
-		}
-		n := ptr.Deref(dep.Spec.Replicas, 1)
-		dep.Status = appsv1.DeploymentStatus{
-			ObservedGeneration: dep.Generation, Replicas: n, ReadyReplicas: n, AvailableReplicas: n, UpdatedReplicas: n,
-			Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue,
-				Reason: "MinimumReplicasAvailable", LastUpdateTime: metav1.Now(), LastTransitionTime: metav1.Now()}},
-		}
-		if err := k8s.Status().Update(ctx, dep); err != nil {
-			return err
+		// Both workloads: the agent's and the gateway's.
+		for _, n := range []string{name, name + "-gateway"} {
+			dep := &appsv1.Deployment{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: n}, dep); err != nil {
+				return err
+			}
+			r := ptr.Deref(dep.Spec.Replicas, 1)
+			dep.Status = appsv1.DeploymentStatus{
+				ObservedGeneration: dep.Generation, Replicas: r, ReadyReplicas: r, AvailableReplicas: r, UpdatedReplicas: r,
+				Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue,
+					Reason: "MinimumReplicasAvailable", LastUpdateTime: metav1.Now(), LastTransitionTime: metav1.Now()}},
+			}
+			if err := k8s.Status().Update(ctx, dep); err != nil {
+				return err
+			}
 		}
 		return isAvailable()
 	})

@@ -18,7 +18,9 @@ type observed struct {
 	sinks        []v1alpha1.AuditSink // referenced sinks that exist, in spec order
 	missingSinks []string
 	// secrets maps the name of every Secret in the namespace to its resourceVersion.
-	secrets              map[string]string
+	secrets map[string]string
+	// agentTokenRotation is the rotation request the agent token's Secret records.
+	agentTokenRotation   string
 	certManagerInstalled bool
 	esoInstalled         bool
 }
@@ -44,6 +46,9 @@ func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAg
 	}
 	for _, s := range secrets.Items {
 		obs.secrets[s.Name] = s.ResourceVersion
+		if s.Name == render.AgentTokenSecretName(va) {
+			obs.agentTokenRotation = s.Annotations[render.AnnotationRotateAgentToken]
+		}
 	}
 	var err error
 	if obs.certManagerInstalled, err = r.optional.installed(ctx, render.CertificateCRD, render.CertificateGVK); err != nil {
@@ -68,5 +73,6 @@ func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain 
 		AgentSecretVersions: versions,
 		ClusterDomain:       clusterDomain,
 		Admin:               admin,
+		CertManager:         obs.certManagerInstalled,
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -35,7 +36,7 @@ func TestAdmittedSpecsRenderAcceptedChildren(t *testing.T) {
 		if err := k8s.Create(ctx, va, client.DryRunAll); err != nil {
 			continue // refused at admission
 		}
-		in := render.Inputs{GatewayImage: testImage}
+		in := render.Inputs{GatewayImage: testImage, CertManager: i%2 == 0}
 		if sink != nil {
 			if err := k8s.Create(ctx, sink, client.DryRunAll); err != nil {
 				continue
@@ -67,12 +68,21 @@ func TestAdmittedSpecsRenderAcceptedChildren(t *testing.T) {
 				t.Errorf("spec %d: Render's error does not name the field: %v", i, err)
 			}
 			refusedByRender++
+			if testing.Verbose() {
+				t.Logf("spec %d refused by Render: %v", i, err)
+			}
 			continue
 		}
 		rendered++
-		objs := []client.Object{ch.ServiceAccount, ch.ConfigMap, ch.Service, ch.NetworkPolicy, ch.Deployment}
-		if ch.PodDisruptionBudget != nil {
-			objs = append(objs, ch.PodDisruptionBudget)
+		objs := []client.Object{ch.ServiceAccount, ch.ConfigMap, ch.Service, ch.NetworkPolicy, ch.Deployment,
+			ch.GatewayServiceAccount, ch.GatewayService, ch.GatewayNetworkPolicy, ch.GatewayDeployment}
+		for _, pdb := range []*policyv1.PodDisruptionBudget{ch.PodDisruptionBudget, ch.GatewayPodDisruptionBudget} {
+			if pdb != nil {
+				objs = append(objs, pdb)
+			}
+		}
+		for _, o := range ch.GatewayTLS {
+			objs = append(objs, o)
 		}
 		if ch.Certificate != nil {
 			objs = append(objs, ch.Certificate)
@@ -190,7 +200,7 @@ func (g *specGen) objects() (va, sink *unstructured.Unstructured) {
 			"maxConcurrentCalls": int64(pick(g, 1, 50)), "tokensPerMinute": int64(pick(g, 1, 200000))}
 	}
 	if g.maybe() {
-		spec["costLimits"] = map[string]any{"dailyBudget": pick(g, "0.000001", "0.000003", "50.00", "999999999.999999"),
+		spec["costLimits"] = map[string]any{"dailyBudget": pick(g, "50.00", "0.000001", "0.000003", "999999999.999999"),
 			"onExceeded": pick(g, "Block", "AlertOnly")}
 	}
 	if g.maybe() {

@@ -102,7 +102,7 @@ func (s *SpendCollector) CollectAll(ctx context.Context) {
 func (s *SpendCollector) collect(ctx context.Context, va *v1alpha1.VoiceAgent) error {
 	pods := &corev1.PodList{}
 	if err := s.Client.List(ctx, pods, client.InNamespace(va.Namespace),
-		client.MatchingLabels{render.LabelName: "voiceagent", render.LabelInstance: va.Name}); err != nil {
+		client.MatchingLabels(render.GatewaySelectorLabels(va.Name))); err != nil {
 		return fmt.Errorf("list pods of VoiceAgent %s: %w", va.Name, err)
 	}
 	present := map[string]bool{}

@@ -31,7 +31,7 @@ func runningGatewayPod(t *testing.T, ns, va, name string, h http.Handler) {
 	_, portStr, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	port, _ := strconv.Atoi(portStr)
 	dep := &appsv1.Deployment{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: va}, dep); err != nil {
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: va + "-gateway"}, dep); err != nil {
 		t.Fatal(err)
 	}
 	pod := &corev1.Pod{

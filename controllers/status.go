@@ -36,11 +36,13 @@ func (r *VoiceAgentReconciler) updateStatus(ctx context.Context, va *v1alpha1.Vo
 			"Applying the children failed; the operator retries with backoff. See the operator's log for the cause.")
 	} else {
 		setCondition(va, v1alpha1.ConditionNetworkIsolated, true, v1alpha1.ReasonNetworkPolicyApplied,
-			fmt.Sprintf("Default-deny NetworkPolicy %s applied; egress allowed to %d destinations, ingress from %d peers.",
-				ch.NetworkPolicy.Name, len(ch.EgressAllowed), ingressPeers(va)))
+			fmt.Sprintf("Default-deny NetworkPolicies applied: %s lets the agent pods reach DNS, their gateway and %d declared in-cluster destinations, from %d ingress peers; %s lets the gateway pods reach %d destinations.",
+				ch.NetworkPolicy.Name, len(ch.NetworkPolicy.Spec.Egress)-2, ingressPeers(va), ch.GatewayNetworkPolicy.Name, len(ch.EgressAllowed)))
 	}
 	ok, reason, msg = auditCondition(va, obs)
 	setCondition(va, v1alpha1.ConditionAuditReady, ok, reason, msg)
+	ok, reason, msg = r.agentTrafficCondition(ctx, va, obs)
+	setCondition(va, v1alpha1.ConditionAgentTrafficEncrypted, ok, reason, msg)
 	r.availability(ctx, va)
 
 	var pending []string
@@ -85,6 +87,12 @@ func (r *VoiceAgentReconciler) security(va *v1alpha1.VoiceAgent, obs *observed, 
 	s := va.Status.Security
 	s.PodSecurityLevel = "restricted"
 	s.CredentialsInAgentContainer = render.CredentialsInAgent(ch.Credentials)
+	s.AgentEgress = render.AgentEgress(va)
+	s.AgentToGateway = "plaintext"
+	if obs.certManagerInstalled {
+		s.AgentToGateway = "tls"
+	}
+	s.AgentTokenSecretName = render.AgentTokenSecretName(va)
 	s.EgressEnforcement = "cidr"
 	s.EgressAllowed = ch.EgressAllowed
 	s.TLSSecretName = ""
@@ -118,7 +126,7 @@ func (r *VoiceAgentReconciler) credentialsCondition(ctx context.Context, va *v1a
 				c.SecretName, c.Slot, va.Namespace)
 		}
 	}
-	return true, v1alpha1.ReasonCredentialsSynced, fmt.Sprintf("All %d credentials are present; they are mounted into the gateway container only.", len(ch.Credentials))
+	return true, v1alpha1.ReasonCredentialsSynced, fmt.Sprintf("All %d credentials are present; provider and integration credentials are mounted into the gateway pods only.", len(ch.Credentials))
 }
 
 func (r *VoiceAgentReconciler) externalSecretReady(ctx context.Context, ns, name string) (bool, string) {
@@ -209,26 +217,65 @@ func auditCondition(va *v1alpha1.VoiceAgent, obs *observed) (bool, string, strin
 	return true, v1alpha1.ReasonSinksReady, fmt.Sprintf("%d AuditSinks are Ready.", len(obs.sinks))
 }
 
-// availability mirrors the Deployment's state into Available and the replica counts.
+// agentTrafficCondition says whether the agent's calls to its gateway are encrypted:
+// they are once cert-manager has issued the gateway's certificate.
+func (r *VoiceAgentReconciler) agentTrafficCondition(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed) (bool, string, string) {
+	if !obs.certManagerInstalled {
+		return false, v1alpha1.ReasonCertManagerNotInstalled, fmt.Sprintf(
+			"cert-manager is not installed (CRD %s not found): the agent's calls to its gateway cross the pod network as plain HTTP, authenticated by the agent token but not encrypted. Install cert-manager; the VoiceAgent then encrypts them by itself.",
+			render.CertificateCRD)
+	}
+	name := render.GatewayName(va)
+	cert, err := r.getUnstructured(ctx, render.CertificateGVK, va.Namespace, name)
+	if isNotFound(err) {
+		return false, v1alpha1.ReasonGatewayCertificateNotReady, "Certificate " + name + " is not in the cache yet."
+	}
+	if err != nil {
+		log.FromContext(ctx).Error(err, "read Certificate", "certificate", name)
+		return false, v1alpha1.ReasonGatewayCertificateNotReady, "Certificate " + name + " cannot be read: " + err.Error() + ". See the operator's log."
+	}
+	if ready, msg := readyCondition(cert); !ready {
+		return false, v1alpha1.ReasonGatewayCertificateNotReady, fmt.Sprintf(
+			"Certificate %s (signed by the VoiceAgent's own CA, Issuer %s) is not ready: %s. The gateway pods start once it is issued.",
+			name, render.GatewayCAName(va), msg)
+	}
+	return true, v1alpha1.ReasonGatewayCertificateIssued, fmt.Sprintf(
+		"The agent's calls to its gateway are encrypted: the gateway serves Certificate %s, and the agent pods trust only the VoiceAgent's own CA (%s).",
+		name, render.GatewayCAName(va))
+}
+
+// availability mirrors both Deployments into Available and the replica counts: the
+// VoiceAgent is available only when its agent pods and its gateway pods both are.
 func (r *VoiceAgentReconciler) availability(ctx context.Context, va *v1alpha1.VoiceAgent) {
-	dep := &appsv1.Deployment{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: va.Namespace, Name: va.Name}, dep); err != nil {
-		log.FromContext(ctx).V(1).Info("Deployment not readable yet", "error", err.Error())
-		setCondition(va, v1alpha1.ConditionAvailable, false, v1alpha1.ReasonDeploymentUnavailable, "Deployment "+va.Name+" is not created yet.")
+	agent, agentMsg := r.deploymentAvailable(ctx, va.Namespace, va.Name, render.Replicas(va), "agent")
+	gateway, gatewayMsg := r.deploymentAvailable(ctx, va.Namespace, render.GatewayName(va), render.GatewayReplicas(va), "gateway")
+	va.Status.Replicas, va.Status.ReadyReplicas = agent.replicas, agent.ready
+	va.Status.GatewayReplicas, va.Status.GatewayReadyReplicas = gateway.replicas, gateway.ready
+	if agent.available && gateway.available {
+		setCondition(va, v1alpha1.ConditionAvailable, true, v1alpha1.ReasonDeploymentAvailable, agentMsg+" "+gatewayMsg)
 		return
 	}
-	va.Status.Replicas = dep.Status.Replicas
-	va.Status.ReadyReplicas = dep.Status.ReadyReplicas
-	want := render.Replicas(va)
+	setCondition(va, v1alpha1.ConditionAvailable, false, v1alpha1.ReasonDeploymentUnavailable, agentMsg+" "+gatewayMsg+
+		" If this lasts, check the Deployments' events (image pull, Pod Security admission, a certificate not issued yet).")
+}
+
+type deploymentState struct {
+	replicas, ready int32
+	available       bool
+}
+
+func (r *VoiceAgentReconciler) deploymentAvailable(ctx context.Context, ns, name string, want int32, what string) (deploymentState, string) {
+	dep := &appsv1.Deployment{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, dep); err != nil {
+		log.FromContext(ctx).V(1).Info("Deployment not readable yet", "deployment", name, "error", err.Error())
+		return deploymentState{}, fmt.Sprintf("The %s Deployment %s is not created yet.", what, name)
+	}
+	st := deploymentState{replicas: dep.Status.Replicas, ready: dep.Status.ReadyReplicas}
 	for _, c := range dep.Status.Conditions {
 		if c.Type == appsv1.DeploymentAvailable && c.Status == corev1.ConditionTrue &&
 			dep.Status.ObservedGeneration >= dep.Generation && dep.Status.ReadyReplicas >= want {
-			setCondition(va, v1alpha1.ConditionAvailable, true, v1alpha1.ReasonDeploymentAvailable,
-				fmt.Sprintf("%d of %d replicas are ready.", dep.Status.ReadyReplicas, want))
-			return
+			st.available = true
 		}
 	}
-	setCondition(va, v1alpha1.ConditionAvailable, false, v1alpha1.ReasonDeploymentUnavailable, fmt.Sprintf(
-		"%d of %d replicas are ready. If this lasts, check the Deployment's events (image pull, Pod Security admission).",
-		dep.Status.ReadyReplicas, want))
+	return st, fmt.Sprintf("%s: %d of %d %s replicas are ready.", name, dep.Status.ReadyReplicas, want, what)
 }

@@ -5,8 +5,10 @@ package controllers
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -52,6 +54,8 @@ type VoiceAgentReconciler struct {
 	GatewayAdminAccess render.AdminAccess
 
 	optional *optionalAPIs
+	// rotations are the agent token rotations this process wrote, by VoiceAgent UID.
+	rotations sync.Map
 }
 
 // +kubebuilder:rbac:groups=voiceagent.dev,resources=voiceagents,verbs=get;list;watch
@@ -59,11 +63,11 @@ type VoiceAgentReconciler struct {
 // +kubebuilder:rbac:groups=voiceagent.dev,resources=auditsinks,verbs=get;list;watch
 // +kubebuilder:rbac:groups=voiceagent.dev,resources=auditsinks/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=serviceaccounts;configmaps;services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=list;watch;create
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=list;watch;create;update
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates;issuers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=external-secrets.io,resources=externalsecrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -91,6 +95,9 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, err
 	}
 	if err := r.ensureSessionKey(ctx, va, obs); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.ensureAgentToken(ctx, va, obs); err != nil {
 		return ctrl.Result{}, err
 	}
 	children, err := render.Render(va, obs.renderInputs(va, r.GatewayImage, r.ClusterDomain, r.GatewayAdminAccess))
@@ -122,9 +129,21 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 // applyAll applies every wanted child and deletes the ones no longer wanted.
 func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed, ch *render.Children) error {
-	core := []client.Object{ch.ServiceAccount, ch.ConfigMap, ch.Service, ch.NetworkPolicy, ch.Deployment}
-	if ch.PodDisruptionBudget != nil {
-		core = append(core, ch.PodDisruptionBudget)
+	// Policies before pods, so that no pod ever runs unrestricted; the gateway's
+	// certificates before the pods that mount them; the gateway before the agent that
+	// calls it.
+	core := []client.Object{ch.ServiceAccount, ch.GatewayServiceAccount, ch.ConfigMap,
+		ch.NetworkPolicy, ch.GatewayNetworkPolicy, ch.Service, ch.GatewayService}
+	if obs.certManagerInstalled {
+		for _, o := range ch.GatewayTLS {
+			core = append(core, o)
+		}
+	}
+	core = append(core, ch.GatewayDeployment, ch.Deployment)
+	for _, pdb := range []*policyv1.PodDisruptionBudget{ch.PodDisruptionBudget, ch.GatewayPodDisruptionBudget} {
+		if pdb != nil {
+			core = append(core, pdb)
+		}
 	}
 	if obs.esoInstalled {
 		for _, es := range ch.ExternalSecrets {
@@ -205,6 +224,51 @@ func (r *VoiceAgentReconciler) event(va *v1alpha1.VoiceAgent, typ, reason, actio
 	}
 }
 
+// ensureAgentToken creates the agent token once, and writes a new one over it when the
+// VoiceAgent's rotation annotation differs from the one the Secret records. It never
+// reads the token back: the Secret's annotations come from its metadata.
+func (r *VoiceAgentReconciler) ensureAgentToken(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed) error {
+	name := render.AgentTokenSecretName(va)
+	want := va.Annotations[render.AnnotationRotateAgentToken]
+	recorded, exists := obs.agentTokenRotation, obs.secrets[name] != ""
+	if exists && recorded == want {
+		return nil
+	}
+	// The cache may not show a rotation this operator just wrote yet: never answer one
+	// request twice.
+	if done, ok := r.rotations.Load(va.UID); exists && ok && done == want {
+		return nil
+	}
+	raw := make([]byte, render.AgentTokenSize)
+	if _, err := rand.Read(raw); err != nil {
+		return fmt.Errorf("generate agent token: %w", err)
+	}
+	secret := render.AgentTokenSecret(va, "vat_"+base64.RawURLEncoding.EncodeToString(raw), want)
+	if !exists {
+		if err := r.Client.Create(ctx, secret, client.FieldOwner(render.FieldOwner)); err != nil {
+			if isAlreadyExists(err) {
+				return nil // the cache was behind; the next event brings its version
+			}
+			return fmt.Errorf("create agent token Secret: %w", err)
+		}
+		obs.secrets[secret.Name] = secret.ResourceVersion
+		r.event(va, corev1.EventTypeNormal, "AgentTokenGenerated", "Create",
+			"Generated the agent token in Secret %s: the gateway accepts only calls that carry it", secret.Name)
+		return nil
+	}
+	// An update without a resourceVersion: the operator replaces the token whatever it
+	// was, without reading it.
+	if err := r.Client.Update(ctx, secret, client.FieldOwner(render.FieldOwner)); err != nil {
+		return fmt.Errorf("rotate agent token Secret: %w", err)
+	}
+	obs.secrets[secret.Name] = secret.ResourceVersion
+	obs.agentTokenRotation = want
+	r.rotations.Store(va.UID, want)
+	r.event(va, corev1.EventTypeNormal, "AgentTokenRotated", "Update",
+		"Wrote a new agent token into Secret %s (rotation %q): the agent pods roll onto it, and the gateway accepts the previous one for 2 minutes", secret.Name, want)
+	return nil
+}
+
 // ensureSessionKey creates the generated session key once. The operator never reads it
 // back: it only learns from metadata that it exists.
 func (r *VoiceAgentReconciler) ensureSessionKey(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed) error {
@@ -235,18 +299,23 @@ func (r *VoiceAgentReconciler) ensureSessionKey(ctx context.Context, va *v1alpha
 // TLS is turned off, an ExternalSecret of a removed integration, the PDB at one replica.
 func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed, ch *render.Children) error {
 	wanted := map[string]bool{}
-	if ch.PodDisruptionBudget != nil {
-		wanted["PodDisruptionBudget/"+ch.PodDisruptionBudget.Name] = true
+	for _, pdb := range []*policyv1.PodDisruptionBudget{ch.PodDisruptionBudget, ch.GatewayPodDisruptionBudget} {
+		if pdb != nil {
+			wanted["PodDisruptionBudget/"+pdb.Name] = true
+		}
 	}
 	if ch.Certificate != nil {
 		wanted["Certificate/"+ch.Certificate.GetName()] = true
+	}
+	for _, o := range ch.GatewayTLS {
+		wanted[o.GetKind()+"/"+o.GetName()] = true
 	}
 	for _, es := range ch.ExternalSecrets {
 		wanted["ExternalSecret/"+es.GetName()] = true
 	}
 	kinds := []schema.GroupVersionKind{policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget")}
 	if obs.certManagerInstalled {
-		kinds = append(kinds, render.CertificateGVK)
+		kinds = append(kinds, render.CertificateGVK, render.IssuerGVK)
 	}
 	if obs.esoInstalled {
 		kinds = append(kinds, render.ExternalSecretGVK)
@@ -362,7 +431,8 @@ func requestsFor(items []v1alpha1.VoiceAgent) []reconcile.Request {
 
 func referencedSecrets(va *v1alpha1.VoiceAgent) []string {
 	names := render.SecretNames(render.Credentials(va, nil))
-	names = append(names, render.SessionKeySecretName(va), render.TLSSecretName(va))
+	names = append(names, render.SessionKeySecretName(va), render.TLSSecretName(va),
+		render.AgentTokenSecretName(va), render.GatewayTLSSecretName(va))
 	return names
 }
 

@@ -35,16 +35,26 @@ func TestVoiceAgentCreatesHardenedChildrenAndBecomesReady(t *testing.T) {
 	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello"}}
 	key := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello-session-key"}}
-	for _, obj := range []client.Object{dep, sa, cm, svc, np, key} {
+	token := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello-agent-token"}}
+	gwDep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello-gateway"}}
+	gwSA := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello-gateway"}}
+	gwSvc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello-gateway"}}
+	gwNP := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello-gateway"}}
+	gwCert := unstructuredKey(render.CertificateGVK, ns, "hello-gateway")
+	gwIssuer := unstructuredKey(render.IssuerGVK, ns, "hello-gateway-ca")
+	for _, obj := range []client.Object{dep, sa, cm, svc, np, key, token, gwDep, gwSA, gwSvc, gwNP, gwCert, gwIssuer} {
 		eventually(t, waitFor, exists(obj))
 	}
-	for _, obj := range []client.Object{dep, sa, cm, svc, np} {
+	for _, obj := range []client.Object{dep, sa, cm, svc, np, gwDep, gwSA, gwSvc, gwNP, gwCert, gwIssuer} {
 		if !metav1.IsControlledBy(obj, getVA(t, ns, "hello")) {
 			t.Errorf("%T %s is not controlled by the VoiceAgent", obj, obj.GetName())
 		}
 	}
-	if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
-		t.Error("ServiceAccount automounts its token")
+	for _, a := range []*corev1.ServiceAccount{sa, gwSA} {
+		if a.AutomountServiceAccountToken == nil || *a.AutomountServiceAccountToken {
+			t.Errorf("ServiceAccount %s automounts its token", a.Name)
+		}
 	}
 	if _, err := gatewayconfig.Parse([]byte(cm.Data[gatewayconfig.FileName])); err != nil {
 		t.Errorf("the gateway cannot parse the rendered config: %v", err)
@@ -52,9 +62,17 @@ func TestVoiceAgentCreatesHardenedChildrenAndBecomesReady(t *testing.T) {
 	if len(np.Spec.PolicyTypes) != 2 || len(np.Spec.Ingress) != 0 {
 		t.Errorf("NetworkPolicy is not default-deny: %+v", np.Spec)
 	}
-	pod := dep.Spec.Template.Spec
-	if len(pod.Containers) != 2 || pod.Containers[1].Image != testImage {
-		t.Fatalf("containers: %+v", pod.Containers)
+	if len(gwNP.Spec.PolicyTypes) != 2 || len(gwNP.Spec.Ingress) != 1 {
+		t.Errorf("the gateway's NetworkPolicy admits more than its agent pods: %+v", gwNP.Spec)
+	}
+	// Two workloads: the agent pods hold no credential and run the user's image alone;
+	// the gateway pods run the operator's image.
+	pod, gwPod := dep.Spec.Template.Spec, gwDep.Spec.Template.Spec
+	if len(pod.Containers) != 1 || pod.Containers[0].Name != render.AgentContainer {
+		t.Fatalf("agent pod containers: %+v", pod.Containers)
+	}
+	if len(gwPod.Containers) != 1 || gwPod.Containers[0].Image != testImage || gwPod.ServiceAccountName != "hello-gateway" {
+		t.Fatalf("gateway pod: %+v", gwPod)
 	}
 
 	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionCredentialsReady, metav1.ConditionTrue, v1alpha1.ReasonCredentialsSynced))
@@ -70,9 +88,18 @@ func TestVoiceAgentCreatesHardenedChildrenAndBecomesReady(t *testing.T) {
 	}
 	sec := got.Status.Security
 	if sec == nil || sec.PodSecurityLevel != "restricted" || sec.CredentialsInAgentContainer || sec.EgressEnforcement != "cidr" ||
-		strings.Join(sec.EgressAllowed, ",") != "dns:53,generativelanguage.googleapis.com:443" {
+		strings.Join(sec.EgressAllowed, ",") != "dns:53,generativelanguage.googleapis.com:443" ||
+		sec.AgentEgress != "gatewayOnly" || sec.AgentToGateway != "tls" || sec.AgentTokenSecretName != "hello-agent-token" {
 		t.Errorf("status.security = %+v", sec)
 	}
+	if got.Status.GatewayReadyReplicas != 2 {
+		t.Errorf("status.gatewayReadyReplicas = %d, want the default 2", got.Status.GatewayReadyReplicas)
+	}
+	// cert-manager's CRDs are installed here but no cert-manager runs: the hop is not
+	// encrypted yet, and the condition says which certificate it waits for.
+	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionAgentTrafficEncrypted, metav1.ConditionFalse, v1alpha1.ReasonGatewayCertificateNotReady))
+	setReadyStatus(t, gwCert, nil)
+	eventually(t, waitFor, conditionIs(ns, "hello", v1alpha1.ConditionAgentTrafficEncrypted, metav1.ConditionTrue, v1alpha1.ReasonGatewayCertificateIssued))
 	if got.Status.Endpoint != "http://hello."+ns+".svc:80" {
 		t.Errorf("endpoint %s", got.Status.Endpoint)
 	}
@@ -85,7 +112,7 @@ func TestVoiceAgentCreatesHardenedChildrenAndBecomesReady(t *testing.T) {
 		for _, e := range evs.Items {
 			reasons[e.Reason] = true
 		}
-		if !reasons["Created"] || !reasons["Ready"] || !reasons["SessionKeyGenerated"] {
+		if !reasons["Created"] || !reasons["Ready"] || !reasons["SessionKeyGenerated"] || !reasons["AgentTokenGenerated"] {
 			return fmt.Errorf("events so far: %v", reasons)
 		}
 		return nil
@@ -154,7 +181,7 @@ func TestDriftIsReverted(t *testing.T) {
 	if err := k8s.Create(ctx, minimalVoiceAgent(ns, "drift")); err != nil {
 		t.Fatal(err)
 	}
-	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drift"}}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drift-gateway"}}
 	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drift"}}
 	eventually(t, waitFor, exists(dep))
 	eventually(t, waitFor, exists(np))
@@ -173,7 +200,7 @@ func TestDriftIsReverted(t *testing.T) {
 
 	// Someone loosens the gateway's security context and removes the NetworkPolicy.
 	patch := client.MergeFrom(dep.DeepCopy())
-	dep.Spec.Template.Spec.Containers[1].SecurityContext.ReadOnlyRootFilesystem = ptr.To(false)
+	dep.Spec.Template.Spec.Containers[0].SecurityContext.ReadOnlyRootFilesystem = ptr.To(false)
 	if err := k8s.Patch(ctx, dep, patch, client.FieldOwner("kubectl-edit")); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +212,7 @@ func TestDriftIsReverted(t *testing.T) {
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(dep), d); err != nil {
 			return err
 		}
-		if ro := d.Spec.Template.Spec.Containers[1].SecurityContext.ReadOnlyRootFilesystem; ro == nil || !*ro {
+		if ro := d.Spec.Template.Spec.Containers[0].SecurityContext.ReadOnlyRootFilesystem; ro == nil || !*ro {
 			return fmt.Errorf("readOnlyRootFilesystem still false")
 		}
 		return nil
@@ -278,8 +305,10 @@ func TestAuditSinkReferences(t *testing.T) {
 		t.Errorf("status.security = %+v", got.Status.Security)
 	}
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "audited"}}
+	gwDep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "audited-gateway"}}
 	eventually(t, waitFor, exists(dep))
-	if !mountsVolume(dep.Spec.Template.Spec.Containers[1], "cred-sink-soc-bearer-token") || mountsVolume(dep.Spec.Template.Spec.Containers[0], "cred-sink-soc-bearer-token") {
+	eventually(t, waitFor, exists(gwDep))
+	if !mountsVolume(gwDep.Spec.Template.Spec.Containers[0], "cred-sink-soc-bearer-token") || mountsVolume(dep.Spec.Template.Spec.Containers[0], "cred-sink-soc-bearer-token") {
 		t.Error("the sink token must be mounted into the gateway only")
 	}
 }

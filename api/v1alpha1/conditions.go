@@ -12,6 +12,10 @@ const (
 	// does not make the VoiceAgent not Ready (with onExceeded Block the gateways refuse
 	// model calls until the budget resets).
 	ConditionBudgetExceeded = "BudgetExceeded"
+	// ConditionAgentTrafficEncrypted says whether the agent's calls to its gateway
+	// cross the pod network encrypted. It does not make the VoiceAgent not Ready: without
+	// cert-manager they are plain HTTP, still authenticated by the agent token.
+	ConditionAgentTrafficEncrypted = "AgentTrafficEncrypted"
 )
 
 // ConditionTypes lists every condition a VoiceAgent reports, Ready first.
@@ -49,4 +53,6 @@ const (
 	ReasonDailyBudgetSpent            = "DailyBudgetSpent"
 	ReasonMonthlyBudgetSpent          = "MonthlyBudgetSpent"
 	ReasonWithinBudget                = "WithinBudget"
+	ReasonGatewayCertificateIssued    = "GatewayCertificateIssued"
+	ReasonGatewayCertificateNotReady  = "GatewayCertificateNotReady"
 )

@@ -14,16 +14,17 @@ type VoiceAgentSpec struct {
 	// +kubebuilder:validation:MaxLength=512
 	Image string `json:"image"`
 
-	// Replicas is the number of agent pods. Limits and budgets are for the whole
-	// VoiceAgent and are shared out between the replicas.
+	// Replicas is the number of agent pods. (Limits and budgets are for the whole
+	// VoiceAgent and are shared out between the gateway replicas, spec.gateway.)
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
 
-	// Port is the agent container's own port. Clients reach it through the TLS port of
-	// the Service, terminated by the gateway, never directly.
+	// Port is the agent container's own port. With spec.encryption.inTransit, clients
+	// reach it through the Service's TLS port, terminated in the agent's pod by a
+	// process that holds no credential.
 	// +kubebuilder:default=8080
 	// +kubebuilder:validation:Minimum=1024
 	// +kubebuilder:validation:Maximum=65535
@@ -49,8 +50,8 @@ type VoiceAgentSpec struct {
 	Model ModelSpec `json:"model"`
 
 	// Integrations are the external systems the agent calls. HTTP integrations are
-	// reached through the gateway at http://127.0.0.1:<gateway port>/integrations/<name>/
-	// with credentials injected by the gateway.
+	// reached through the gateway at <its gateway URL>/integrations/<name>/ (env
+	// VOICEAGENT_INTEGRATION_<NAME>_URL) with credentials injected by the gateway.
 	// +kubebuilder:validation:MaxItems=32
 	// +listType=map
 	// +listMapKey=name
@@ -82,6 +83,13 @@ type VoiceAgentSpec struct {
 	// Network adds to the default-deny NetworkPolicy.
 	// +optional
 	Network *NetworkSpec `json:"network,omitempty"`
+
+	// Gateway is the gateway workload: the VoiceAgent's only pods that hold provider and
+	// integration credentials and may reach anything outside the cluster. The agent
+	// pods reach it over the pod network with the agent token as their API key.
+	// +kubebuilder:default={replicas: 2}
+	// +optional
+	Gateway *GatewaySpec `json:"gateway,omitempty"`
 
 	// Audit configures the audit trail of every model and integration call.
 	// +kubebuilder:default={redactPII: true, failurePolicy: FailClosed}
@@ -299,6 +307,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.type != 'database' || (has(self.host) && has(self.port))",message="host and port are required for database integrations"
 // +kubebuilder:validation:XValidation:rule="self.type != 'database' || !has(self.endpoint)",message="endpoint is for HTTP integrations; a database integration takes host and port"
 // +kubebuilder:validation:XValidation:rule="self.type == 'database' || (!has(self.host) && !has(self.port))",message="host and port are for database integrations; an HTTP integration takes endpoint"
+// +kubebuilder:validation:XValidation:rule="!has(self.host) || isIP(self.host) || self.host.lowerAscii().matches('^[^.]+[.][^.]+[.]svc([.].+)?[.]?$')",message="host: the agent pods reach a database directly, and only inside the cluster: give an in-cluster Service name (<service>.<namespace>.svc) or an IP address; a public host name would open its port on every public address to the agent"
 type Integration struct {
 	// Name is a DNS label, unique in the VoiceAgent; the agent reaches an HTTP
 	// integration at /integrations/<name>/ on the gateway.
@@ -317,7 +326,10 @@ type Integration struct {
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
 
-	// Host of a database integration: a DNS name or an IP address.
+	// Host of a database integration: an in-cluster Service name
+	// (<service>.<namespace>.svc[.<cluster domain>]) or an IP address. The agent pods
+	// connect to it directly; no public host name, which would open that port on every
+	// public address to them.
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9]([-.a-zA-Z0-9]*[a-zA-Z0-9])?$|^[0-9a-fA-F:]+$`
 	// +optional
@@ -561,11 +573,80 @@ type NetworkSpec struct {
 	// +optional
 	AllowIngressFrom []networkingv1.NetworkPolicyPeer `json:"allowIngressFrom,omitempty"`
 
-	// AllowEgressTo are extra egress rules beyond those derived from the model,
-	// integrations and audit sinks.
+	// AllowEgressTo are extra egress rules for the agent pods, beyond DNS, their
+	// gateway and their database integrations, in the shape of a NetworkPolicy's egress
+	// rules: in-cluster destinations only (pod and namespace selectors, private address
+	// blocks). A rule without destinations, or an address block outside the private
+	// ranges, would open the internet to the agent and is refused: declare an
+	// integration instead, which the gateway reaches for it.
 	// +kubebuilder:validation:MaxItems=32
 	// +optional
-	AllowEgressTo []networkingv1.NetworkPolicyEgressRule `json:"allowEgressTo,omitempty"`
+	AllowEgressTo []EgressRule `json:"allowEgressTo,omitempty"`
+}
+
+// EgressRule is a NetworkPolicy egress rule (networking.k8s.io/v1, the same fields)
+// for the agent pods, bounded and checked at admission so that it cannot reach past the
+// cluster.
+// +kubebuilder:validation:XValidation:rule="has(self.to) && size(self.to) > 0",message="spec.network.allowEgressTo: a rule without 'to' allows every destination, the public internet included; name the in-cluster peers (podSelector, namespaceSelector or a private ipBlock), or declare an integration, which the gateway reaches for the agent"
+type EgressRule struct {
+	// Ports the rule opens; empty: every port of its destinations.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	Ports []networkingv1.NetworkPolicyPort `json:"ports,omitempty"`
+
+	// To are the destinations, in the cluster.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	To []EgressPeer `json:"to,omitempty"`
+}
+
+// EgressPeer is one in-cluster destination of an EgressRule.
+// +kubebuilder:validation:XValidation:rule="has(self.podSelector) || has(self.namespaceSelector) || has(self.ipBlock)",message="spec.network.allowEgressTo[].to[]: set podSelector, namespaceSelector or ipBlock"
+// +kubebuilder:validation:XValidation:rule="!has(self.ipBlock) || (!has(self.podSelector) && !has(self.namespaceSelector))",message="spec.network.allowEgressTo[].to[]: ipBlock cannot be combined with podSelector or namespaceSelector in one peer"
+type EgressPeer struct {
+	// PodSelector selects pods, in the agent's namespace unless namespaceSelector is set.
+	// +optional
+	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
+
+	// NamespaceSelector selects namespaces.
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// IPBlock is a private address range.
+	// +optional
+	IPBlock *EgressIPBlock `json:"ipBlock,omitempty"`
+}
+
+// EgressIPBlock is a private address range the agent pods may reach.
+// +kubebuilder:validation:XValidation:rule="isCIDR(self.cidr) && ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', 'fc00::/7'].exists(c, cidr(c).containsCIDR(cidr(self.cidr)))",message="spec.network.allowEgressTo[].to[].ipBlock.cidr: only a CIDR inside the private ranges (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7) is allowed: anything wider would let the agent reach the internet or the cloud metadata address; declare an integration instead, which the gateway reaches for the agent"
+// +kubebuilder:validation:XValidation:rule="!has(self.except) || !isCIDR(self.cidr) || self.except.all(e, isCIDR(e) && cidr(self.cidr).containsCIDR(cidr(e)) && cidr(e).prefixLength() > cidr(self.cidr).prefixLength())",message="spec.network.allowEgressTo[].to[].ipBlock.except: each entry must be a CIDR strictly inside cidr"
+type EgressIPBlock struct {
+	// CIDR of the range, for example 10.20.0.0/16.
+	// +kubebuilder:validation:MaxLength=64
+	CIDR string `json:"cidr"`
+
+	// Except are ranges inside CIDR left out.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=64
+	// +optional
+	Except []string `json:"except,omitempty"`
+}
+
+// GatewaySpec sizes the gateway workload.
+type GatewaySpec struct {
+	// Replicas of the gateway pods. Every call and session of the agent crosses them, so
+	// the default is 2: one gateway pod can be drained, evicted or rolled while the
+	// other serves. Limits and budgets are shared out between the gateway replicas.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Resources of the gateway container. Defaults: requests 50m CPU and 64Mi memory,
+	// limit 256Mi memory (its body buffers are bounded to fit).
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 }
 
 // AuditFailurePolicy decides what happens when the audit trail cannot be kept.
@@ -649,6 +730,12 @@ type VoiceAgentStatus struct {
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
 
+	// GatewayReplicas and GatewayReadyReplicas of the gateway Deployment.
+	// +optional
+	GatewayReplicas int32 `json:"gatewayReplicas,omitempty"`
+	// +optional
+	GatewayReadyReplicas int32 `json:"gatewayReadyReplicas,omitempty"`
+
 	// Endpoint is the URL clients use.
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
@@ -719,13 +806,31 @@ type SecurityStatus struct {
 	PodSecurityLevel string `json:"podSecurityLevel"`
 
 	// CredentialsInAgentContainer is true only when a database integration's
-	// credentials are mounted into the agent (plain TCP cannot be proxied).
+	// credentials are mounted into the agent (plain TCP cannot be proxied). Provider and
+	// HTTP integration credentials are only ever in the gateway pods.
 	CredentialsInAgentContainer bool `json:"credentialsInAgentContainer"`
+
+	// AgentEgress is where the agent pods may connect: gatewayOnly (DNS and their
+	// gateway), or gatewayAndInCluster (also the in-cluster destinations the spec
+	// declares: database integrations, spec.network.allowEgressTo). Never the internet:
+	// only the gateway pods have egress beyond the cluster.
+	// +optional
+	AgentEgress string `json:"agentEgress,omitempty"`
+
+	// AgentToGateway says whether the agent's calls to its gateway are encrypted: tls
+	// (a cert-manager certificate, the CA mounted into the agent pods) or plaintext
+	// (cert-manager is not installed).
+	// +optional
+	AgentToGateway string `json:"agentToGateway,omitempty"`
+
+	// AgentTokenSecretName holds the token the gateway requires of the agent.
+	// +optional
+	AgentTokenSecretName string `json:"agentTokenSecretName,omitempty"`
 
 	// EgressEnforcement: cidr (NetworkPolicy) or fqdn (CiliumNetworkPolicy too).
 	EgressEnforcement string `json:"egressEnforcement"`
 
-	// EgressAllowed lists the destinations the pods may reach.
+	// EgressAllowed lists the destinations the gateway pods may reach.
 	// +optional
 	EgressAllowed []string `json:"egressAllowed,omitempty"`
 
@@ -742,7 +847,7 @@ type SecurityStatus struct {
 	AuditSinks []string `json:"auditSinks,omitempty"`
 }
 
-// VoiceAgent runs one LLM voice agent with its gateway sidecar, network isolation,
+// VoiceAgent runs one LLM voice agent with its gateway pods, network isolation,
 // TLS, external credentials and audit trail.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status

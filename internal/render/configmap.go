@@ -37,13 +37,11 @@ func durationOr(d *metav1.Duration, def time.Duration) gw.Duration {
 	return gw.Duration{Duration: d.Duration}
 }
 
-// GatewayConfig renders va's gateway configuration, giving this replica its share of
-// the VoiceAgent-wide limits and budgets.
-func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []Credential) (*gw.Config, error) {
-	replicas := Replicas(va)
-	if replicas < 1 {
-		replicas = 1
-	}
+// GatewayConfig renders va's gateway configuration, giving each gateway replica its
+// share of the VoiceAgent-wide limits and budgets. tls: the proxy port serves the
+// certificate cert-manager issues for the gateway Service.
+func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []Credential, tls bool) (*gw.Config, error) {
+	replicas := GatewayReplicas(va)
 	files := map[string]string{}
 	for _, c := range creds {
 		files[c.Slot] = c.File()
@@ -52,24 +50,22 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 		Version:    gw.ContentsVersion,
 		VoiceAgent: va.Name,
 		Namespace:  va.Namespace,
-		Replicas:   Replicas(va),
+		Replicas:   replicas,
 		Generation: va.Generation,
 		// Sorted by name, not by time: the file changes only when the set of spec
 		// owners does, not each time one of them touches a label.
 		SpecManagers: sortedCopy(SpecManagers(va.ManagedFields)),
+		// The agent pods call over the pod network: the proxy listens on every address,
+		// and only a call with the agent token is served.
 		Listen: gw.Listen{
-			Proxy: net.JoinHostPort("127.0.0.1", strconv.Itoa(gw.ProxyPort)),
+			Proxy: net.JoinHostPort("", strconv.Itoa(gw.ProxyPort)),
 			Admin: net.JoinHostPort("", strconv.Itoa(gw.AdminPort)),
 		},
-		StateDir: gw.StateDir,
+		AgentAuth: &gw.AgentAuth{TokenFile: gw.AgentTokenFile},
+		StateDir:  gw.StateDir,
 	}
-	if TLSEnabled(va) {
-		cfg.Inbound = &gw.Inbound{
-			Listen:   net.JoinHostPort("", strconv.Itoa(gw.TLSPort)),
-			CertFile: gw.TLSDir + "/tls.crt",
-			KeyFile:  gw.TLSDir + "/tls.key",
-			Upstream: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(AgentPort(va)))),
-		}
+	if tls {
+		cfg.Listen.ProxyTLS = &gw.TLSFiles{CertFile: gw.ProxyTLSDir + "/tls.crt", KeyFile: gw.ProxyTLSDir + "/tls.key"}
 	}
 	model := func(m v1alpha1.ModelTarget, slot string) gw.Model {
 		out := gw.Model{
@@ -222,7 +218,7 @@ func shareBudget(total string, replicas int32) (string, error) {
 		return "", err
 	}
 	if m, err := budget.ParseMicros(share); err != nil || m <= 0 {
-		return "", fmt.Errorf("%q shared between %d replicas is less than 0.000001 each, the smallest amount a gateway counts: raise it or lower spec.replicas", total, replicas)
+		return "", fmt.Errorf("%q shared between %d gateway replicas is less than 0.000001 each, the smallest amount a gateway counts: raise it or lower spec.gateway.replicas", total, replicas)
 	}
 	return share, nil
 }

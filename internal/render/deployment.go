@@ -3,7 +3,7 @@ package render
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"path"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,20 +30,22 @@ const (
 	agentTmpDir    = "/tmp"
 )
 
-// DeploymentInputs are the observed facts the Deployment depends on.
+// DeploymentInputs are the observed facts the Deployments depend on.
 type DeploymentInputs struct {
 	GatewayImage string
 	Credentials  []Credential
 	// AgentSecretVersions maps each Secret mounted into the agent container to its
-	// resourceVersion, read from metadata only. A change rolls the pods.
+	// resourceVersion, read from metadata only. A change rolls the agent pods.
 	AgentSecretVersions map[string]string
+	// GatewayTLS: the agent reaches its gateway over TLS (cert-manager is installed).
+	GatewayTLS bool
 }
 
-// Deployment runs the agent and its gateway sidecar. Both containers meet Pod Security
-// Standards "restricted", with a read-only root filesystem; provider and integration
-// credentials are mounted read-only into the gateway alone.
+// Deployment runs the agent: its container, and, when the Service serves TLS, the
+// inbound TLS role of the gateway binary as a native sidecar that holds the Service's
+// certificate and nothing else. The agent pods hold no provider or integration
+// credential and have no way out but their gateway (see NetworkPolicy).
 func Deployment(va *v1alpha1.VoiceAgent, in DeploymentInputs) *appsv1.Deployment {
-	replicas := Replicas(va)
 	tmpl := corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{
 			Labels:      Labels(va),
@@ -51,12 +53,18 @@ func Deployment(va *v1alpha1.VoiceAgent, in DeploymentInputs) *appsv1.Deployment
 		},
 		Spec: PodSpec(va, in),
 	}
+	return deployment(objectMeta(va, va.Name), Replicas(va), SelectorLabels(va), tmpl)
+}
+
+// deployment is a rolling Deployment that never takes a ready replica away before its
+// successor is ready: calls last minutes.
+func deployment(meta metav1.ObjectMeta, replicas int32, selector map[string]string, tmpl corev1.PodTemplateSpec) *appsv1.Deployment {
 	return &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
-		ObjectMeta: objectMeta(va, va.Name),
+		ObjectMeta: meta,
 		Spec: appsv1.DeploymentSpec{
 			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: SelectorLabels(va)},
+			Selector: &metav1.LabelSelector{MatchLabels: selector},
 			Template: tmpl,
 			Strategy: appsv1.DeploymentStrategy{
 				Type: appsv1.RollingUpdateDeploymentStrategyType,
@@ -106,33 +114,73 @@ func TerminationGracePeriodSeconds(va *v1alpha1.VoiceAgent) int64 {
 	return int64((DrainTimeout(va) + drainMargin + time.Second - 1) / time.Second)
 }
 
-// PodSpec is the pod of va.
+// PodSpec is the agent pod of va.
 func PodSpec(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.PodSpec {
-	spec := corev1.PodSpec{
-		ServiceAccountName:           va.Name,
+	spec := restrictedPodSpec(va.Name, TerminationGracePeriodSeconds(va))
+	spec.Containers = []corev1.Container{agentContainer(va, in)}
+	if TLSEnabled(va) {
+		spec.InitContainers = []corev1.Container{inboundContainer(va, in)}
+	}
+	spec.Volumes = agentVolumes(va, in)
+	spec.Affinity = spreadOverNodes(Replicas(va), SelectorLabels(va))
+	return spec
+}
+
+// restrictedPodSpec is the pod-level part every rendered pod shares: Pod Security
+// "restricted", a fixed non-root user and group, no API token, no service links.
+func restrictedPodSpec(serviceAccount string, grace int64) corev1.PodSpec {
+	return corev1.PodSpec{
+		ServiceAccountName:           serviceAccount,
 		AutomountServiceAccountToken: ptr.To(false),
 		EnableServiceLinks:           ptr.To(false),
 		SecurityContext: &corev1.PodSecurityContext{
 			RunAsNonRoot:   ptr.To(true),
+			RunAsUser:      ptr.To[int64](GatewayUID),
+			RunAsGroup:     ptr.To[int64](GatewayUID),
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			FSGroup:        ptr.To[int64](GatewayUID),
 		},
-		TerminationGracePeriodSeconds: ptr.To(TerminationGracePeriodSeconds(va)),
-		Containers:                    []corev1.Container{agentContainer(va, in), gatewayContainer(va, in)},
-		Volumes:                       volumes(va, in.Credentials),
+		TerminationGracePeriodSeconds: ptr.To(grace),
 	}
-	if Replicas(va) > 1 {
-		spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
-			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
-				Weight: 100,
-				PodAffinityTerm: corev1.PodAffinityTerm{
-					TopologyKey:   corev1.LabelHostname,
-					LabelSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(va)},
-				},
-			}},
-		}}
+}
+
+// spreadOverNodes prefers one replica per node, so that a node's loss takes one.
+func spreadOverNodes(replicas int32, selector map[string]string) *corev1.Affinity {
+	if replicas <= 1 {
+		return nil
 	}
-	return spec
+	return &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+			Weight: 100,
+			PodAffinityTerm: corev1.PodAffinityTerm{
+				TopologyKey:   corev1.LabelHostname,
+				LabelSelector: &metav1.LabelSelector{MatchLabels: selector},
+			},
+		}},
+	}}
+}
+
+// pullPolicy pulls a tag every time (it may have moved) and a digest once.
+func pullPolicy(image string) corev1.PullPolicy {
+	if strings.Contains(image, "@sha256:") {
+		return corev1.PullIfNotPresent
+	}
+	return corev1.PullAlways
+}
+
+// resources with ephemeral storage bounded too, so that a container writing logs or
+// temporary files cannot fill its node's disk.
+func resources(cpu, memory, memoryLimit, storage, storageLimit string) corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(memory),
+			corev1.ResourceEphemeralStorage: resource.MustParse(storage),
+		},
+		Limits: corev1.ResourceList{
+			corev1.ResourceMemory:           resource.MustParse(memoryLimit),
+			corev1.ResourceEphemeralStorage: resource.MustParse(storageLimit),
+		},
+	}
 }
 
 func restrictedContainerSecurity(uid *int64) *corev1.SecurityContext {
@@ -146,13 +194,31 @@ func restrictedContainerSecurity(uid *int64) *corev1.SecurityContext {
 	}
 }
 
+// GatewayURL is the base URL the agent reaches its gateway at.
+func GatewayURL(va *v1alpha1.VoiceAgent, tls bool) string {
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	return scheme + "://" + GatewayHost(va) + ":" + itoa32(gw.ProxyPort)
+}
+
 func agentContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Container {
-	proxy := "http://127.0.0.1:" + itoa32(gw.ProxyPort)
+	base := GatewayURL(va, in.GatewayTLS)
 	env := []corev1.EnvVar{
 		{Name: "PORT", Value: itoa32(AgentPort(va))},
-		{Name: "VOICEAGENT_GATEWAY_URL", Value: proxy},
-		{Name: "VOICEAGENT_MODEL_URL", Value: proxy + "/model"},
+		{Name: "VOICEAGENT_GATEWAY_URL", Value: base},
+		{Name: "VOICEAGENT_MODEL_URL", Value: base + "/model"},
+		{Name: "VOICEAGENT_AGENT_TOKEN_FILE", Value: gw.AgentTokenFile},
 		{Name: "VOICEAGENT_SESSION_KEY_FILE", Value: SessionKeyFile},
+	}
+	if in.GatewayTLS {
+		// The CA of the gateway's certificate, under the names the common runtimes read:
+		// OpenSSL and Go (SSL_CERT_FILE), Node (NODE_EXTRA_CA_CERTS), Python requests
+		// and httpx (REQUESTS_CA_BUNDLE). The agent reaches nothing else over TLS.
+		for _, name := range []string{"SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE"} {
+			env = append(env, corev1.EnvVar{Name: name, Value: gw.GatewayCAFile})
+		}
 	}
 	for _, i := range va.Spec.Integrations {
 		prefix := "VOICEAGENT_INTEGRATION_" + envName(i.Name)
@@ -165,33 +231,34 @@ func agentContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Contain
 			}
 			continue
 		}
-		env = append(env, corev1.EnvVar{Name: prefix + "_URL", Value: proxy + "/integrations/" + i.Name + "/"})
+		env = append(env, corev1.EnvVar{Name: prefix + "_URL", Value: base + "/integrations/" + i.Name + "/"})
 	}
 	env = append(env, userEnv(va.Spec.Env)...)
 
 	mounts := []corev1.VolumeMount{
 		{Name: "tmp", MountPath: agentTmpDir},
 		{Name: "session-key", MountPath: SessionKeyDir, ReadOnly: true},
+		{Name: "agent-token", MountPath: gw.AgentTokenDir, ReadOnly: true},
+	}
+	if in.GatewayTLS {
+		mounts = append(mounts, corev1.VolumeMount{Name: "gateway-ca", MountPath: gw.GatewayCADir, ReadOnly: true})
 	}
 	for _, c := range in.Credentials {
 		if c.InAgent && c.Slot != "session-key" {
 			mounts = append(mounts, corev1.VolumeMount{Name: c.VolumeName(), MountPath: c.MountDir(), ReadOnly: true})
 		}
 	}
-	resources := corev1.ResourceRequirements{
-		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
-		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
-	}
+	res := resources("100m", "128Mi", "512Mi", "64Mi", "320Mi")
 	if va.Spec.Resources != nil {
-		resources = *va.Spec.Resources
+		res = *va.Spec.Resources
 	}
 	return corev1.Container{
 		Name:            AgentContainer,
 		Image:           va.Spec.Image,
-		ImagePullPolicy: corev1.PullIfNotPresent,
+		ImagePullPolicy: pullPolicy(va.Spec.Image),
 		Ports:           []corev1.ContainerPort{{Name: "agent", ContainerPort: AgentPort(va), Protocol: corev1.ProtocolTCP}},
 		Env:             env,
-		Resources:       resources,
+		Resources:       res,
 		VolumeMounts:    mounts,
 		SecurityContext: restrictedContainerSecurity(nil),
 		ReadinessProbe: &corev1.Probe{
@@ -201,37 +268,27 @@ func agentContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Contain
 	}
 }
 
-func gatewayContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Container {
-	mounts := []corev1.VolumeMount{
-		{Name: "gateway-config", MountPath: gw.MountDir, ReadOnly: true},
-		{Name: "gateway-state", MountPath: gw.StateDir},
-	}
-	if TLSEnabled(va) {
-		mounts = append(mounts, corev1.VolumeMount{Name: "tls", MountPath: gw.TLSDir, ReadOnly: true})
-	}
-	for _, c := range in.Credentials {
-		if !c.InAgent {
-			mounts = append(mounts, corev1.VolumeMount{Name: c.VolumeName(), MountPath: c.MountDir(), ReadOnly: true})
-		}
-	}
-	ports := []corev1.ContainerPort{{Name: "admin", ContainerPort: gw.AdminPort, Protocol: corev1.ProtocolTCP}}
-	if TLSEnabled(va) {
-		ports = append([]corev1.ContainerPort{{Name: "https", ContainerPort: gw.TLSPort, Protocol: corev1.ProtocolTCP}}, ports...)
-	}
+// inboundContainer terminates the Service's TLS in front of the agent. It is a native
+// sidecar (an init container that restarts Always): it starts before the agent and
+// gets its SIGTERM only after the agent has exited, so that the agent's own calls
+// drain through it. It mounts the Service's certificate alone.
+func inboundContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Container {
 	return corev1.Container{
-		Name:            GatewayContainer,
+		Name:            InboundContainer,
 		Image:           in.GatewayImage,
-		ImagePullPolicy: corev1.PullIfNotPresent,
-		Args:            []string{"gateway", "--config", path.Join(gw.MountDir, gw.FileName)},
-		Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
-			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"},
-		}}},
-		Ports: ports,
-		Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
-			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+		ImagePullPolicy: pullPolicy(in.GatewayImage),
+		RestartPolicy:   ptr.To(corev1.ContainerRestartPolicyAlways),
+		Args: []string{"gateway", "--role", "inbound",
+			"--listen", net.JoinHostPort("", itoa32(gw.TLSPort)),
+			"--tls-dir", gw.TLSDir,
+			"--upstream", net.JoinHostPort("127.0.0.1", itoa32(AgentPort(va))),
+			"--admin", net.JoinHostPort("", itoa32(gw.AdminPort))},
+		Ports: []corev1.ContainerPort{
+			{Name: "https", ContainerPort: gw.TLSPort, Protocol: corev1.ProtocolTCP},
+			{Name: "admin", ContainerPort: gw.AdminPort, Protocol: corev1.ProtocolTCP},
 		},
-		VolumeMounts:    mounts,
+		Resources:       resources("10m", "32Mi", "128Mi", "16Mi", "64Mi"),
+		VolumeMounts:    []corev1.VolumeMount{{Name: "tls", MountPath: gw.TLSDir, ReadOnly: true}},
 		SecurityContext: restrictedContainerSecurity(ptr.To[int64](GatewayUID)),
 		LivenessProbe: &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("admin")}},
@@ -244,22 +301,26 @@ func gatewayContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Conta
 	}
 }
 
-func volumes(va *v1alpha1.VoiceAgent, creds []Credential) []corev1.Volume {
+// agentVolumes are the agent pod's volumes: its temporary files, the session key, the
+// agent token, the gateway's CA (ca.crt alone of the gateway's certificate Secret),
+// the credentials the agent itself must hold (database) and the Service's certificate
+// for the inbound role.
+func agentVolumes(va *v1alpha1.VoiceAgent, in DeploymentInputs) []corev1.Volume {
 	vols := []corev1.Volume{
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("256Mi"))}}},
-		{Name: "gateway-state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("512Mi"))}}},
-		{Name: "gateway-config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(va)},
-			DefaultMode:          ptr.To[int32](0o444),
-		}}},
+		secretVolume("agent-token", AgentTokenSecretName(va), AgentTokenKey, "token"),
+	}
+	if in.GatewayTLS {
+		vols = append(vols, secretVolume("gateway-ca", GatewayTLSSecretName(va), "ca.crt", "ca.crt"))
 	}
 	sessionKey := secretVolume("session-key", SessionKeySecretName(va), "key", "key")
-	for _, c := range creds {
-		if c.Slot == "session-key" {
+	for _, c := range in.Credentials {
+		switch {
+		case c.Slot == "session-key":
 			sessionKey = secretVolume("session-key", c.SecretName, c.SecretKey, "key")
-			continue
+		case c.InAgent:
+			vols = append(vols, secretVolume(c.VolumeName(), c.SecretName, c.SecretKey, gw.CredentialFile))
 		}
-		vols = append(vols, secretVolume(c.VolumeName(), c.SecretName, c.SecretKey, gw.CredentialFile))
 	}
 	vols = append(vols, sessionKey)
 	if TLSEnabled(va) {

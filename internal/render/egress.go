@@ -36,8 +36,8 @@ var (
 	privateIPv6 = []string{"::1/128", "64:ff9b::/96", "fc00::/7", "fe80::/10"}
 )
 
-// Destinations derives va's egress destinations from its model, fallbacks,
-// integrations and the AuditSinks it uses.
+// Destinations derives the gateway pods' egress destinations from va's model,
+// fallbacks, HTTP integrations and the AuditSinks it uses.
 func Destinations(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink) ([]Destination, error) {
 	var out []Destination
 	addURL := func(field, raw string) error {
@@ -58,8 +58,7 @@ func Destinations(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink) ([]Destin
 	}
 	for i, in := range va.Spec.Integrations {
 		if in.Type == v1alpha1.IntegrationDatabase {
-			out = append(out, Destination{Host: in.Host, Port: int32Or(in.Port, 0)})
-			continue
+			continue // the agent pods' own, see DatabaseDestinations
 		}
 		if err := addURL(fmt.Sprintf("spec.integrations[%d].endpoint", i), in.Endpoint); err != nil {
 			return nil, err
@@ -82,6 +81,24 @@ func Destinations(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink) ([]Destin
 			}
 			out = append(out, Destination{Host: host, Port: int32(p)})
 		}
+	}
+	return dedupe(out), nil
+}
+
+// DatabaseDestinations are the agent pods' own destinations besides their gateway:
+// the database integrations, which speak plain TCP the gateway cannot proxy. Each must
+// be an in-cluster Service name or an IP address (admission refuses anything else):
+// a public host name could only be opened as its port on every public address.
+func DatabaseDestinations(va *v1alpha1.VoiceAgent, clusterDomain string) ([]Destination, error) {
+	var out []Destination
+	for i, in := range va.Spec.Integrations {
+		if in.Type != v1alpha1.IntegrationDatabase {
+			continue
+		}
+		if _, ok := inClusterNamespace(in.Host, clusterDomain); !ok && net.ParseIP(in.Host) == nil {
+			return nil, fmt.Errorf("spec.integrations[%d].host: %q is neither an in-cluster Service name (<service>.<namespace>.svc) nor an IP address; the agent pods may reach nothing else directly", i, in.Host)
+		}
+		out = append(out, Destination{Host: in.Host, Port: int32Or(in.Port, 0)})
 	}
 	return dedupe(out), nil
 }
@@ -139,8 +156,16 @@ func inClusterNamespace(host, clusterDomain string) (string, bool) {
 // EgressRules turns destinations into NetworkPolicy egress rules, DNS first. It
 // returns the rules and the human-readable list for status.security.egressAllowed.
 func EgressRules(ds []Destination, clusterDomain string) ([]networkingv1.NetworkPolicyEgressRule, []string) {
-	rules := []networkingv1.NetworkPolicyEgressRule{dnsRule()}
-	allowed := []string{"dns:53"}
+	rules, allowed := destinationRules(ds, clusterDomain)
+	return append([]networkingv1.NetworkPolicyEgressRule{dnsRule()}, rules...), append([]string{"dns:53"}, allowed...)
+}
+
+// destinationRules turns destinations into egress rules: an IP address gets its own
+// block, an in-cluster name its namespace, a public name the public addresses on its
+// port.
+func destinationRules(ds []Destination, clusterDomain string) ([]networkingv1.NetworkPolicyEgressRule, []string) {
+	var rules []networkingv1.NetworkPolicyEgressRule
+	var allowed []string
 	publicPorts := map[int32]bool{}
 	for _, d := range ds {
 		allowed = append(allowed, d.String())

@@ -12,8 +12,10 @@ import (
 	"sync"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apiextensionsinternal "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	structuralschema "k8s.io/apiextensions-apiserver/pkg/apiserver/schema"
@@ -24,6 +26,7 @@ import (
 	apiservervalidation "k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -105,7 +108,7 @@ var renderSeeds = []renderInput{
 		1<<1 | 1<<5 | 1<<6 | 1<<7 | 1<<8 | 1<<12},
 	{"tickets", "support", "img", 100, 1024, 3, "local", "https://10.1.2.3:9443/", 4, "https://x.y.svc",
 		"tickets", 2, "https://tickets.support.svc.cluster.local:8443/graphql", "", 0,
-		"t", "1", "1", 1000, 1000, "90m", 100, "ns", "0.0.0.0/0", "sink", "https://a.b.svc/x", "",
+		"t", "1", "1", 1000, 1000, "90m", 100, "ns", "10.0.0.0/8", "sink", "https://a.b.svc/x", "",
 		1<<0 | 1<<4 | 1<<5 | 1<<9 | 1<<10 | 1<<11 | 1<<13 | 1<<14},
 }
 
@@ -181,6 +184,7 @@ func buildObjects(ri renderInput) (vaObj, sinkObj map[string]any) {
 	spec := map[string]any{"image": image, "model": model}
 	if !flag(15) {
 		spec["replicas"] = int64(replicas)
+		spec["gateway"] = map[string]any{"replicas": int64(max(replicas, 1))}
 	}
 	if port != 0 {
 		spec["port"] = int64(port)
@@ -306,7 +310,8 @@ func admit(t *testing.T, crds crdSet, vaObj, sinkObj map[string]any) (va *v1alph
 	}
 	in = Inputs{GatewayImage: "registry.example.com/voiceagent-operator@sha256:" + strings.Repeat("cd", 32),
 		AgentSecretVersions: map[string]string{va.Name + "-session-key": "1"},
-		Admin:               AdminAccess{OperatorNamespace: "voiceagent-system", ScraperNamespaces: []string{"monitoring"}}}
+		Admin:               AdminAccess{OperatorNamespace: "voiceagent-system", ScraperNamespaces: []string{"monitoring"}},
+		CertManager:         va.Spec.Replicas == nil || *va.Spec.Replicas%2 == 0}
 	if sinkObj != nil {
 		if errs := crds.auditSinks.admit(sinkObj); len(errs) > 0 {
 			return nil, in, false
@@ -438,9 +443,16 @@ func checkChildren(va *v1alpha1.VoiceAgent, in Inputs, ch *Children) []string {
 		obj  metav1.Object
 	}
 	objs := []named{{"ServiceAccount", ch.ServiceAccount}, {"ConfigMap", ch.ConfigMap}, {"Deployment", ch.Deployment},
-		{"Service", ch.Service}, {"NetworkPolicy", ch.NetworkPolicy}}
-	if ch.PodDisruptionBudget != nil {
-		objs = append(objs, named{"PodDisruptionBudget", ch.PodDisruptionBudget})
+		{"Service", ch.Service}, {"NetworkPolicy", ch.NetworkPolicy},
+		{"ServiceAccount", ch.GatewayServiceAccount}, {"Deployment", ch.GatewayDeployment},
+		{"Service", ch.GatewayService}, {"NetworkPolicy", ch.GatewayNetworkPolicy}}
+	for _, pdb := range []*policyv1.PodDisruptionBudget{ch.PodDisruptionBudget, ch.GatewayPodDisruptionBudget} {
+		if pdb != nil {
+			objs = append(objs, named{"PodDisruptionBudget", pdb})
+		}
+	}
+	for _, o := range ch.GatewayTLS {
+		objs = append(objs, named{o.GetKind(), o})
 	}
 	if ch.Certificate != nil {
 		objs = append(objs, named{"Certificate", ch.Certificate})
@@ -463,110 +475,129 @@ func checkChildren(va *v1alpha1.VoiceAgent, in Inputs, ch *Children) []string {
 		}
 	}
 
-	// The pod.
-	d := ch.Deployment
-	pod := d.Spec.Template.Spec
-	fieldErrs(metav1validation.ValidateLabels(d.Spec.Template.Labels, field.NewPath("Deployment", "spec", "template", "metadata", "labels")))
-	fieldErrs(metav1validation.ValidateLabelSelector(d.Spec.Selector, metav1validation.LabelSelectorValidationOptions{}, field.NewPath("Deployment", "spec", "selector")))
-	for k, v := range d.Spec.Selector.MatchLabels {
-		if d.Spec.Template.Labels[k] != v {
-			bad("Deployment: the selector's %s=%s does not match the pod template", k, v)
+	// The pods: the agent's and the gateway's.
+	checkPod := func(d *appsv1.Deployment, wantReplicas int32, extraListeners map[int32]string) map[string]bool {
+		pod := d.Spec.Template.Spec
+		fieldErrs(metav1validation.ValidateLabels(d.Spec.Template.Labels, field.NewPath("Deployment", "spec", "template", "metadata", "labels")))
+		fieldErrs(metav1validation.ValidateLabelSelector(d.Spec.Selector, metav1validation.LabelSelectorValidationOptions{}, field.NewPath("Deployment", "spec", "selector")))
+		for k, v := range d.Spec.Selector.MatchLabels {
+			if d.Spec.Template.Labels[k] != v {
+				bad("Deployment: the selector's %s=%s does not match the pod template", k, v)
+			}
 		}
-	}
-	if d.Spec.Replicas == nil || *d.Spec.Replicas != Replicas(va) {
-		bad("Deployment: replicas %v, want %d", d.Spec.Replicas, Replicas(va))
-	}
-	msgs("Deployment serviceAccountName", validation.IsDNS1123Subdomain(pod.ServiceAccountName))
-	if g := pod.TerminationGracePeriodSeconds; g == nil || *g < 0 {
-		bad("Deployment: terminationGracePeriodSeconds %v", g)
-	}
-	if a := pod.Affinity; a != nil && a.PodAntiAffinity != nil {
-		for _, term := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
-			fieldErrs(metav1validation.ValidateLabelSelector(term.PodAffinityTerm.LabelSelector, metav1validation.LabelSelectorValidationOptions{}, field.NewPath("Deployment", "affinity")))
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != wantReplicas {
+			bad("Deployment %s: replicas %v, want %d", d.Name, d.Spec.Replicas, wantReplicas)
 		}
-	}
-	volumes := map[string]bool{}
-	for _, v := range pod.Volumes {
-		msgs("volume "+v.Name, validation.IsDNS1123Label(v.Name))
-		if volumes[v.Name] {
-			bad("volume %s: defined twice", v.Name)
+		msgs("Deployment serviceAccountName", validation.IsDNS1123Subdomain(pod.ServiceAccountName))
+		if g := pod.TerminationGracePeriodSeconds; g == nil || *g < 0 {
+			bad("Deployment: terminationGracePeriodSeconds %v", g)
 		}
-		volumes[v.Name] = true
-		if s := v.Secret; s != nil {
-			msgs("volume "+v.Name+" secretName", validation.IsDNS1123Subdomain(s.SecretName))
-			for _, it := range s.Items {
-				msgs("volume "+v.Name+" key", validation.IsConfigMapKey(it.Key))
-				if it.Path == "" || strings.HasPrefix(it.Path, "/") || strings.Contains(it.Path, "..") {
-					bad("volume %s: item path %q", v.Name, it.Path)
+		if a := pod.Affinity; a != nil && a.PodAntiAffinity != nil {
+			for _, term := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+				fieldErrs(metav1validation.ValidateLabelSelector(term.PodAffinityTerm.LabelSelector, metav1validation.LabelSelectorValidationOptions{}, field.NewPath("Deployment", "affinity")))
+			}
+		}
+		volumes := map[string]bool{}
+		for _, v := range pod.Volumes {
+			msgs("volume "+v.Name, validation.IsDNS1123Label(v.Name))
+			if volumes[v.Name] {
+				bad("volume %s: defined twice", v.Name)
+			}
+			volumes[v.Name] = true
+			if s := v.Secret; s != nil {
+				msgs("volume "+v.Name+" secretName", validation.IsDNS1123Subdomain(s.SecretName))
+				for _, it := range s.Items {
+					msgs("volume "+v.Name+" key", validation.IsConfigMapKey(it.Key))
+					if it.Path == "" || strings.HasPrefix(it.Path, "/") || strings.Contains(it.Path, "..") {
+						bad("volume %s: item path %q", v.Name, it.Path)
+					}
+				}
+			}
+			if c := v.ConfigMap; c != nil {
+				msgs("volume "+v.Name+" configMap", validation.IsDNS1123Subdomain(c.Name))
+			}
+		}
+		// Every port something in the pod listens on, which the pod's containers share: the
+		// declared container ports (native sidecars' too) and extraListeners.
+		listeners := map[int32]string{}
+		for p, what := range extraListeners {
+			listeners[p] = what
+		}
+		portNames := map[string]bool{}
+		for _, c := range append(append([]corev1.Container(nil), pod.InitContainers...), pod.Containers...) {
+			what := "container " + c.Name
+			msgs(what+" name", validation.IsDNS1123Label(c.Name))
+			if c.Image == "" || strings.TrimSpace(c.Image) != c.Image {
+				bad("%s: image %q must be set and have no surrounding white space", what, c.Image)
+			}
+			names := map[string]bool{}
+			for _, p := range c.Ports {
+				msgs(what+" port", validation.IsValidPortNum(int(p.ContainerPort)))
+				msgs(what+" port name", validation.IsValidPortName(p.Name))
+				if other, ok := listeners[p.ContainerPort]; ok {
+					bad("%s: port %d (%s) is also %s", what, p.ContainerPort, p.Name, other)
+				}
+				listeners[p.ContainerPort] = what + " port " + p.Name
+				if portNames[p.Name] {
+					bad("%s: port name %s used twice in the pod", what, p.Name)
+				}
+				names[p.Name], portNames[p.Name] = true, true
+			}
+			env := map[string]bool{}
+			for _, e := range c.Env {
+				msgs(what+" env", validation.IsEnvVarName(e.Name))
+				if env[e.Name] && !isUserEnv(va, e.Name) {
+					bad("%s: env %s set twice", what, e.Name)
+				}
+				env[e.Name] = true
+			}
+			mounts := map[string]bool{}
+			for _, m := range c.VolumeMounts {
+				if !volumes[m.Name] {
+					bad("%s: mounts volume %s, which the pod does not have", what, m.Name)
+				}
+				if mounts[m.MountPath] {
+					bad("%s: two mounts at %s", what, m.MountPath)
+				}
+				mounts[m.MountPath] = true
+			}
+			for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+				req, hasReq := c.Resources.Requests[res]
+				lim, hasLim := c.Resources.Limits[res]
+				if hasReq && hasLim && req.Cmp(lim) > 0 {
+					bad("%s: %s request %s above its limit %s", what, res, req.String(), lim.String())
+				}
+			}
+			for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+				if p == nil {
+					continue
+				}
+				var port intstr.IntOrString
+				switch {
+				case p.HTTPGet != nil:
+					port = p.HTTPGet.Port
+				case p.TCPSocket != nil:
+					port = p.TCPSocket.Port
+				}
+				if port.Type == intstr.String && !names[port.StrVal] {
+					bad("%s: probe on port %s, which it does not declare", what, port.StrVal)
 				}
 			}
 		}
-		if c := v.ConfigMap; c != nil {
-			msgs("volume "+v.Name+" configMap", validation.IsDNS1123Subdomain(c.Name))
+		return portNames
+	}
+	portNames := checkPod(ch.Deployment, Replicas(va), nil)
+	gatewayPortNames := checkPod(ch.GatewayDeployment, GatewayReplicas(va), nil)
+	for _, p := range ch.GatewayService.Spec.Ports {
+		if p.TargetPort.Type == intstr.String && !gatewayPortNames[p.TargetPort.StrVal] {
+			bad("gateway Service: targets port %s, which no gateway container declares", p.TargetPort.StrVal)
 		}
 	}
-	// Every port something in the pod listens on, which the pod's containers share: the
-	// declared container ports and the gateway's loopback proxy.
-	listeners := map[int32]string{gw.ProxyPort: "the gateway's proxy (loopback)"}
-	portNames := map[string]bool{}
-	for _, c := range pod.Containers {
-		what := "container " + c.Name
-		msgs(what+" name", validation.IsDNS1123Label(c.Name))
-		if c.Image == "" || strings.TrimSpace(c.Image) != c.Image {
-			bad("%s: image %q must be set and have no surrounding white space", what, c.Image)
-		}
-		names := map[string]bool{}
-		for _, p := range c.Ports {
-			msgs(what+" port", validation.IsValidPortNum(int(p.ContainerPort)))
-			msgs(what+" port name", validation.IsValidPortName(p.Name))
-			if other, ok := listeners[p.ContainerPort]; ok {
-				bad("%s: port %d (%s) is also %s", what, p.ContainerPort, p.Name, other)
-			}
-			listeners[p.ContainerPort] = what + " port " + p.Name
-			if portNames[p.Name] {
-				bad("%s: port name %s used twice in the pod", what, p.Name)
-			}
-			names[p.Name], portNames[p.Name] = true, true
-		}
-		env := map[string]bool{}
-		for _, e := range c.Env {
-			msgs(what+" env", validation.IsEnvVarName(e.Name))
-			if env[e.Name] && !isUserEnv(va, e.Name) {
-				bad("%s: env %s set twice", what, e.Name)
-			}
-			env[e.Name] = true
-		}
-		mounts := map[string]bool{}
-		for _, m := range c.VolumeMounts {
-			if !volumes[m.Name] {
-				bad("%s: mounts volume %s, which the pod does not have", what, m.Name)
-			}
-			if mounts[m.MountPath] {
-				bad("%s: two mounts at %s", what, m.MountPath)
-			}
-			mounts[m.MountPath] = true
-		}
-		for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			req, hasReq := c.Resources.Requests[res]
-			lim, hasLim := c.Resources.Limits[res]
-			if hasReq && hasLim && req.Cmp(lim) > 0 {
-				bad("%s: %s request %s above its limit %s", what, res, req.String(), lim.String())
-			}
-		}
-		for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
-			if p == nil {
-				continue
-			}
-			var port intstr.IntOrString
-			switch {
-			case p.HTTPGet != nil:
-				port = p.HTTPGet.Port
-			case p.TCPSocket != nil:
-				port = p.TCPSocket.Port
-			}
-			if port.Type == intstr.String && !names[port.StrVal] {
-				bad("%s: probe on port %s, which it does not declare", what, port.StrVal)
-			}
+	// The two workloads' selectors never match the other's pods.
+	for _, pair := range [][2]*appsv1.Deployment{{ch.Deployment, ch.GatewayDeployment}, {ch.GatewayDeployment, ch.Deployment}} {
+		sel, _ := metav1.LabelSelectorAsSelector(pair[0].Spec.Selector)
+		if sel.Matches(labels.Set(pair[1].Spec.Template.Labels)) {
+			bad("Deployment %s's selector matches the pods of %s", pair[0].Name, pair[1].Name)
 		}
 	}
 
@@ -628,7 +659,7 @@ func checkChildren(va *v1alpha1.VoiceAgent, in Inputs, ch *Children) []string {
 	var userFrom []networkingv1.NetworkPolicyPeer
 	var userEgress []networkingv1.NetworkPolicyEgressRule
 	if n := va.Spec.Network; n != nil {
-		userFrom, userEgress = n.AllowIngressFrom, n.AllowEgressTo
+		userFrom, userEgress = n.AllowIngressFrom, UserEgressRules(n.AllowEgressTo)
 	}
 	ingress := np.Ingress
 	if len(userFrom) > 0 {
@@ -650,6 +681,14 @@ func checkChildren(va *v1alpha1.VoiceAgent, in Inputs, ch *Children) []string {
 	}
 	for _, r := range derived {
 		checkPeers("egress", r.To, r.Ports)
+	}
+	gnp := ch.GatewayNetworkPolicy.Spec
+	fieldErrs(metav1validation.ValidateLabelSelector(&gnp.PodSelector, metav1validation.LabelSelectorValidationOptions{}, field.NewPath("gateway NetworkPolicy", "spec", "podSelector")))
+	for _, r := range gnp.Ingress {
+		checkPeers("gateway ingress", r.From, r.Ports)
+	}
+	for _, r := range gnp.Egress {
+		checkPeers("gateway egress", r.To, r.Ports)
 	}
 
 	// The ConfigMap and the gateway configuration.
@@ -814,11 +853,13 @@ var renderEdgeCases = func() []renderEdgeCase {
 			func(r *renderInput) { r.integEndpoint = "https://a.b!c.svc/" }, ""},
 		{"an endpoint in a .svc domain whose namespace is too long", webhook,
 			func(r *renderInput) { r.integEndpoint = "https://a." + strings.Repeat("n", 64) + ".svc/" }, ""},
-		{"the agent on the gateway's proxy port", webhook,
-			func(r *renderInput) { r.port = gw.ProxyPort }, "spec.port"},
-		{"the agent on the gateway's admin port", webhook,
+		{"the agent on the gateway's proxy port: the gateway has pods of its own", webhook,
+			func(r *renderInput) { r.port = gw.ProxyPort }, ""},
+		{"the agent on the admin port with TLS off: no inbound role in the pod", webhook,
+			func(r *renderInput) { r.port = gw.AdminPort }, ""},
+		{"the agent on the inbound role's admin port with TLS on", syslog,
 			func(r *renderInput) { r.port = gw.AdminPort }, "spec.port"},
-		{"the agent on the gateway's TLS port with TLS on", syslog,
+		{"the agent on the inbound role's TLS port with TLS on", syslog,
 			func(r *renderInput) { r.port = gw.TLSPort }, "spec.port"},
 		{"the agent on 8443 with TLS off", webhook,
 			func(r *renderInput) { r.port = gw.TLSPort }, ""},
@@ -830,8 +871,8 @@ var renderEdgeCases = func() []renderEdgeCase {
 			func(r *renderInput) { r.duration = "0s" }, "spec.model.timeout"},
 		{"a model endpoint that is not a URL", webhook,
 			func(r *renderInput) { r.modelEndpoint = "https://llm.internal.svc:8443v" }, "spec.model.endpoint"},
-		{"a daily budget too small to share between 3 replicas", syslog,
-			func(r *renderInput) { r.daily = "0.000002" }, "spec.costLimits.dailyBudget"},
+		{"a daily budget too small to share between the gateway replicas", syslog,
+			func(r *renderInput) { r.daily = "0.000001" }, "spec.costLimits.dailyBudget"},
 	}
 }()
 

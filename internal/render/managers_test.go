@@ -47,7 +47,7 @@ func TestGatewayConfigCarriesGenerationAndSpecOwners(t *testing.T) {
 		{Manager: "kubectl-edit", Operation: metav1.ManagedFieldsOperationUpdate, Time: &now, FieldsV1: metav1.NewFieldsV1(`{"f:spec":{}}`)},
 		{Manager: "argocd-controller", Operation: metav1.ManagedFieldsOperationApply, Time: &now, FieldsV1: metav1.NewFieldsV1(`{"f:spec":{}}`)},
 	}
-	cfg, err := GatewayConfig(va, nil, Credentials(va, nil))
+	cfg, err := GatewayConfig(va, nil, Credentials(va, nil), false)
 	if err != nil {
 		t.Fatal(err)
 	}

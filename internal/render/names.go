@@ -40,10 +40,26 @@ const (
 // the gateway re-reads its own files, but an agent may read its files only at start.
 const AnnotationRestartHash = "voiceagent.dev/restart-hash"
 
+// AnnotationRotateAgentToken on a VoiceAgent asks for a new agent token: whenever its
+// value differs from the one recorded on the token's Secret, the operator writes a new
+// random token (without reading the old one) and records the value.
+const AnnotationRotateAgentToken = "voiceagent.dev/rotate-agent-token"
+
 // Container names.
 const (
 	AgentContainer   = "agent"
 	GatewayContainer = "gateway"
+	// InboundContainer terminates the Service's TLS in the agent's pod. It holds the
+	// Service's certificate and nothing else: no credential, no egress.
+	InboundContainer = "inbound-tls"
+)
+
+// Label values of the two workloads.
+const (
+	agentNameLabel   = "voiceagent"
+	gatewayNameLabel = "voiceagent-gateway"
+	// ComponentGateway is the component label of the gateway's children.
+	ComponentGateway = "gateway"
 )
 
 // Labels returns the labels of every child of va.
@@ -56,14 +72,45 @@ func Labels(va *v1alpha1.VoiceAgent) map[string]string {
 	}
 }
 
-// SelectorLabels select va's pods. They never change over a VoiceAgent's life, since a
-// Deployment's selector is immutable.
+// SelectorLabels select va's agent pods. They never change over a VoiceAgent's life,
+// since a Deployment's selector is immutable.
 func SelectorLabels(va *v1alpha1.VoiceAgent) map[string]string {
-	return map[string]string{LabelName: "voiceagent", LabelInstance: va.Name}
+	return map[string]string{LabelName: agentNameLabel, LabelInstance: va.Name}
 }
+
+// GatewaySelectorLabels select the gateway pods of the VoiceAgent named name. Their
+// app.kubernetes.io/name differs from the agent pods', so that no selector of one
+// workload (Deployment, Service, NetworkPolicy, PDB) ever matches the other's pods.
+func GatewaySelectorLabels(name string) map[string]string {
+	return map[string]string{LabelName: gatewayNameLabel, LabelInstance: name}
+}
+
+// gatewayLabels are the labels of the gateway's children and pods.
+func gatewayLabels(va *v1alpha1.VoiceAgent) map[string]string {
+	l := Labels(va)
+	l[LabelName] = gatewayNameLabel
+	l[LabelComponent] = ComponentGateway
+	return l
+}
+
+// GatewayName names the gateway's Deployment, Service, ServiceAccount, NetworkPolicy,
+// PodDisruptionBudget and Certificate.
+func GatewayName(va *v1alpha1.VoiceAgent) string { return va.Name + "-gateway" }
 
 // ConfigMapName is the name of va's gateway configuration.
 func ConfigMapName(va *v1alpha1.VoiceAgent) string { return va.Name + "-gateway" }
+
+// AgentTokenSecretName holds the token the gateway requires of the agent.
+func AgentTokenSecretName(va *v1alpha1.VoiceAgent) string { return va.Name + "-agent-token" }
+
+// GatewayTLSSecretName holds the gateway's serving certificate and, under ca.crt, the
+// CA the agent pods trust for it.
+func GatewayTLSSecretName(va *v1alpha1.VoiceAgent) string { return va.Name + "-gateway-tls" }
+
+// GatewayHost is the gateway Service's in-cluster name.
+func GatewayHost(va *v1alpha1.VoiceAgent) string {
+	return fmt.Sprintf("%s.%s.svc", GatewayName(va), va.Namespace)
+}
 
 // TLSSecretName is the Secret cert-manager writes va's certificate into.
 func TLSSecretName(va *v1alpha1.VoiceAgent) string { return va.Name + "-tls" }
@@ -110,8 +157,21 @@ func int32Or(p *int32, def int32) int32 {
 	return *p
 }
 
-// Replicas is va's replica count with its default.
+// Replicas is va's agent replica count with its default.
 func Replicas(va *v1alpha1.VoiceAgent) int32 { return int32Or(va.Spec.Replicas, 1) }
+
+// DefaultGatewayReplicas keeps one gateway pod serving while another is drained,
+// evicted or rolled: every call of the agent crosses one.
+const DefaultGatewayReplicas = 2
+
+// GatewayReplicas is the gateway replica count with its default, at least 1.
+func GatewayReplicas(va *v1alpha1.VoiceAgent) int32 {
+	n := int32(DefaultGatewayReplicas)
+	if g := va.Spec.Gateway; g != nil && g.Replicas != nil {
+		n = *g.Replicas
+	}
+	return max(n, 1)
+}
 
 // AgentPort is the agent container's port with its default.
 func AgentPort(va *v1alpha1.VoiceAgent) int32 {
@@ -135,6 +195,13 @@ func objectMeta(va *v1alpha1.VoiceAgent, name string) metav1.ObjectMeta {
 		Labels:          Labels(va),
 		OwnerReferences: []metav1.OwnerReference{ownerReference(va)},
 	}
+}
+
+// gatewayObjectMeta is objectMeta for the gateway's children.
+func gatewayObjectMeta(va *v1alpha1.VoiceAgent, name string) metav1.ObjectMeta {
+	m := objectMeta(va, name)
+	m.Labels = gatewayLabels(va)
+	return m
 }
 
 func ownerReference(va *v1alpha1.VoiceAgent) metav1.OwnerReference {

@@ -8,13 +8,22 @@ import (
 	"github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 )
 
-// NetworkPolicy denies all traffic to and from va's pods except: DNS, the derived
-// egress destinations, the user's extra egress rules, and ingress to the serving port
-// from spec.network.allowIngressFrom. Both policy types are always listed, so an
-// empty rule list means deny, never "not restricted". The gateway's admin port (health,
-// metrics and the audit delivery summary; no credential, no proxy route) is open to the
-// operator's own pods and to the metrics scrapers' namespaces of admin, nothing else.
-func NetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.NetworkPolicyEgressRule, admin AdminAccess) *networkingv1.NetworkPolicy {
+// Both policies list both policy types, so that an empty rule list means deny, never
+// "not restricted". Each selects one workload's pods only: the two workloads' pods
+// carry different app.kubernetes.io/name labels.
+
+// NetworkPolicy is the agent pods' policy. Their only ways out are DNS, their own
+// gateway pods' proxy port and the in-cluster destinations the spec declares
+// (database integrations, spec.network.allowEgressTo, which admission keeps inside the
+// cluster): never the internet. Their only way in is the Service port, from
+// spec.network.allowIngressFrom.
+func NetworkPolicy(va *v1alpha1.VoiceAgent, agentEgress []networkingv1.NetworkPolicyEgressRule) *networkingv1.NetworkPolicy {
+	egress := append([]networkingv1.NetworkPolicyEgressRule{dnsRule(), {
+		To: []networkingv1.NetworkPolicyPeer{{
+			PodSelector: &metav1.LabelSelector{MatchLabels: GatewaySelectorLabels(va.Name)},
+		}},
+		Ports: []networkingv1.NetworkPolicyPort{tcpPort(gatewayconfig.ProxyPort)},
+	}}, agentEgress...)
 	np := &networkingv1.NetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
 		ObjectMeta: objectMeta(va, va.Name),
@@ -25,14 +34,35 @@ func NetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.NetworkPolicyE
 		},
 	}
 	if n := va.Spec.Network; n != nil {
-		np.Spec.Egress = append(np.Spec.Egress, n.AllowEgressTo...)
+		np.Spec.Egress = append(np.Spec.Egress, UserEgressRules(n.AllowEgressTo)...)
 		if len(n.AllowIngressFrom) > 0 {
-			port := servingPort(va)
 			np.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{
 				From:  n.AllowIngressFrom,
-				Ports: []networkingv1.NetworkPolicyPort{tcpPort(port)},
+				Ports: []networkingv1.NetworkPolicyPort{tcpPort(servingPort(va))},
 			}}
 		}
+	}
+	return np
+}
+
+// GatewayNetworkPolicy is the gateway pods' policy: in, the proxy port from this
+// VoiceAgent's agent pods only, and the admin port (health, metrics, the audit delivery
+// and spend summaries; no credential, no proxy route) from the operator's pods and the
+// metrics scrapers' namespaces of admin; out, DNS and the destinations derived from the
+// model, the HTTP integrations and the audit sinks.
+func GatewayNetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.NetworkPolicyEgressRule, admin AdminAccess) *networkingv1.NetworkPolicy {
+	np := &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: gatewayObjectMeta(va, GatewayName(va)),
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: GatewaySelectorLabels(va.Name)},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+			Egress:      egress,
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(va)}}},
+				Ports: []networkingv1.NetworkPolicyPort{tcpPort(gatewayconfig.ProxyPort)},
+			}},
+		},
 	}
 	var peers []networkingv1.NetworkPolicyPeer
 	if admin.OperatorNamespace != "" {
@@ -53,8 +83,26 @@ func NetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.NetworkPolicyE
 	return np
 }
 
-// servingPort is the pod port clients reach: the gateway's TLS port when TLS is on,
-// else the agent's own port.
+// UserEgressRules are spec.network.allowEgressTo as NetworkPolicy rules: the same
+// fields.
+func UserEgressRules(in []v1alpha1.EgressRule) []networkingv1.NetworkPolicyEgressRule {
+	out := make([]networkingv1.NetworkPolicyEgressRule, 0, len(in))
+	for _, r := range in {
+		rule := networkingv1.NetworkPolicyEgressRule{Ports: r.Ports}
+		for _, p := range r.To {
+			peer := networkingv1.NetworkPolicyPeer{PodSelector: p.PodSelector, NamespaceSelector: p.NamespaceSelector}
+			if b := p.IPBlock; b != nil {
+				peer.IPBlock = &networkingv1.IPBlock{CIDR: b.CIDR, Except: b.Except}
+			}
+			rule.To = append(rule.To, peer)
+		}
+		out = append(out, rule)
+	}
+	return out
+}
+
+// servingPort is the pod port clients reach: the inbound TLS role's port when TLS is
+// on, else the agent's own port.
 func servingPort(va *v1alpha1.VoiceAgent) int32 {
 	if TLSEnabled(va) {
 		return gatewayconfig.TLSPort

@@ -26,9 +26,13 @@ type Inputs struct {
 	ClusterDomain string
 	// Admin says who may reach the gateways' admin port besides nobody.
 	Admin AdminAccess
+	// CertManager is installed: the agent's calls to its gateway are encrypted with a
+	// certificate of the VoiceAgent's own CA.
+	CertManager bool
 }
 
-// Children are the objects va wants. Optional ones are nil when not wanted.
+// Children are the objects va wants. Optional ones are nil when not wanted. The
+// unprefixed ones are the agent workload's; the Gateway ones the gateway workload's.
 type Children struct {
 	ServiceAccount      *corev1.ServiceAccount
 	ConfigMap           *corev1.ConfigMap
@@ -38,6 +42,15 @@ type Children struct {
 	PodDisruptionBudget *policyv1.PodDisruptionBudget
 	Certificate         *unstructured.Unstructured
 	ExternalSecrets     []*unstructured.Unstructured
+
+	GatewayServiceAccount      *corev1.ServiceAccount
+	GatewayDeployment          *appsv1.Deployment
+	GatewayService             *corev1.Service
+	GatewayNetworkPolicy       *networkingv1.NetworkPolicy
+	GatewayPodDisruptionBudget *policyv1.PodDisruptionBudget
+	// GatewayTLS are the Issuers and Certificates of the agent-to-gateway hop, in
+	// dependency order; empty without cert-manager.
+	GatewayTLS []*unstructured.Unstructured
 
 	Credentials   []Credential
 	GatewayConfig *gw.Config
@@ -61,8 +74,12 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 	if err != nil {
 		return nil, fmt.Errorf("egress: %w", err)
 	}
+	databases, err := DatabaseDestinations(va, in.ClusterDomain)
+	if err != nil {
+		return nil, err
+	}
 	creds := Credentials(va, in.Sinks)
-	cfg, err := GatewayConfig(va, in.Sinks, creds)
+	cfg, err := GatewayConfig(va, in.Sinks, creds, in.CertManager)
 	if err != nil {
 		return nil, err
 	}
@@ -71,33 +88,56 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 		return nil, err
 	}
 	egress, allowed := EgressRules(dests, in.ClusterDomain)
-	return &Children{
-		ServiceAccount: ServiceAccount(va),
-		ConfigMap:      cm,
-		Deployment: Deployment(va, DeploymentInputs{
-			GatewayImage: in.GatewayImage, Credentials: creds, AgentSecretVersions: in.AgentSecretVersions,
-		}),
+	agentEgress, _ := destinationRules(databases, in.ClusterDomain)
+	pods := DeploymentInputs{
+		GatewayImage: in.GatewayImage, Credentials: creds, AgentSecretVersions: in.AgentSecretVersions,
+		GatewayTLS: in.CertManager,
+	}
+	ch := &Children{
+		ServiceAccount:      ServiceAccount(va),
+		ConfigMap:           cm,
+		Deployment:          Deployment(va, pods),
 		Service:             Service(va),
-		NetworkPolicy:       NetworkPolicy(va, egress, in.Admin),
+		NetworkPolicy:       NetworkPolicy(va, agentEgress),
 		PodDisruptionBudget: PodDisruptionBudget(va),
 		Certificate:         Certificate(va, in.ClusterDomain),
 		ExternalSecrets:     ExternalSecrets(va, creds),
-		Credentials:         creds,
-		GatewayConfig:       cfg,
-		EgressAllowed:       allowed,
-	}, nil
+
+		GatewayServiceAccount:      GatewayServiceAccount(va),
+		GatewayDeployment:          GatewayDeployment(va, pods),
+		GatewayService:             GatewayService(va),
+		GatewayNetworkPolicy:       GatewayNetworkPolicy(va, egress, in.Admin),
+		GatewayPodDisruptionBudget: GatewayPodDisruptionBudget(va),
+
+		Credentials:   creds,
+		GatewayConfig: cfg,
+		EgressAllowed: allowed,
+	}
+	if in.CertManager {
+		ch.GatewayTLS = GatewayTLSObjects(va, in.ClusterDomain)
+	}
+	return ch, nil
+}
+
+// AgentEgress is status.security.agentEgress: where the agent pods may connect.
+func AgentEgress(va *v1alpha1.VoiceAgent) string {
+	if n := va.Spec.Network; n != nil && len(n.AllowEgressTo) > 0 {
+		return "gatewayAndInCluster"
+	}
+	for _, i := range va.Spec.Integrations {
+		if i.Type == v1alpha1.IntegrationDatabase {
+			return "gatewayAndInCluster"
+		}
+	}
+	return "gatewayOnly"
 }
 
 // checkPod refuses what the CRD admits but the pod could not run with: an agent port
-// the gateway listens on in the same pod, or an image the API server refuses in a pod.
+// the inbound TLS role listens on in the same pod, or an image the API server refuses
+// in a pod.
 func checkPod(va *v1alpha1.VoiceAgent) error {
-	switch p := AgentPort(va); {
-	case p == gw.ProxyPort:
-		return fmt.Errorf("spec.port: %d is the gateway's proxy port in the same pod; choose another", p)
-	case p == gw.AdminPort:
-		return fmt.Errorf("spec.port: %d is the gateway's admin port in the same pod; choose another", p)
-	case p == gw.TLSPort && TLSEnabled(va):
-		return fmt.Errorf("spec.port: %d is the gateway's TLS port in the same pod when spec.encryption.inTransit is set; choose another", p)
+	if p := AgentPort(va); TLSEnabled(va) && (p == gw.TLSPort || p == gw.AdminPort) {
+		return fmt.Errorf("spec.port: %d is a port of the inbound TLS role in the same pod when spec.encryption.inTransit is set (%d and %d); choose another", p, gw.TLSPort, gw.AdminPort)
 	}
 	if strings.TrimSpace(va.Spec.Image) != va.Spec.Image {
 		return fmt.Errorf("spec.image: %q must not have leading or trailing white space", va.Spec.Image)
@@ -108,7 +148,7 @@ func checkPod(va *v1alpha1.VoiceAgent) error {
 // AgentSecrets lists the Secrets mounted into the agent container, whose versions
 // roll the pods when they change.
 func AgentSecrets(va *v1alpha1.VoiceAgent, creds []Credential) []string {
-	var out []string
+	out := []string{AgentTokenSecretName(va)}
 	if GeneratesSessionKey(va) {
 		out = append(out, SessionKeySecretName(va))
 	}

@@ -50,9 +50,16 @@ func loadSinks(t *testing.T) []v1alpha1.AuditSink {
 // renderYAML renders every child of va as one multi-document YAML stream.
 func renderYAML(t *testing.T, ch *Children) []byte {
 	t.Helper()
-	objs := []runtime.Object{ch.ServiceAccount, ch.ConfigMap, ch.Deployment, ch.Service, ch.NetworkPolicy}
+	objs := []runtime.Object{ch.ServiceAccount, ch.ConfigMap, ch.Deployment, ch.Service, ch.NetworkPolicy,
+		ch.GatewayServiceAccount, ch.GatewayDeployment, ch.GatewayService, ch.GatewayNetworkPolicy}
 	if ch.PodDisruptionBudget != nil {
 		objs = append(objs, ch.PodDisruptionBudget)
+	}
+	if ch.GatewayPodDisruptionBudget != nil {
+		objs = append(objs, ch.GatewayPodDisruptionBudget)
+	}
+	for _, o := range ch.GatewayTLS {
+		objs = append(objs, o)
 	}
 	if ch.Certificate != nil {
 		objs = append(objs, ch.Certificate)
@@ -74,17 +81,18 @@ func renderYAML(t *testing.T, ch *Children) []byte {
 
 func TestRenderGolden(t *testing.T) {
 	tests := []struct {
-		name      string
-		file      string
-		withSinks bool
+		name        string
+		file        string
+		withSinks   bool
+		certManager bool
 	}{
 		{name: "minimal", file: "minimal.yaml"},
-		{name: "full", file: "full.yaml", withSinks: true},
+		{name: "full", file: "full.yaml", withSinks: true, certManager: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			va := loadVoiceAgent(t, tt.file)
-			in := Inputs{GatewayImage: "voiceagent-operator:test", AgentSecretVersions: map[string]string{"x": "1"}}
+			in := Inputs{GatewayImage: "voiceagent-operator:test", AgentSecretVersions: map[string]string{"x": "1"}, CertManager: tt.certManager}
 			if tt.withSinks {
 				in.Sinks = loadSinks(t)
 			}
@@ -112,15 +120,26 @@ func TestRenderGolden(t *testing.T) {
 
 func TestCredentialsNeverInAgentExceptDatabaseAndSessionKey(t *testing.T) {
 	va := loadVoiceAgent(t, "full.yaml")
-	ch, err := Render(va, Inputs{GatewayImage: "img", Sinks: loadSinks(t)})
+	ch, err := Render(va, Inputs{GatewayImage: "img", Sinks: loadSinks(t), CertManager: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod := ch.Deployment.Spec.Template.Spec
-	agent, gateway := pod.Containers[0], pod.Containers[1]
-	if agent.Name != AgentContainer || gateway.Name != GatewayContainer {
-		t.Fatalf("containers are %s, %s", agent.Name, gateway.Name)
+	pod, gwPod := ch.Deployment.Spec.Template.Spec, ch.GatewayDeployment.Spec.Template.Spec
+	if len(pod.Containers) != 1 || pod.Containers[0].Name != AgentContainer {
+		t.Fatalf("agent pod containers: %+v", pod.Containers)
 	}
+	if len(gwPod.Containers) != 1 || gwPod.Containers[0].Name != GatewayContainer {
+		t.Fatalf("gateway pod containers: %+v", gwPod.Containers)
+	}
+	// The inbound TLS role shares the agent's pod: it mounts the Service's certificate
+	// and nothing else.
+	if len(pod.InitContainers) != 1 || pod.InitContainers[0].Name != InboundContainer {
+		t.Fatalf("agent pod init containers: %+v", pod.InitContainers)
+	}
+	if m := pod.InitContainers[0].VolumeMounts; len(m) != 1 || m[0].Name != "tls" {
+		t.Errorf("inbound role mounts %+v, want only tls", m)
+	}
+	agent, gateway := pod.Containers[0], gwPod.Containers[0]
 	agentMounts := map[string]bool{}
 	for _, m := range agent.VolumeMounts {
 		agentMounts[m.Name] = true
@@ -132,12 +151,40 @@ func TestCredentialsNeverInAgentExceptDatabaseAndSessionKey(t *testing.T) {
 			t.Errorf("gateway mount %s is writable", m.Name)
 		}
 	}
+	// No pod even declares a volume of a credential it must not hold.
+	agentVolumes, gatewayVolumes := map[string]bool{}, map[string]bool{}
+	for _, v := range pod.Volumes {
+		agentVolumes[v.Name] = true
+	}
+	for _, v := range gwPod.Volumes {
+		gatewayVolumes[v.Name] = true
+	}
 	for _, c := range ch.Credentials {
 		inAgent, inGateway := agentMounts[c.VolumeName()], gatewayMounts[c.VolumeName()]
-		wantAgent := c.Slot == "integration-orders-db"
+		wantAgent := c.Slot == "integration-orders-db" || c.Slot == "session-key"
+		if c.Slot == "session-key" {
+			inAgent = agentMounts["session-key"]
+		}
 		if inAgent != wantAgent || inGateway == wantAgent {
 			t.Errorf("credential %s: in agent %v, in gateway %v; want agent %v", c.Slot, inAgent, inGateway, wantAgent)
 		}
+		if !wantAgent && agentVolumes[c.VolumeName()] {
+			t.Errorf("credential %s: the agent pod declares its volume", c.Slot)
+		}
+		if wantAgent && gatewayVolumes[c.VolumeName()] {
+			t.Errorf("credential %s: the gateway pod declares its volume", c.Slot)
+		}
+	}
+	// The agent pod gets ca.crt alone of the gateway's certificate Secret, never its key.
+	for _, v := range pod.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == GatewayTLSSecretName(va) {
+			if len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != "ca.crt" {
+				t.Errorf("agent pod mounts %+v of the gateway's certificate Secret, want only ca.crt", v.Secret.Items)
+			}
+		}
+	}
+	if !agentMounts["agent-token"] || !gatewayMounts["agent-token"] {
+		t.Error("the agent token is not mounted into both workloads")
 	}
 	for _, e := range agent.Env {
 		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
@@ -149,6 +196,45 @@ func TestCredentialsNeverInAgentExceptDatabaseAndSessionKey(t *testing.T) {
 	}
 	if len(ch.Credentials) != 7 {
 		t.Errorf("got %d credentials, want 7 (model, fallback, 3 integrations, 2 sink)", len(ch.Credentials))
+	}
+}
+
+func TestAgentReachesItsGatewayByServiceName(t *testing.T) {
+	va := loadVoiceAgent(t, "minimal.yaml")
+	for _, tls := range []bool{false, true} {
+		ch, err := Render(va, Inputs{GatewayImage: "img", CertManager: tls})
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := map[string]string{}
+		for _, e := range ch.Deployment.Spec.Template.Spec.Containers[0].Env {
+			env[e.Name] = e.Value
+		}
+		want := "http://hello-gateway.demo.svc:15001"
+		if tls {
+			want = "https://hello-gateway.demo.svc:15001"
+		}
+		if env["VOICEAGENT_GATEWAY_URL"] != want || env["VOICEAGENT_MODEL_URL"] != want+"/model" {
+			t.Errorf("tls %v: gateway URL %q, model URL %q; want %s", tls, env["VOICEAGENT_GATEWAY_URL"], env["VOICEAGENT_MODEL_URL"], want)
+		}
+		if env["VOICEAGENT_AGENT_TOKEN_FILE"] != gatewayconfig.AgentTokenFile {
+			t.Errorf("tls %v: token file %q", tls, env["VOICEAGENT_AGENT_TOKEN_FILE"])
+		}
+		for _, name := range []string{"SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE"} {
+			if got, wantCA := env[name], map[bool]string{true: gatewayconfig.GatewayCAFile}[tls]; got != wantCA {
+				t.Errorf("tls %v: %s = %q, want %q", tls, name, got, wantCA)
+			}
+		}
+		c := ch.GatewayConfig
+		if c.AgentAuth == nil || c.AgentAuth.TokenFile != gatewayconfig.AgentTokenFile {
+			t.Errorf("tls %v: gateway config agentAuth %+v", tls, c.AgentAuth)
+		}
+		if (c.Listen.ProxyTLS != nil) != tls {
+			t.Errorf("tls %v: gateway config proxyTLS %+v", tls, c.Listen.ProxyTLS)
+		}
+		if got := len(ch.GatewayTLS); (got == 4) != tls || (got == 0) == tls {
+			t.Errorf("tls %v: %d gateway TLS objects", tls, got)
+		}
 	}
 }
 
@@ -166,7 +252,7 @@ func TestPerReplicaShares(t *testing.T) {
 		{3, 2.0 / 3, 66, 16, "16.666666", "333.333333", 20},
 	}
 	for _, tt := range tests {
-		va.Spec.Replicas = &tt.replicas
+		va.Spec.Gateway = &v1alpha1.GatewaySpec{Replicas: &tt.replicas}
 		ch, err := Render(va, Inputs{GatewayImage: "img"})
 		if err != nil {
 			t.Fatal(err)
@@ -233,18 +319,25 @@ func TestOperatorReachesOnlyTheAdminPort(t *testing.T) {
 		name, file, operatorNS string
 		wantRules              int
 	}{
-		{"no operator namespace: ingress stays deny-all", "minimal.yaml", "", 0},
-		{"operator namespace: one rule, admin port only", "minimal.yaml", "voiceagent-system", 1},
-		{"with allowIngressFrom: the serving rule and the admin rule", "full.yaml", "voiceagent-system", 2},
+		{"no operator namespace: the agent pods' rule only", "minimal.yaml", "", 1},
+		{"operator namespace: one more rule, admin port only", "minimal.yaml", "voiceagent-system", 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ch, err := Render(loadVoiceAgent(t, tt.file), Inputs{GatewayImage: "img", Sinks: loadSinks(t), Admin: AdminAccess{OperatorNamespace: tt.operatorNS}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			rules := ch.NetworkPolicy.Spec.Ingress
+			if in := ch.NetworkPolicy.Spec.Ingress; len(in) != 0 {
+				t.Errorf("agent pods: %d ingress rules without allowIngressFrom, want none: %+v", len(in), in)
+			}
+			rules := ch.GatewayNetworkPolicy.Spec.Ingress
 			if len(rules) != tt.wantRules {
 				t.Fatalf("%d ingress rules, want %d: %+v", len(rules), tt.wantRules, rules)
+			}
+			agents := rules[0]
+			if len(agents.Ports) != 1 || agents.Ports[0].Port.IntVal != gatewayconfig.ProxyPort ||
+				len(agents.From) != 1 || agents.From[0].NamespaceSelector != nil || agents.From[0].PodSelector.MatchLabels[LabelName] != "voiceagent" {
+				t.Errorf("agent rule %+v, want the agent pods on the proxy port", agents)
 			}
 			if tt.operatorNS == "" {
 				return
@@ -265,10 +358,10 @@ func TestOperatorReachesOnlyTheAdminPort(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rules := ch.NetworkPolicy.Spec.Ingress
-		if len(rules) != 1 || len(rules[0].From) != 1 || rules[0].From[0].PodSelector != nil ||
-			rules[0].From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" ||
-			rules[0].Ports[0].Port.IntVal != gatewayconfig.AdminPort {
+		rules := ch.GatewayNetworkPolicy.Spec.Ingress
+		if len(rules) != 2 || len(rules[1].From) != 1 || rules[1].From[0].PodSelector != nil ||
+			rules[1].From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" ||
+			rules[1].Ports[0].Port.IntVal != gatewayconfig.AdminPort {
 			t.Errorf("ingress %+v", rules)
 		}
 	})

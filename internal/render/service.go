@@ -12,8 +12,8 @@ import (
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 )
 
-// ServiceAccount is va's own identity, with no API token mounted: the agent has no
-// business calling the Kubernetes API.
+// ServiceAccount is the agent pods' identity, with no API token mounted: the agent has
+// no business calling the Kubernetes API.
 func ServiceAccount(va *v1alpha1.VoiceAgent) *corev1.ServiceAccount {
 	return &corev1.ServiceAccount{
 		TypeMeta:                     metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
@@ -22,7 +22,8 @@ func ServiceAccount(va *v1alpha1.VoiceAgent) *corev1.ServiceAccount {
 	}
 }
 
-// Service exposes one port: the gateway's TLS port when TLS is on, else the agent's.
+// Service exposes one port: the inbound TLS role's port when TLS is on, else the
+// agent's.
 func Service(va *v1alpha1.VoiceAgent) *corev1.Service {
 	port := corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("agent"), Protocol: corev1.ProtocolTCP}
 	if TLSEnabled(va) {

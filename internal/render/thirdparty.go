@@ -16,6 +16,7 @@ import (
 // apply them to those projects' real CRDs with strict field validation.
 var (
 	CertificateGVK    = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}
+	IssuerGVK         = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Issuer"}
 	ExternalSecretGVK = schema.GroupVersionKind{Group: "external-secrets.io", Version: "v1", Kind: "ExternalSecret"}
 )
 
@@ -32,11 +33,15 @@ func newUnstructured(gvk schema.GroupVersionKind, meta map[string]any, spec map[
 }
 
 func metaMap(va *v1alpha1.VoiceAgent, name string) map[string]any {
+	return metaMapWith(va, name, Labels(va))
+}
+
+func metaMapWith(va *v1alpha1.VoiceAgent, name string, labels map[string]string) map[string]any {
 	ref := ownerReference(va)
 	return map[string]any{
 		"name":      name,
 		"namespace": va.Namespace,
-		"labels":    stringMap(Labels(va)),
+		"labels":    stringMap(labels),
 		"ownerReferences": []any{map[string]any{
 			"apiVersion": ref.APIVersion, "kind": ref.Kind, "name": ref.Name, "uid": string(ref.UID),
 			"controller": true, "blockOwnerDeletion": true,
@@ -93,6 +98,66 @@ func Certificate(va *v1alpha1.VoiceAgent, clusterDomain string) *unstructured.Un
 		},
 	}
 	return newUnstructured(CertificateGVK, metaMap(va, va.Name), spec)
+}
+
+// GatewayCAName names the gateway's private CA: its Certificate, its Secret and the
+// Issuer that signs with it.
+func GatewayCAName(va *v1alpha1.VoiceAgent) string { return va.Name + "-gateway-ca" }
+
+// GatewaySelfSignedIssuerName names the Issuer that signs the gateway's CA.
+func GatewaySelfSignedIssuerName(va *v1alpha1.VoiceAgent) string { return va.Name + "-gateway-selfsigned" }
+
+// Durations of the gateway's certificates: the CA outlives many serving certificates,
+// so that the ca.crt the agent pods trust stays the same across renewals (the kubelet
+// refreshes the two pods' copies at different moments).
+const (
+	gatewayCADuration     = 87600 * time.Hour
+	gatewayCARenewBefore  = 8760 * time.Hour
+	gatewayCertDuration   = 2160 * time.Hour
+	gatewayCertRenewAhead = 720 * time.Hour
+)
+
+// GatewayTLSObjects are what cert-manager needs to encrypt the agent's calls to its
+// gateway, in the order they depend on one another: a self-signed Issuer, the
+// VoiceAgent's own CA Certificate it signs, an Issuer that signs with that CA, and the
+// gateway Service's serving Certificate. A private CA per VoiceAgent, not a cluster
+// issuer: trust is pinned to exactly this gateway, and no cluster-wide CA is needed.
+func GatewayTLSObjects(va *v1alpha1.VoiceAgent, clusterDomain string) []*unstructured.Unstructured {
+	labels := gatewayLabels(va)
+	issuerRef := func(name string) map[string]any {
+		return map[string]any{"name": name, "kind": "Issuer", "group": "cert-manager.io"}
+	}
+	// Fresh maps for each object: unstructured objects are mutated in place by the
+	// client (defaulting, managed fields) and must share nothing.
+	key := func() map[string]any {
+		return map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"}
+	}
+	secretTemplate := func() map[string]any { return map[string]any{"labels": stringMap(labels)} }
+	selfSigned := newUnstructured(IssuerGVK, metaMapWith(va, GatewaySelfSignedIssuerName(va), labels),
+		map[string]any{"selfSigned": map[string]any{}})
+	ca := newUnstructured(CertificateGVK, metaMapWith(va, GatewayCAName(va), labels), map[string]any{
+		"isCA":           true,
+		"commonName":     GatewayName(va) + "." + va.Namespace + " CA",
+		"secretName":     GatewayCAName(va),
+		"duration":       durationString(gatewayCADuration),
+		"renewBefore":    durationString(gatewayCARenewBefore),
+		"issuerRef":      issuerRef(GatewaySelfSignedIssuerName(va)),
+		"privateKey":     key(),
+		"secretTemplate": secretTemplate(),
+	})
+	caIssuer := newUnstructured(IssuerGVK, metaMapWith(va, GatewayCAName(va), labels),
+		map[string]any{"ca": map[string]any{"secretName": GatewayCAName(va)}})
+	serving := newUnstructured(CertificateGVK, metaMapWith(va, GatewayName(va), labels), map[string]any{
+		"secretName":     GatewayTLSSecretName(va),
+		"dnsNames":       []any{GatewayHost(va), GatewayHost(va) + "." + clusterDomain},
+		"duration":       durationString(gatewayCertDuration),
+		"renewBefore":    durationString(gatewayCertRenewAhead),
+		"issuerRef":      issuerRef(GatewayCAName(va)),
+		"privateKey":     key(),
+		"usages":         []any{"server auth", "digital signature"},
+		"secretTemplate": secretTemplate(),
+	})
+	return []*unstructured.Unstructured{selfSigned, ca, caIssuer, serving}
 }
 
 // ExternalSecrets asks External Secrets Operator to sync each externally stored

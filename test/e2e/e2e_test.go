@@ -54,22 +54,30 @@ func TestDemoVoiceAgentOnARealCluster(t *testing.T) {
 
 	// Pods were created by the real ReplicaSet controller, admitted by Pod Security
 	// "restricted" (the namespace enforces it) and run on kwok nodes.
-	pods := &corev1.PodList{}
-	eventually(t, time.Minute, func() error {
-		if err := k8s.List(ctx, pods, client.InNamespace("demo"), client.MatchingLabels(map[string]string{render.LabelInstance: "support-line"})); err != nil {
-			return err
-		}
-		running := 0
-		for _, p := range pods.Items {
-			if p.Status.Phase == corev1.PodRunning && p.Spec.NodeName != "" {
-				running++
+	// Two workloads: 2 agent pods (the demo's spec.replicas) and 2 gateway pods (the
+	// default spec.gateway.replicas).
+	for _, w := range []struct {
+		what   string
+		labels map[string]string
+	}{{"agent", render.SelectorLabels(&v1alpha1.VoiceAgent{ObjectMeta: metav1.ObjectMeta{Name: "support-line"}})},
+		{"gateway", render.GatewaySelectorLabels("support-line")}} {
+		eventually(t, time.Minute, func() error {
+			pods := &corev1.PodList{}
+			if err := k8s.List(ctx, pods, client.InNamespace("demo"), client.MatchingLabels(w.labels)); err != nil {
+				return err
 			}
-		}
-		if running != 2 {
-			return fmt.Errorf("%d of 2 pods running", running)
-		}
-		return nil
-	})
+			running := 0
+			for _, p := range pods.Items {
+				if p.Status.Phase == corev1.PodRunning && p.Spec.NodeName != "" {
+					running++
+				}
+			}
+			if running != 2 {
+				return fmt.Errorf("%d of 2 %s pods running", running, w.what)
+			}
+			return nil
+		})
+	}
 	// The ExternalSecret was synced by the real External Secrets controller.
 	es := get(t, render.ExternalSecretGVK, "demo", "support-line-model")
 	if !conditionTrue(es, "Ready") {
@@ -91,6 +99,41 @@ func TestDemoVoiceAgentOnARealCluster(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "demo", Name: "support-line-tls"}, tls); err != nil {
 		t.Errorf("TLS Secret: %v", err)
 	}
+	// The agent-to-gateway hop: the real cert-manager issued the VoiceAgent's own CA
+	// and, with it, the gateway's serving certificate; ca.crt is the CA.
+	gwCert := get(t, render.CertificateGVK, "demo", "support-line-gateway")
+	if !conditionTrue(gwCert, "Ready") {
+		t.Errorf("gateway Certificate not Ready: %v", gwCert.Object["status"])
+	}
+	if c := findCondition(va.Status.Conditions, v1alpha1.ConditionAgentTrafficEncrypted); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("AgentTrafficEncrypted: %+v", c)
+	}
+	if s := va.Status.Security; s == nil || s.AgentEgress != "gatewayOnly" || s.AgentToGateway != "tls" {
+		t.Errorf("status.security: %+v", va.Status.Security)
+	}
+	gwTLS := &corev1.Secret{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "demo", Name: "support-line-gateway-tls"}, gwTLS); err != nil {
+		t.Errorf("gateway TLS Secret: %v", err)
+	} else if len(gwTLS.Data["ca.crt"]) == 0 || len(gwTLS.Data["tls.crt"]) == 0 {
+		t.Errorf("gateway TLS Secret has keys %v, want ca.crt and tls.crt", keysOf(gwTLS.Data))
+	}
+}
+
+func keysOf(m map[string][]byte) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func findCondition(conds []metav1.Condition, typ string) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == typ {
+			return &conds[i]
+		}
+	}
+	return nil
 }
 
 func TestChildEditedOrDeletedIsPutBack(t *testing.T) {
@@ -104,19 +147,29 @@ func TestChildEditedOrDeletedIsPutBack(t *testing.T) {
 	if err := k8s.Delete(ctx, np); err != nil {
 		t.Fatal(err)
 	}
-	kubectl(t, "-n", ns, "patch", "deployment", "drift", "--type=json",
-		`-p=[{"op":"replace","path":"/spec/template/spec/automountServiceAccountToken","value":true}]`)
+	gwNP := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drift-gateway"}}
+	if err := k8s.Delete(ctx, gwNP); err != nil {
+		t.Fatal(err)
+	}
+	// Either workload: the agent's and the gateway's.
+	for _, dep := range []string{"drift", "drift-gateway"} {
+		kubectl(t, "-n", ns, "patch", "deployment", dep, "--type=json",
+			`-p=[{"op":"replace","path":"/spec/template/spec/automountServiceAccountToken","value":true}]`)
+	}
 	eventually(t, time.Minute, func() error { return k8s.Get(ctx, client.ObjectKeyFromObject(np), np) })
-	eventually(t, time.Minute, func() error {
-		d := &appsv1.Deployment{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "drift"}, d); err != nil {
-			return err
-		}
-		if ptr.Deref(d.Spec.Template.Spec.AutomountServiceAccountToken, true) {
-			return fmt.Errorf("token automount still on")
-		}
-		return nil
-	})
+	eventually(t, time.Minute, func() error { return k8s.Get(ctx, client.ObjectKeyFromObject(gwNP), gwNP) })
+	for _, dep := range []string{"drift", "drift-gateway"} {
+		eventually(t, time.Minute, func() error {
+			d := &appsv1.Deployment{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: dep}, d); err != nil {
+				return err
+			}
+			if ptr.Deref(d.Spec.Template.Spec.AutomountServiceAccountToken, true) {
+				return fmt.Errorf("%s: token automount still on", dep)
+			}
+			return nil
+		})
+	}
 }
 
 func TestDeletingTheVoiceAgentRemovesEveryChild(t *testing.T) {
@@ -184,8 +237,8 @@ func TestManagerKilledMidReconcile(t *testing.T) {
 	if err := k8s.List(ctx, deps, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
-	if len(deps.Items) != n {
-		t.Errorf("%d Deployments for %d VoiceAgents", len(deps.Items), n)
+	if len(deps.Items) != 2*n {
+		t.Errorf("%d Deployments for %d VoiceAgents, want an agent and a gateway Deployment each", len(deps.Items), n)
 	}
 	secrets := &corev1.SecretList{}
 	if err := k8s.List(ctx, secrets, client.InNamespace(ns)); err != nil {
@@ -312,6 +365,25 @@ func TestRotationRollsAgentPods(t *testing.T) {
 	before := hash()
 	setStore(t, "e2e-rotating-store", "db", "second-password")
 	eventually(t, time.Minute, func() error {
+		if h := hash(); h == before {
+			return fmt.Errorf("restart hash unchanged %s", h)
+		}
+		return nil
+	})
+	eventually(t, ready, isReady(ns, "rotating"))
+
+	// Rotating the agent token on request: a new token is written (the operator never
+	// reads the old one), and the agent pods roll onto it.
+	before = hash()
+	kubectl(t, "-n", ns, "annotate", "voiceagent", "rotating", render.AnnotationRotateAgentToken+"=2026-12-02")
+	eventually(t, time.Minute, func() error {
+		s := &corev1.Secret{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "rotating-agent-token"}, s); err != nil {
+			return err
+		}
+		if got := s.Annotations[render.AnnotationRotateAgentToken]; got != "2026-12-02" {
+			return fmt.Errorf("token Secret records rotation %q", got)
+		}
 		if h := hash(); h == before {
 			return fmt.Errorf("restart hash unchanged %s", h)
 		}
