@@ -59,35 +59,6 @@ var allowList = []allowed{
 			"(the AlwaysPullImages admission plugin, or the kubelet's verification of pull " +
 			"credentials for cached images, KEP-2535), not one pod's.",
 	},
-
-	// Right, and for the renderer to fix (internal/render/deployment.go):
-	{
-		check: "container-ephemeral-storage-request-and-limit", summary: "Ephemeral Storage request is not set", pending: true,
-		reason: "resources.requests[ephemeral-storage]: 64Mi on both containers, so that the " +
-			"scheduler counts the pod's disk.",
-	},
-	{
-		check: "container-ephemeral-storage-request-and-limit", summary: "Ephemeral Storage limit is not set", pending: true,
-		reason: "resources.limits[ephemeral-storage]: agent 320Mi (its /tmp emptyDir of 256Mi " +
-			"and logs), gateway 576Mi (its gateway-state emptyDir of 512Mi, the audit queue, " +
-			"and logs); without it a pod filling its node's disk is evicted only with the rest.",
-	},
-	{
-		check: "container-security-context-user-group-id", summary: "The container is running with a low user ID", pending: true,
-		reason: "pod securityContext.runAsUser: 65532 (render.GatewayUID): the agent runs as its " +
-			"image's USER, which may be below 10000 and so a host user's.",
-	},
-	{
-		check: "container-security-context-user-group-id", summary: "The container running with a low group ID", pending: true,
-		reason: "pod securityContext.runAsGroup: 65532, the fsGroup already: unset, the primary " +
-			"group is the image's, often 0.",
-	},
-	{
-		check: "container-image-pull-policy", summary: "ImagePullPolicy is not set to Always", when: notDigestPinned, pending: true,
-		reason: "imagePullPolicy: Always for an image not pinned by digest (a tag can move, and " +
-			"IfNotPresent lets nodes run different builds under one name); IfNotPresent stays " +
-			"for digests.",
-	},
 }
 
 func digestPinned(f finding) bool    { return strings.Contains(f.image, "@sha256:") }
