@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -213,14 +214,18 @@ func TestRenderedPodsPassRestrictedPodSecurity(t *testing.T) {
 				t.Fatal(err)
 			}
 			va.Namespace = ns
-			ch, err := render.Render(va, render.Inputs{GatewayImage: testImage})
+			ch, err := render.Render(va, render.Inputs{GatewayImage: testImage, CertManager: true})
 			if err != nil {
 				t.Fatal(err)
 			}
-			tmpl := ch.Deployment.Spec.Template
-			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: va.Name + "-", Labels: tmpl.Labels}, Spec: tmpl.Spec}
-			if err := k8s.Create(ctx, pod); err != nil {
-				t.Fatalf("restricted Pod Security admission refused the rendered pod: %v", err)
+			// Both workloads' pods: the agent's (with its inbound TLS role as a native
+			// sidecar in full.yaml) and the gateway's.
+			for _, d := range []*appsv1.Deployment{ch.Deployment, ch.GatewayDeployment} {
+				tmpl := d.Spec.Template
+				pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: d.Name + "-", Labels: tmpl.Labels}, Spec: tmpl.Spec}
+				if err := k8s.Create(ctx, pod); err != nil {
+					t.Fatalf("restricted Pod Security admission refused the rendered pod of %s: %v", d.Name, err)
+				}
 			}
 		})
 	}

@@ -62,9 +62,20 @@ func TestCanaryCredentialNeverLeaks(t *testing.T) {
 	if err := k8s.List(ctx, secrets, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
+	// The agent token is a credential too: the operator wrote it into its Secret and
+	// must write it nowhere else.
+	var token string
 	for _, s := range secrets.Items {
-		if s.Name == "gemini-key" || s.Name == "crm-token" || s.Name == "siem" {
-			continue // where the user put it
+		if s.Name == "canary-agent-token" {
+			token = string(s.Data["token"])
+		}
+	}
+	if len(token) < 40 {
+		t.Fatalf("agent token of %d bytes, want 32 random bytes encoded", len(token))
+	}
+	for _, s := range secrets.Items {
+		if s.Name == "gemini-key" || s.Name == "crm-token" || s.Name == "siem" || s.Name == "canary-agent-token" {
+			continue // where the user, or for the token the operator, put it
 		}
 		b, _ := json.Marshal(s)
 		dump.Write(b)
@@ -75,11 +86,17 @@ func TestCanaryCredentialNeverLeaks(t *testing.T) {
 	if strings.Contains(dump.String(), canary) {
 		t.Error("the canary credential appears in an object the operator wrote")
 	}
+	if strings.Contains(dump.String(), token) {
+		t.Error("the agent token appears in an object other than its Secret")
+	}
 	log := operatorLog.String()
 	if !strings.Contains(log, "canary") {
 		t.Fatal("the operator log has no line about this VoiceAgent; the log capture is broken")
 	}
 	if strings.Contains(log, canary) {
 		t.Error("the canary credential appears in the operator's log")
+	}
+	if strings.Contains(log, token) {
+		t.Error("the agent token appears in the operator's log")
 	}
 }

@@ -134,6 +134,67 @@ func fullVoiceAgent(ns, name string) *v1alpha1.VoiceAgent {
 	return va
 }
 
+// TestAgentTokenRotatesOnRequest: the annotation asks for a new token; the operator
+// writes one (without reading the old), records the request on the Secret, rolls the
+// agent pods, and answers each request once.
+func TestAgentTokenRotatesOnRequest(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	if err := k8s.Create(ctx, minimalVoiceAgent(ns, "rot")); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKey{Namespace: ns, Name: "rot-agent-token"}
+	secret := &corev1.Secret{}
+	eventually(t, waitFor, func() error { return k8s.Get(ctx, key, secret) })
+	first := string(secret.Data["token"])
+	hash := func() string {
+		d := &appsv1.Deployment{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "rot"}, d); err != nil {
+			return ""
+		}
+		return d.Spec.Template.Annotations[render.AnnotationRestartHash]
+	}
+	eventually(t, waitFor, func() error {
+		if hash() == "" {
+			return fmt.Errorf("no agent Deployment yet")
+		}
+		return nil
+	})
+	before := hash()
+
+	va := getVA(t, ns, "rot")
+	patch := client.MergeFrom(va.DeepCopy())
+	va.Annotations = map[string]string{render.AnnotationRotateAgentToken: "1"}
+	if err := k8s.Patch(ctx, va, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		if err := k8s.Get(ctx, key, secret); err != nil {
+			return err
+		}
+		if got := secret.Annotations[render.AnnotationRotateAgentToken]; got != "1" {
+			return fmt.Errorf("the Secret records rotation %q", got)
+		}
+		if h := hash(); h == before {
+			return fmt.Errorf("the agent pods are not rolled (restart hash %s)", h)
+		}
+		return nil
+	})
+	second := string(secret.Data["token"])
+	if second == first || len(second) < 40 || !metav1.IsControlledBy(secret, getVA(t, ns, "rot")) {
+		t.Errorf("rotation wrote %d bytes (changed: %v), owned: %v", len(second), second != first, metav1.IsControlledBy(secret, getVA(t, ns, "rot")))
+	}
+	// Answered once: more reconciles (the Deployment's own events) write no new token.
+	markDeploymentAvailable(t, ns, "rot")
+	eventually(t, waitFor, conditionIs(ns, "rot", v1alpha1.ConditionAvailable, metav1.ConditionTrue, ""))
+	if err := k8s.Get(ctx, key, secret); err != nil {
+		t.Fatal(err)
+	}
+	if string(secret.Data["token"]) != second {
+		t.Error("the token was rotated again without a new request")
+	}
+}
+
 func TestTLSAndExternalSecretsAgainstRealCRDs(t *testing.T) {
 	ns := newNamespace(t)
 	va := fullVoiceAgent(ns, "support")
@@ -265,6 +326,26 @@ func TestRemovedFeaturesDeleteTheirChildren(t *testing.T) {
 		eventually(t, waitFor, gone(obj))
 	}
 	eventually(t, waitFor, conditionIs(ns, "shrink", v1alpha1.ConditionCertificateReady, metav1.ConditionTrue, v1alpha1.ReasonTLSNotRequested))
+	// TLS off: the inbound TLS role leaves the agent's pod with its certificate. (The
+	// gateway's own certificate stays: it follows cert-manager, not the spec.)
+	eventually(t, waitFor, func() error {
+		d := &appsv1.Deployment{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "shrink"}, d); err != nil {
+			return err
+		}
+		if n := len(d.Spec.Template.Spec.InitContainers); n != 0 {
+			return fmt.Errorf("%d init containers still in the agent pod", n)
+		}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name == "tls" {
+				return fmt.Errorf("the agent pod still mounts the Service's certificate")
+			}
+		}
+		return nil
+	})
+	eventually(t, waitFor, exists(unstructuredKey(render.CertificateGVK, ns, "shrink-gateway")))
+	// The gateway's PDB follows spec.gateway.replicas (2 by default), not the agent's.
+	eventually(t, waitFor, exists(&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shrink-gateway"}}))
 	// The model's ExternalSecret is still wanted.
 	eventually(t, waitFor, exists(unstructuredKey(render.ExternalSecretGVK, ns, "shrink-model")))
 }
