@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -82,6 +83,12 @@ type Gateway struct {
 	// agentAuth.
 	agentToken   *agentToken
 	authThrottle *authThrottle
+	// proxyExposed: Run listens beyond loopback, where every call needs the agent token
+	// whatever a reloaded configuration says. proxyCerts serve the proxy's TLS, and
+	// proxyAddr is where it listens, once Run has bound it.
+	proxyExposed atomic.Bool
+	proxyCerts   atomic.Pointer[certReloader]
+	proxyAddr    atomic.Pointer[net.Addr]
 
 	// draining: SIGTERM came; readiness fails so that no new call is routed here,
 	// while the sessions in progress (liveSessions) run on until the drain timeout.
@@ -209,6 +216,10 @@ func (g *Gateway) Reload() error {
 		g.metrics.configReloads.WithLabelValues("invalid").Inc()
 		return err
 	}
+	if cfg.AgentAuth == nil && g.proxyExposed.Load() {
+		g.metrics.configReloads.WithLabelValues("invalid").Inc()
+		return fmt.Errorf("agentAuth: cannot be removed while the proxy listens on %s beyond loopback; restart the gateway to listen on loopback", g.cfg.Load().Listen.Proxy)
+	}
 	if err := g.reloadAuditSinks(g.cfg.Load(), cfg); err != nil {
 		g.metrics.configReloads.WithLabelValues("invalid").Inc()
 		return err
@@ -320,7 +331,7 @@ func (g *Gateway) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Before anything else reads the request: an unauthenticated caller learns
 		// nothing of routes, limits or the audit policy.
-		if g.cfg.Load().AgentAuth != nil && !g.authenticateAgent(w, r) {
+		if (g.cfg.Load().AgentAuth != nil || g.proxyExposed.Load()) && !g.authenticateAgent(w, r) {
 			return
 		}
 		if why := requestRefusal(r); why != "" {
@@ -365,7 +376,41 @@ func (g *Gateway) checkReady() error {
 			return err
 		}
 	}
+	if certs := g.proxyCerts.Load(); certs != nil {
+		if _, err := certs.get(); err != nil {
+			return fmt.Errorf("proxy %w", err)
+		}
+	}
 	return nil
+}
+
+// ProxyAddr is the address the proxy listens on, nil until Run has bound it.
+func (g *Gateway) ProxyAddr() net.Addr {
+	if a := g.proxyAddr.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
+
+// listenProxy binds the agent's side. Beyond loopback only with agentAuth: anyone on
+// the pod network can reach it there, and only the token tells the agent apart.
+func (g *Gateway) listenProxy(cfg *gw.Config) (net.Listener, error) {
+	if cfg.AgentAuth == nil {
+		return listenLoopback(cfg.Listen.Proxy)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen.Proxy)
+	if err != nil {
+		return nil, err
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Listen.Proxy); !isLoopbackHost(host) {
+		g.proxyExposed.Store(true)
+	}
+	return ln, nil
+}
+
+func isLoopbackHost(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Run serves until ctx ends.
@@ -382,13 +427,36 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		servers = append(servers, in)
 	}
-	proxyListener, err := listenLoopback(cfg.Listen.Proxy)
+	proxyListener, err := g.listenProxy(cfg)
 	if err != nil {
 		return err
 	}
+	addr := proxyListener.Addr()
+	g.proxyAddr.Store(&addr)
+	if t := cfg.Listen.ProxyTLS; t != nil {
+		certs := &certReloader{certFile: t.CertFile, keyFile: t.KeyFile}
+		// A certificate cert-manager has not issued yet is no reason to crash: the
+		// gateway stays not ready, refusing handshakes, until it can be read.
+		if _, err := certs.get(); err != nil {
+			g.log.Error("proxy TLS certificate not loadable; not ready until it is", "error", err.Error())
+		}
+		g.proxyCerts.Store(certs)
+		proxy.TLSConfig = serverTLSConfig(certs)
+		// HTTP/1.1 only: a realtime session is an HTTP/1.1 upgrade, and the agent-side
+		// limits (head size, body deadlines, idle connections) are set and measured for
+		// one request at a time per connection, not for HTTP/2's streams.
+		proxy.TLSConfig.NextProtos = []string{"http/1.1"}
+		proxy.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
 	errc := make(chan error, len(servers)+1)
 	go func() {
-		if err := proxy.Serve(proxyListener); !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if proxy.TLSConfig != nil {
+			err = proxy.ServeTLS(proxyListener, "", "")
+		} else {
+			err = proxy.Serve(proxyListener)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("listen %s: %w", cfg.Listen.Proxy, err)
 		}
 	}()
@@ -405,7 +473,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 		}(s)
 	}
-	g.log.Info("gateway serving", "proxy", cfg.Listen.Proxy, "admin", cfg.Listen.Admin, "tls", cfg.Inbound != nil)
+	g.log.Info("gateway serving", "proxy", addr.String(), "admin", cfg.Listen.Admin, "tls", cfg.Inbound != nil,
+		"proxyTLS", cfg.Listen.ProxyTLS != nil, "agentAuth", cfg.AgentAuth != nil)
 	ticker := time.NewTicker(g.opts.ReloadInterval)
 	defer ticker.Stop()
 	for {

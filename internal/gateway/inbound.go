@@ -44,13 +44,18 @@ func newInbound(in *gw.Inbound) (*http.Server, error) {
 		ReadHeaderTimeout: serverReadHeaderLimit,
 		IdleTimeout:       serverIdleTimeout,
 		MaxHeaderBytes:    serverMaxHeaderBytes,
-		TLSConfig: &tls.Config{
-			MinVersion: tls.VersionTLS12,
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-				return certs.get()
-			},
-		},
+		TLSConfig:         serverTLSConfig(certs),
 	}, nil
+}
+
+// serverTLSConfig serves the certificate certs holds, as it is renewed.
+func serverTLSConfig(certs *certReloader) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return certs.get()
+		},
+	}
 }
 
 type certReloader struct {
