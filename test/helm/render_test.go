@@ -642,14 +642,19 @@ func checkGatewayPodMonitor(t *testing.T, pm *unstructured.Unstructured, v value
 		if err != nil {
 			t.Fatal(err)
 		}
-		podLabels := ch.Deployment.Spec.Template.Labels
+		// The gateway pods, and never the agent pods (whose inbound TLS role also has an
+		// admin port, with no metrics).
+		podLabels := ch.GatewayDeployment.Spec.Template.Labels
 		if len(sel) == 0 || !labels.SelectorFromSet(sel).Matches(labels.Set(podLabels)) {
-			t.Errorf("%s: PodMonitor selector %v does not select the VoiceAgent pod %v", file, sel, podLabels)
+			t.Errorf("%s: PodMonitor selector %v does not select the gateway pod %v", file, sel, podLabels)
+		}
+		if agentLabels := ch.Deployment.Spec.Template.Labels; labels.SelectorFromSet(sel).Matches(labels.Set(agentLabels)) {
+			t.Errorf("%s: PodMonitor selector %v selects the agent pod %v", file, sel, agentLabels)
 		}
 		var gateway *corev1.Container
-		for i, c := range ch.Deployment.Spec.Template.Spec.Containers {
+		for i, c := range ch.GatewayDeployment.Spec.Template.Spec.Containers {
 			if c.Name == render.GatewayContainer {
-				gateway = &ch.Deployment.Spec.Template.Spec.Containers[i]
+				gateway = &ch.GatewayDeployment.Spec.Template.Spec.Containers[i]
 			}
 		}
 		if gateway == nil || !slices.ContainsFunc(gateway.Ports, func(p corev1.ContainerPort) bool { return p.Name == ep["port"] }) {
