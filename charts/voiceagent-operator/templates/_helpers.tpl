@@ -65,7 +65,7 @@ tag defaults to the chart's appVersion. Call with (list image chart). */}}
 {{- include "voiceagent-operator.imageRef" (list .Values.image .Chart) }}
 {{- end }}
 
-{{/* The gateway sidecar's image: gateway.image when its repository is set, else the
+{{/* The gateway pods' image: gateway.image when its repository is set, else the
 operator's own image. */}}
 {{- define "voiceagent-operator.gatewayImage" -}}
 {{- if .Values.gateway.image.repository }}
