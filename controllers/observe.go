@@ -23,6 +23,7 @@ type observed struct {
 	agentTokenRotation   string
 	certManagerInstalled bool
 	esoInstalled         bool
+	kedaInstalled        bool
 }
 
 func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAgent) (*observed, error) {
@@ -57,6 +58,9 @@ func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAg
 	if obs.esoInstalled, err = r.optional.installed(ctx, render.ExternalSecretCRD, render.ExternalSecretGVK); err != nil {
 		return nil, fmt.Errorf("discover External Secrets: %w", err)
 	}
+	if obs.kedaInstalled, err = r.optional.installed(ctx, render.ScaledObjectCRD, render.ScaledObjectGVK); err != nil {
+		return nil, fmt.Errorf("discover KEDA: %w", err)
+	}
 	return obs, nil
 }
 
@@ -74,5 +78,6 @@ func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain 
 		ClusterDomain:       clusterDomain,
 		Admin:               admin,
 		CertManager:         obs.certManagerInstalled,
+		KEDA:                obs.kedaInstalled,
 	}
 }

@@ -43,6 +43,8 @@ func (r *VoiceAgentReconciler) updateStatus(ctx context.Context, va *v1alpha1.Vo
 	setCondition(va, v1alpha1.ConditionAuditReady, ok, reason, msg)
 	ok, reason, msg = r.agentTrafficCondition(ctx, va, obs)
 	setCondition(va, v1alpha1.ConditionAgentTrafficEncrypted, ok, reason, msg)
+	ok, reason, msg = autoscalingCondition(va, obs)
+	setCondition(va, v1alpha1.ConditionAutoscaling, ok, reason, msg)
 	r.availability(ctx, va)
 
 	var pending []string
@@ -244,10 +246,27 @@ func (r *VoiceAgentReconciler) agentTrafficCondition(ctx context.Context, va *v1
 		name, render.GatewayCAName(va))
 }
 
+// autoscalingCondition says how the agent pods are scaled.
+func autoscalingCondition(va *v1alpha1.VoiceAgent, obs *observed) (bool, string, string) {
+	a := va.Spec.Autoscaling
+	switch {
+	case a == nil:
+		return false, v1alpha1.ReasonAutoscalingNotRequested, fmt.Sprintf(
+			"spec.autoscaling is not set: the agent runs spec.replicas (%d) pods.", render.Replicas(va))
+	case obs.kedaInstalled:
+		return true, v1alpha1.ReasonScalingOnSessions, fmt.Sprintf(
+			"ScaledObject %s scales the agent pods between %d and %d on the realtime sessions in progress, %d per pod (query %s).",
+			va.Name, render.MinAgentReplicas(va), a.MaxReplicas, a.TargetActiveSessionsPerReplica, render.ActiveSessionsQuery(va))
+	}
+	return true, v1alpha1.ReasonScalingOnCPU, fmt.Sprintf(
+		"HorizontalPodAutoscaler %s scales the agent pods between %d and %d on CPU only: scaling on calls needs KEDA (CRD %s not found). Install KEDA; the VoiceAgent switches by itself. CPU is a poor signal for voice: a pod can be full of calls at low CPU.",
+		va.Name, render.MinAgentReplicas(va), a.MaxReplicas, render.ScaledObjectCRD)
+}
+
 // availability mirrors both Deployments into Available and the replica counts: the
 // VoiceAgent is available only when its agent pods and its gateway pods both are.
 func (r *VoiceAgentReconciler) availability(ctx context.Context, va *v1alpha1.VoiceAgent) {
-	agent, agentMsg := r.deploymentAvailable(ctx, va.Namespace, va.Name, render.Replicas(va), "agent")
+	agent, agentMsg := r.deploymentAvailable(ctx, va.Namespace, va.Name, render.MinAgentReplicas(va), "agent")
 	gateway, gatewayMsg := r.deploymentAvailable(ctx, va.Namespace, render.GatewayName(va), render.GatewayReplicas(va), "gateway")
 	va.Status.Replicas, va.Status.ReadyReplicas = agent.replicas, agent.ready
 	va.Status.GatewayReplicas, va.Status.GatewayReadyReplicas = gateway.replicas, gateway.ready

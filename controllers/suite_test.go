@@ -65,7 +65,7 @@ func repoPath(p ...string) string { return filepath.Join(append([]string{".."}, 
 func newEnvironment(withThirdPartyCRDs bool) *envtest.Environment {
 	paths := []string{repoPath("config", "crd", "bases")}
 	if withThirdPartyCRDs {
-		paths = append(paths, repoPath("bin", "crds", "cert-manager"), repoPath("bin", "crds", "external-secrets"))
+		paths = append(paths, repoPath("bin", "crds", "cert-manager"), repoPath("bin", "crds", "external-secrets"), repoPath("bin", "crds", "keda"))
 	}
 	env := &envtest.Environment{CRDDirectoryPaths: paths, ErrorIfCRDPathMissing: true}
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -52,6 +54,8 @@ type VoiceAgentReconciler struct {
 	ClusterDomain string
 	// GatewayAdminAccess says who besides nobody may reach the gateways' admin port.
 	GatewayAdminAccess render.AdminAccess
+	// PrometheusAddress is where KEDA reads the session counts it scales on.
+	PrometheusAddress string
 
 	optional *optionalAPIs
 	// rotations are the agent token rotations this process wrote, by VoiceAgent UID.
@@ -69,6 +73,8 @@ type VoiceAgentReconciler struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates;issuers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=external-secrets.io,resources=externalsecrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=keda.sh,resources=scaledobjects,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
@@ -100,7 +106,9 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.ensureAgentToken(ctx, va, obs); err != nil {
 		return ctrl.Result{}, err
 	}
-	children, err := render.Render(va, obs.renderInputs(va, r.GatewayImage, r.ClusterDomain, r.GatewayAdminAccess))
+	in := obs.renderInputs(va, r.GatewayImage, r.ClusterDomain, r.GatewayAdminAccess)
+	in.PrometheusAddress = r.PrometheusAddress
+	children, err := render.Render(va, in)
 	if err != nil {
 		// The API server's validation lets nothing through that render rejects, short of a
 		// bug; say so in status rather than retrying forever.
@@ -139,7 +147,19 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 			core = append(core, o)
 		}
 	}
-	core = append(core, ch.GatewayDeployment, ch.Deployment)
+	core = append(core, ch.GatewayDeployment)
+	if render.Autoscaled(va) {
+		if err := r.handOffReplicas(ctx, ch.Deployment, va); err != nil {
+			return err
+		}
+	}
+	core = append(core, ch.Deployment)
+	switch {
+	case ch.ScaledObject != nil && obs.kedaInstalled:
+		core = append(core, ch.ScaledObject)
+	case ch.HorizontalPodAutoscaler != nil:
+		core = append(core, ch.HorizontalPodAutoscaler)
+	}
 	for _, pdb := range []*policyv1.PodDisruptionBudget{ch.PodDisruptionBudget, ch.GatewayPodDisruptionBudget} {
 		if pdb != nil {
 			core = append(core, pdb)
@@ -310,10 +330,20 @@ func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.Voic
 	for _, o := range ch.GatewayTLS {
 		wanted[o.GetKind()+"/"+o.GetName()] = true
 	}
+	if ch.ScaledObject != nil {
+		wanted["ScaledObject/"+ch.ScaledObject.GetName()] = true
+	}
+	if ch.HorizontalPodAutoscaler != nil {
+		wanted["HorizontalPodAutoscaler/"+ch.HorizontalPodAutoscaler.Name] = true
+	}
 	for _, es := range ch.ExternalSecrets {
 		wanted["ExternalSecret/"+es.GetName()] = true
 	}
-	kinds := []schema.GroupVersionKind{policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget")}
+	kinds := []schema.GroupVersionKind{policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget"),
+		autoscalingv2.SchemeGroupVersion.WithKind("HorizontalPodAutoscaler")}
+	if obs.kedaInstalled {
+		kinds = append(kinds, render.ScaledObjectGVK)
+	}
 	if obs.certManagerInstalled {
 		kinds = append(kinds, render.CertificateGVK, render.IssuerGVK)
 	}
@@ -343,6 +373,45 @@ func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.Voic
 
 func ptrUID(u types.UID) *types.UID { return &u }
 
+// replicasHandOff is the field manager that holds the agent Deployment's replicas while
+// an autoscaler owns the count. Applying the Deployment without replicas would
+// otherwise release the operator's ownership and so reset the count to 1 (calls cut)
+// until the autoscaler acts: the count is first given to this manager, at its current
+// value (the autoscaler's minimum for a new Deployment), and then left to the
+// autoscaler, whose updates take it over.
+const replicasHandOff = render.FieldOwner + "-autoscaling-handoff"
+
+// handOffReplicas gives the agent Deployment's replicas to replicasHandOff when the
+// operator still owns them or the Deployment is new; at rest it writes nothing.
+func (r *VoiceAgentReconciler) handOffReplicas(ctx context.Context, want *appsv1.Deployment, va *v1alpha1.VoiceAgent) error {
+	live := &appsv1.Deployment{}
+	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), live)
+	switch {
+	case isNotFound(err):
+		// Created below without replicas (so 1); the minimum follows at once.
+		return nil
+	case err != nil:
+		return fmt.Errorf("get Deployment %s: %w", want.Name, err)
+	}
+	replicas := ptr.Deref(live.Spec.Replicas, 1)
+	if !render.OwnsField(live.ManagedFields, render.FieldOwner, "f:spec", "f:replicas") {
+		if render.OwnsField(live.ManagedFields, "", "f:spec", "f:replicas") {
+			return nil // someone else (the autoscaler, or this hand-off) holds it
+		}
+		replicas = max(replicas, render.MinAgentReplicas(va))
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"name": want.Name, "namespace": want.Namespace},
+		"spec":     map[string]any{"replicas": int64(replicas)},
+	}}
+	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
+		client.FieldOwner(replicasHandOff), client.ForceOwnership); err != nil {
+		return fmt.Errorf("hand the replicas of Deployment %s to the autoscaler: %w", want.Name, err)
+	}
+	return nil
+}
+
 // SetupWithManager registers the controller, its watches and field indexes.
 func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	ctx := context.Background()
@@ -370,6 +439,7 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexSecrets))).
 		Watches(&v1alpha1.AuditSink{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexAuditSinks))).
 		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.allVoiceAgentsOnCRD)).
@@ -410,7 +480,7 @@ func (r *VoiceAgentReconciler) voiceAgentsForIndex(index string) handler.MapFunc
 // allVoiceAgentsOnCRD re-reconciles every VoiceAgent when cert-manager's or External
 // Secrets' CRD appears or goes, so that their conditions follow.
 func (r *VoiceAgentReconciler) allVoiceAgentsOnCRD(ctx context.Context, obj client.Object) []reconcile.Request {
-	if n := obj.GetName(); n != render.CertificateCRD && n != render.ExternalSecretCRD {
+	if n := obj.GetName(); n != render.CertificateCRD && n != render.ExternalSecretCRD && n != render.ScaledObjectCRD {
 		return nil
 	}
 	list := &v1alpha1.VoiceAgentList{}

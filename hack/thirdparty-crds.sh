@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copies the real CRDs of cert-manager and External Secrets Operator, at the versions of
+# Copies the real CRDs of cert-manager, External Secrets Operator and KEDA, at the versions of
 # hack/versions.env, from their Go modules into bin/crds/<project>/. Reused when present.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,3 +24,4 @@ fetch() { # module version subdir glob dest
 
 fetch github.com/cert-manager/cert-manager "${CERT_MANAGER_VERSION}" deploy/crds 'cert-manager.io_*.yaml' "${out}/cert-manager"
 fetch github.com/external-secrets/external-secrets "${EXTERNAL_SECRETS_VERSION}" config/crds/bases 'external-secrets.io_*.yaml' "${out}/external-secrets"
+fetch github.com/kedacore/keda/v2 "${KEDA_VERSION}" config/crd/bases 'keda.sh_scaledobjects.yaml' "${out}/keda"

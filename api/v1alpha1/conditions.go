@@ -16,6 +16,9 @@ const (
 	// cross the pod network encrypted. It does not make the VoiceAgent not Ready: without
 	// cert-manager they are plain HTTP, still authenticated by the agent token.
 	ConditionAgentTrafficEncrypted = "AgentTrafficEncrypted"
+	// ConditionAutoscaling says how the agent pods are scaled: on sessions (KEDA), on
+	// CPU only (no KEDA), or not at all. It does not make the VoiceAgent not Ready.
+	ConditionAutoscaling = "Autoscaling"
 )
 
 // ConditionTypes lists every condition a VoiceAgent reports, Ready first.
@@ -55,4 +58,7 @@ const (
 	ReasonWithinBudget                = "WithinBudget"
 	ReasonGatewayCertificateIssued    = "GatewayCertificateIssued"
 	ReasonGatewayCertificateNotReady  = "GatewayCertificateNotReady"
+	ReasonScalingOnSessions           = "ScalingOnSessions"
+	ReasonScalingOnCPU                = "ScalingOnCPU"
+	ReasonAutoscalingNotRequested     = "AutoscalingNotRequested"
 )

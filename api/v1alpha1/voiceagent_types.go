@@ -14,9 +14,9 @@ type VoiceAgentSpec struct {
 	// +kubebuilder:validation:MaxLength=512
 	Image string `json:"image"`
 
-	// Replicas is the number of agent pods. (Limits and budgets are for the whole
+	// Replicas is the number of agent pods: 1 when not set. Leave it unset with
+	// spec.autoscaling, which then owns the count. (Limits and budgets are for the whole
 	// VoiceAgent and are shared out between the gateway replicas, spec.gateway.)
-	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	// +optional
@@ -83,6 +83,14 @@ type VoiceAgentSpec struct {
 	// Network adds to the default-deny NetworkPolicy.
 	// +optional
 	Network *NetworkSpec `json:"network,omitempty"`
+
+	// Autoscaling scales the agent pods on the calls they carry: with KEDA installed, on
+	// the realtime sessions in progress (the gateways' voiceagent_gateway_active_sessions,
+	// read from Prometheus); without it, on CPU (an autoscaling/v2
+	// HorizontalPodAutoscaler), and the Autoscaling condition says so. While it is set,
+	// the operator does not own the agent Deployment's replicas.
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 
 	// Gateway is the gateway workload: the VoiceAgent's only pods that hold provider and
 	// integration credentials and may reach anything outside the cluster. The agent
@@ -632,6 +640,38 @@ type EgressIPBlock struct {
 	Except []string `json:"except,omitempty"`
 }
 
+// AutoscalingSpec bounds and aims the agent pods' autoscaler.
+// +kubebuilder:validation:XValidation:rule="self.minReplicas <= self.maxReplicas",message="spec.autoscaling: minReplicas must not exceed maxReplicas"
+type AutoscalingSpec struct {
+	// MinReplicas never scaled below; at least 1, so that a call can always land.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	MinReplicas int32 `json:"minReplicas,omitempty"`
+
+	// MaxReplicas never scaled above.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MaxReplicas int32 `json:"maxReplicas"`
+
+	// TargetActiveSessionsPerReplica is the number of realtime sessions in progress one
+	// agent pod is meant to carry (KEDA scales to the VoiceAgent's sessions divided by
+	// it). Default 10.
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	TargetActiveSessionsPerReplica int32 `json:"targetActiveSessionsPerReplica,omitempty"`
+
+	// TargetCPUUtilizationPercentage adds a CPU trigger with KEDA, and is the HPA's only
+	// target without it (default 70 there).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	TargetCPUUtilizationPercentage *int32 `json:"targetCPUUtilizationPercentage,omitempty"`
+}
+
 // GatewaySpec sizes the gateway workload.
 type GatewaySpec struct {
 	// Replicas of the gateway pods. Every call and session of the agent crosses them, so
@@ -852,6 +892,7 @@ type SecurityStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=va,categories=voice
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.autoscaling) || !has(self.spec.replicas)",message="spec.replicas and spec.autoscaling: set one, not both: while autoscaling is on, the autoscaler owns the agent pods' replica count (remove spec.replicas)"
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 40 characters starting with a letter: it names the Service and the other children"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Model",type=string,JSONPath=`.spec.model.name`

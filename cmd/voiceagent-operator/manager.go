@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/manager"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
 func runManager(args []string) error {
@@ -21,7 +22,8 @@ func runManager(args []string) error {
 	fs.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect a leader so that only one replica reconciles")
 	fs.StringVar(&opts.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")
-	fs.StringVar(&opts.GatewayImage, "gateway-image", os.Getenv("GATEWAY_IMAGE"), "image of the gateway sidecar: the operator's own image (env GATEWAY_IMAGE)")
+	fs.StringVar(&opts.GatewayImage, "gateway-image", os.Getenv("GATEWAY_IMAGE"), "image of the gateway pods (and of the agent pods' inbound TLS role): the operator's own image (env GATEWAY_IMAGE)")
+	fs.StringVar(&opts.PrometheusAddress, "autoscaling-prometheus-address", render.DefaultPrometheusAddress, "the Prometheus KEDA reads the gateways' active sessions from, for spec.autoscaling (it must scrape the gateway pods, see the chart's gatewayPodMonitor)")
 	fs.StringVar(&opts.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, for in-cluster egress and certificate names")
 	fs.StringVar(&opts.OperatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "namespace the operator runs in (env POD_NAMESPACE): admitted to the gateways' admin port to read audit delivery status")
 	fs.Func("gateway-metrics-namespaces", "comma-separated namespaces whose pods (Prometheus) may scrape the gateways' metrics port", func(v string) error {

@@ -42,6 +42,9 @@ type Options struct {
 	LeaderElectionNS string
 	GatewayImage     string
 	ClusterDomain    string
+	// PrometheusAddress is where KEDA reads the gateways' session counts for
+	// spec.autoscaling; render.DefaultPrometheusAddress when empty.
+	PrometheusAddress string
 	// OperatorNamespace is where the operator runs (env POD_NAMESPACE); when set, the
 	// gateways' NetworkPolicies admit the operator to their admin port, and AuditSink
 	// status reports delivery read from there.
@@ -112,10 +115,11 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		}
 	}
 	va := &controllers.VoiceAgentReconciler{
-		Client:        mgr.GetClient(),
-		Recorder:      mgr.GetEventRecorder("voiceagent-operator"),
-		GatewayImage:  opts.GatewayImage,
-		ClusterDomain: opts.ClusterDomain,
+		Client:            mgr.GetClient(),
+		Recorder:          mgr.GetEventRecorder("voiceagent-operator"),
+		GatewayImage:      opts.GatewayImage,
+		ClusterDomain:     opts.ClusterDomain,
+		PrometheusAddress: opts.PrometheusAddress,
 		GatewayAdminAccess: render.AdminAccess{
 			OperatorNamespace: opts.OperatorNamespace, ScraperNamespaces: opts.MetricsScraperNamespaces,
 		},

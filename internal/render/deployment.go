@@ -53,7 +53,12 @@ func Deployment(va *v1alpha1.VoiceAgent, in DeploymentInputs) *appsv1.Deployment
 		},
 		Spec: PodSpec(va, in),
 	}
-	return deployment(objectMeta(va, va.Name), Replicas(va), SelectorLabels(va), tmpl)
+	d := deployment(objectMeta(va, va.Name), Replicas(va), SelectorLabels(va), tmpl)
+	if Autoscaled(va) {
+		// The autoscaler owns the count: an applied replicas would undo its every move.
+		d.Spec.Replicas = nil
+	}
+	return d
 }
 
 // deployment is a rolling Deployment that never takes a ready replica away before its
@@ -122,7 +127,7 @@ func PodSpec(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.PodSpec {
 		spec.InitContainers = []corev1.Container{inboundContainer(va, in)}
 	}
 	spec.Volumes = agentVolumes(va, in)
-	spec.Affinity = spreadOverNodes(Replicas(va), SelectorLabels(va))
+	spec.Affinity = spreadOverNodes(maxAgentReplicas(va), SelectorLabels(va))
 	return spec
 }
 

@@ -26,8 +26,8 @@ import (
 	apiservervalidation "k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
@@ -768,12 +768,14 @@ func TestFuzzRenderAdmission(t *testing.T) {
 			t.Errorf("%s refused: %v", file, errs)
 		}
 		spec := obj["spec"].(map[string]any)
-		if spec["replicas"] == nil || spec["circuitBreaker"] == nil {
+		if spec["gateway"] == nil || spec["circuitBreaker"] == nil {
 			t.Errorf("%s: defaults not applied: %v", file, spec)
 		}
 	}
 	for _, tt := range []struct{ name, patch string }{
 		{"a name with upper case", `{"metadata":{"name":"Hello"}}`},
+		{"autoscaling with a fixed replicas", `{"spec":{"replicas":2,"autoscaling":{"maxReplicas":5}}}`},
+		{"minReplicas above maxReplicas", `{"spec":{"autoscaling":{"minReplicas":6,"maxReplicas":5}}}`},
 		{"a name longer than 40", `{"metadata":{"name":"` + strings.Repeat("a", 41) + `"}}`},
 		{"both credential sources", `{"spec":{"model":{"credentials":{"externalSecret":{"storeRef":{"name":"v"},"remoteRef":{"key":"k"}}}}}}`},
 		{"an http endpoint", `{"spec":{"model":{"endpoint":"http://a"}}}`},

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"encoding/json"
 	"sort"
 	"strings"
 
@@ -41,4 +42,32 @@ func SpecManagers(entries []metav1.ManagedFieldsEntry) []string {
 		out[i] = o.name
 	}
 	return out
+}
+
+// OwnsField says whether manager (any manager when empty) owns the field at path (the
+// managed fields' keys, for example "f:spec", "f:replicas"), through the main resource
+// or a subresource (an autoscaler writes replicas through scale).
+func OwnsField(entries []metav1.ManagedFieldsEntry, manager string, path ...string) bool {
+	for _, e := range entries {
+		if (manager != "" && e.Manager != manager) || e.FieldsV1 == nil {
+			continue
+		}
+		var node map[string]any
+		if err := json.Unmarshal([]byte(e.FieldsV1.GetRawString()), &node); err != nil {
+			continue
+		}
+		found := true
+		for _, key := range path {
+			next, ok := node[key].(map[string]any)
+			if !ok {
+				found = false
+				break
+			}
+			node = next
+		}
+		if found {
+			return true
+		}
+	}
+	return false
 }

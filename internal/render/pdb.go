@@ -10,10 +10,10 @@ import (
 )
 
 // PodDisruptionBudget keeps all but one agent replica up through voluntary
-// disruptions. It is only wanted with more than one replica: with one it would block
-// node drains.
+// disruptions. It is only wanted with more than one replica (at the autoscaler's
+// minimum, when it scales): with one it would block node drains.
 func PodDisruptionBudget(va *v1alpha1.VoiceAgent) *policyv1.PodDisruptionBudget {
-	if Replicas(va) <= 1 {
+	if MinAgentReplicas(va) <= 1 {
 		return nil
 	}
 	return pdb(objectMeta(va, va.Name), SelectorLabels(va))

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -29,6 +30,10 @@ type Inputs struct {
 	// CertManager is installed: the agent's calls to its gateway are encrypted with a
 	// certificate of the VoiceAgent's own CA.
 	CertManager bool
+	// KEDA is installed: spec.autoscaling scales on sessions, through a ScaledObject
+	// that reads them from PrometheusAddress; else on CPU, through an HPA.
+	KEDA              bool
+	PrometheusAddress string
 }
 
 // Children are the objects va wants. Optional ones are nil when not wanted. The
@@ -51,6 +56,10 @@ type Children struct {
 	// GatewayTLS are the Issuers and Certificates of the agent-to-gateway hop, in
 	// dependency order; empty without cert-manager.
 	GatewayTLS []*unstructured.Unstructured
+	// ScaledObject (with KEDA) or HorizontalPodAutoscaler (without) scale the agent
+	// Deployment when spec.autoscaling is set; at most one is non-nil.
+	ScaledObject            *unstructured.Unstructured
+	HorizontalPodAutoscaler *autoscalingv2.HorizontalPodAutoscaler
 
 	Credentials   []Credential
 	GatewayConfig *gw.Config
@@ -115,6 +124,11 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 	}
 	if in.CertManager {
 		ch.GatewayTLS = GatewayTLSObjects(va, in.ClusterDomain)
+	}
+	if in.KEDA {
+		ch.ScaledObject = ScaledObject(va, in.PrometheusAddress)
+	} else {
+		ch.HorizontalPodAutoscaler = HorizontalPodAutoscaler(va)
 	}
 	return ch, nil
 }

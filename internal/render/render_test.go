@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
@@ -365,4 +366,61 @@ func TestOperatorReachesOnlyTheAdminPort(t *testing.T) {
 			t.Errorf("ingress %+v", rules)
 		}
 	})
+}
+
+func TestAutoscalingOwnsTheAgentReplicas(t *testing.T) {
+	va := loadVoiceAgent(t, "minimal.yaml")
+	va.Spec.Replicas = nil
+	va.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: 2, MaxReplicas: 20, TargetActiveSessionsPerReplica: 10}
+	withKEDA, err := Render(va, Inputs{GatewayImage: "img", KEDA: true, PrometheusAddress: "http://prom.monitoring.svc:9090"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withKEDA.Deployment.Spec.Replicas != nil {
+		t.Errorf("the agent Deployment sets replicas %d under an autoscaler", *withKEDA.Deployment.Spec.Replicas)
+	}
+	if withKEDA.HorizontalPodAutoscaler != nil || withKEDA.ScaledObject == nil {
+		t.Fatalf("with KEDA: want a ScaledObject and no HPA")
+	}
+	so := withKEDA.ScaledObject.Object
+	trig, _, _ := unstructured.NestedSlice(so, "spec", "triggers")
+	meta, _, _ := unstructured.NestedStringMap(trig[0].(map[string]any), "metadata")
+	if meta["threshold"] != "10" || meta["serverAddress"] != "http://prom.monitoring.svc:9090" ||
+		!strings.Contains(meta["query"], `voiceagent_gateway_active_sessions{namespace="demo",voiceagent="hello"}`) {
+		t.Errorf("trigger metadata %v", meta)
+	}
+	if min, _, _ := unstructured.NestedInt64(so, "spec", "minReplicaCount"); min != 2 {
+		t.Errorf("minReplicaCount %d", min)
+	}
+	if target, _, _ := unstructured.NestedString(so, "spec", "scaleTargetRef", "name"); target != "hello" {
+		t.Errorf("scales %q, want the agent Deployment", target)
+	}
+	// The gateway is not the autoscaler's: its replicas stay the spec's.
+	if r := withKEDA.GatewayDeployment.Spec.Replicas; r == nil || *r != DefaultGatewayReplicas {
+		t.Errorf("gateway replicas %v", r)
+	}
+	if withKEDA.PodDisruptionBudget == nil {
+		t.Error("no agent PDB with minReplicas 2")
+	}
+
+	noKEDA, err := Render(va, Inputs{GatewayImage: "img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hpa := noKEDA.HorizontalPodAutoscaler
+	if noKEDA.ScaledObject != nil || hpa == nil {
+		t.Fatal("without KEDA: want an HPA and no ScaledObject")
+	}
+	if *hpa.Spec.MinReplicas != 2 || hpa.Spec.MaxReplicas != 20 || *hpa.Spec.Metrics[0].Resource.Target.AverageUtilization != 70 {
+		t.Errorf("HPA spec %+v", hpa.Spec)
+	}
+
+	va.Spec.Autoscaling = nil
+	off, err := Render(va, Inputs{GatewayImage: "img", KEDA: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off.ScaledObject != nil || off.HorizontalPodAutoscaler != nil || off.Deployment.Spec.Replicas == nil || *off.Deployment.Spec.Replicas != 1 {
+		t.Error("without spec.autoscaling: no autoscaler, and the operator owns replicas (1 when unset)")
+	}
 }

@@ -105,7 +105,9 @@ func Certificate(va *v1alpha1.VoiceAgent, clusterDomain string) *unstructured.Un
 func GatewayCAName(va *v1alpha1.VoiceAgent) string { return va.Name + "-gateway-ca" }
 
 // GatewaySelfSignedIssuerName names the Issuer that signs the gateway's CA.
-func GatewaySelfSignedIssuerName(va *v1alpha1.VoiceAgent) string { return va.Name + "-gateway-selfsigned" }
+func GatewaySelfSignedIssuerName(va *v1alpha1.VoiceAgent) string {
+	return va.Name + "-gateway-selfsigned"
+}
 
 // Durations of the gateway's certificates: the CA outlives many serving certificates,
 // so that the ca.crt the agent pods trust stays the same across renewals (the kubelet

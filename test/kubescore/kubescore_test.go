@@ -62,7 +62,6 @@ var allowList = []allowed{
 }
 
 func digestPinned(f finding) bool    { return strings.Contains(f.image, "@sha256:") }
-func notDigestPinned(f finding) bool { return !digestPinned(f) }
 
 // finding is one comment of a CRITICAL check.
 type finding struct {
