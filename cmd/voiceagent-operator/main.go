@@ -1,7 +1,7 @@
 // Command voiceagent-operator is the one binary of the project. Its subcommands:
 //
 //	manager   run the operator
-//	gateway   run the gateway sidecar of a VoiceAgent pod
+//	gateway   run a VoiceAgent's gateway (or, --role inbound, the TLS terminator in its agent pods)
 //	audit     audit trail tools (verify)
 package main
 
@@ -42,7 +42,7 @@ func usage() {
 
 subcommands:
   manager   run the operator (reconciles VoiceAgents and AuditSinks)
-  gateway   run the gateway sidecar: --config FILE
+  gateway   run a VoiceAgent's gateway: --config FILE (or --role inbound: TLS in front of the agent)
   audit     verify [--hmac-key-file F | --ed25519-public-key-file F] [FILE|-]
             check an audit record stream; exit 0 intact, 1 tampered, 2 not verified`)
 }

@@ -76,7 +76,10 @@ func startInbound(t *testing.T, ca *testCA, agent *fakeAgent) (p *InboundProxy, 
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				t.Logf("inbound role stopped: %v", err)
+			}
 		case <-time.After(15 * time.Second):
 			t.Error("the inbound role did not stop")
 		}

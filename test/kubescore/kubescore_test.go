@@ -61,7 +61,7 @@ var allowList = []allowed{
 	},
 }
 
-func digestPinned(f finding) bool    { return strings.Contains(f.image, "@sha256:") }
+func digestPinned(f finding) bool { return strings.Contains(f.image, "@sha256:") }
 
 // finding is one comment of a CRITICAL check.
 type finding struct {

@@ -8,13 +8,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -50,6 +55,7 @@ func main() {
 	reverseProxyUpstream := flag.String("reverseproxy-upstream", "", "internal: the upstream of -serve-go-reverseproxy")
 	gatewayBin := flag.String("gateway-bin", "bin/voiceagent-operator", "run the gateway as its own process from this binary, as in a pod and like nginx; empty runs it inside the bench process")
 	throughput := flag.Int("throughput", 0, "measure throughput instead: this many clients per target, each sending its next request as soon as the last is answered (closed loop)")
+	podShape := flag.Bool("pod-shape", true, "also measure target gateway-pod: the gateway as it runs in its own pods, TLS on the proxy port and the agent token on every call (with -gateway-bin)")
 	compareBin := flag.String("compare-bin", "", "also run a gateway from this binary (another build) as target gateway-compare, measured in the same turns: an A/B test under the same noise")
 	slice := flag.Duration("slice", 100*time.Millisecond, "targets take turns of this length, so that the machine's noise falls on all of them alike")
 	flag.Parse()
@@ -96,8 +102,22 @@ func main() {
 	}
 	defer stopGW()
 	targets := []target{
-		{"direct", upstream.URL + "/v1/chat/completions"},
-		{"gateway", gwURL + "/model/chat/completions"},
+		{name: "direct", url: upstream.URL + "/v1/chat/completions"},
+		{name: "gateway", url: gwURL + "/model/chat/completions"},
+	}
+	if *gatewayBin != "" && *podShape {
+		pdir := filepath.Join(dir, "pod")
+		if err := os.Mkdir(pdir, 0o700); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		u, token, stop, err := startPodShapedGateway(*gatewayBin, pdir, upstream, float64(limit), *durability)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "gateway-pod:", err)
+			os.Exit(1)
+		}
+		defer stop()
+		targets = append(targets, target{name: "gateway-pod", url: u + "/model/chat/completions", token: token})
 	}
 	if *compareBin != "" {
 		cdir := filepath.Join(dir, "compare")
@@ -111,7 +131,7 @@ func main() {
 			os.Exit(1)
 		}
 		defer stop()
-		targets = append(targets, target{"gateway-compare", u + "/model/chat/completions"})
+		targets = append(targets, target{name: "gateway-compare", url: u + "/model/chat/completions"})
 	}
 	if *only == "" || *only == "go-reverseproxy" {
 		u, stop, err := startGoReverseProxy(dir, upstream)
@@ -119,7 +139,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "go-reverseproxy not measured:", err)
 		} else {
 			defer stop()
-			targets = append(targets, target{"go-reverseproxy", u + "/v1/chat/completions"})
+			targets = append(targets, target{name: "go-reverseproxy", url: u + "/v1/chat/completions"})
 		}
 	}
 	if *only == "gateway" || *only == "go-reverseproxy" {
@@ -128,7 +148,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "nginx not measured:", err)
 	} else {
 		defer stop()
-		targets = append(targets, target{"nginx", nginxURL + "/v1/chat/completions"})
+		targets = append(targets, target{name: "nginx", url: nginxURL + "/v1/chat/completions"})
 	}
 
 	if *only == "gateway" || *only == "go-reverseproxy" || *only == "nginx" {
@@ -137,7 +157,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "haproxy not measured:", err)
 	} else {
 		defer stop()
-		targets = append(targets, target{"haproxy", haproxyURL + "/v1/chat/completions"})
+		targets = append(targets, target{name: "haproxy", url: haproxyURL + "/v1/chat/completions"})
 	}
 
 	client := &http.Client{Transport: &http.Transport{
@@ -145,7 +165,7 @@ func main() {
 	}}
 	var measured []target
 	for _, t := range targets {
-		if *only == "" || t.name == "direct" || t.name == *only || t.name == "gateway-compare" {
+		if *only == "" || t.name == "direct" || t.name == *only || t.name == "gateway-compare" || (*only == "gateway" && t.name == "gateway-pod") {
 			measured = append(measured, t)
 		}
 	}
@@ -310,7 +330,8 @@ backend upstream
 	return "http://" + addr, func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }, nil
 }
 
-type target struct{ name, url string }
+// target is one proxy measured; token, when set, is sent as the agent token (Bearer).
+type target struct{ name, url, token string }
 
 // benchConfig is the gateway configuration measured: limits, budget, breaker and a
 // FailClosed audit trail with PII redaction all on.
@@ -333,11 +354,39 @@ func benchConfig(dir, endpoint, proxy, admin string, rps float64, durability str
 // startGatewayProcess runs `<bin> gateway --config FILE` with the upstream's test CA
 // trusted through SSL_CERT_FILE, and waits for /readyz.
 func startGatewayProcess(bin, dir string, upstream *benchUpstream, rps float64, durability string) (string, func(), error) {
+	return startGatewayProcessShaped(bin, dir, upstream, rps, durability, "")
+}
+
+// startPodShapedGateway runs the gateway as it runs in its own pods: the agent token
+// required on every call, and TLS on the proxy port (a certificate made here, as
+// cert-manager's would be). It returns the base URL and the token.
+func startPodShapedGateway(bin, dir string, upstream *benchUpstream, rps float64, durability string) (string, string, func(), error) {
+	token := "vat_bench-agent-token-0123456789abcdef"
+	u, stop, err := startGatewayProcessShaped(bin, dir, upstream, rps, durability, token)
+	return u, token, stop, err
+}
+
+func startGatewayProcessShaped(bin, dir string, upstream *benchUpstream, rps float64, durability, token string) (string, func(), error) {
 	if _, err := os.Stat(bin); err != nil {
 		return "", nil, fmt.Errorf("%w (make build)", err)
 	}
 	proxy, admin := freeAddr(), freeAddr()
-	data, err := benchConfig(dir, upstream.URL, proxy, admin, rps, durability).Marshal()
+	cfg := benchConfig(dir, upstream.URL, proxy, admin, rps, durability)
+	scheme := "http://"
+	if token != "" {
+		tokenFile := filepath.Join(dir, "agent-token")
+		if err := os.WriteFile(tokenFile, []byte(token), 0o400); err != nil {
+			return "", nil, err
+		}
+		certFile, keyFile, err := writeServingCert(dir)
+		if err != nil {
+			return "", nil, err
+		}
+		cfg.AgentAuth = &gw.AgentAuth{TokenFile: tokenFile}
+		cfg.Listen.ProxyTLS = &gw.TLSFiles{CertFile: certFile, KeyFile: keyFile}
+		scheme = "https://"
+	}
+	data, err := cfg.Marshal()
 	if err != nil {
 		return "", nil, err
 	}
@@ -368,7 +417,7 @@ func startGatewayProcess(bin, dir string, upstream *benchUpstream, rps float64, 
 			fmt.Fprint(os.Stderr, "gateway: ", cmd.ProcessState, "\n", stderr.String())
 		}
 	}
-	proxyPIDs["http://"+proxy] = cmd.Process.Pid
+	proxyPIDs[scheme+proxy] = cmd.Process.Pid
 	ready := waitUntil(10*time.Second, func() bool {
 		resp, err := http.Get("http://" + admin + "/readyz")
 		if err != nil {
@@ -381,7 +430,38 @@ func startGatewayProcess(bin, dir string, upstream *benchUpstream, rps float64, 
 		stop()
 		return "", nil, fmt.Errorf("not ready after 10s: %s", stderr.String())
 	}
-	return "http://" + proxy, stop, nil
+	return scheme + proxy, stop, nil
+}
+
+// writeServingCert writes a self-signed ECDSA P-256 serving certificate for 127.0.0.1,
+// the kind cert-manager issues the gateway Service.
+func writeServingCert(dir string) (string, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench-gateway"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile := filepath.Join(dir, "proxy-tls.crt"), filepath.Join(dir, "proxy-tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
 }
 
 func freeAddr() string {
@@ -472,9 +552,17 @@ var callBody = []byte(`{"model":"m","messages":[{"role":"user","content":"Call m
 
 // call makes one model call and reports how long it took and whether it was answered
 // 200 OK.
-func call(client *http.Client, url string) (time.Duration, bool) {
+func call(client *http.Client, t target) (time.Duration, bool) {
 	t0 := time.Now()
-	resp, err := client.Post(url, "application/json", bytes.NewReader(callBody))
+	req, err := http.NewRequest(http.MethodPost, t.url, bytes.NewReader(callBody))
+	if err != nil {
+		return 0, false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if t.token != "" {
+		req.Header.Set("Authorization", "Bearer "+t.token)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, false
 	}
@@ -506,7 +594,7 @@ func load(client *http.Client, targets []target, rate int, d, slice time.Duratio
 	i := 0
 	for turn := 0; turn < turns*len(targets); turn++ {
 		ti := turn % len(targets)
-		url := targets[ti].url
+		tg := targets[ti]
 		for k := 0; k < perSlice; k, i = k+1, i+1 {
 			if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
 				time.Sleep(wait) // pacing the open-loop generator
@@ -514,7 +602,7 @@ func load(client *http.Client, targets []target, rate int, d, slice time.Duratio
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				el, ok := call(client, url)
+				el, ok := call(client, tg)
 				mu.Lock()
 				defer mu.Unlock()
 				if !ok {
@@ -540,7 +628,7 @@ func saturate(client *http.Client, targets []target, clients int, d, slice time.
 	var mu sync.Mutex
 	for turn := 0; turn < turns*len(targets); turn++ {
 		ti := turn % len(targets)
-		url := targets[ti].url
+		tg := targets[ti]
 		start := time.Now()
 		end := start.Add(slice)
 		var wg sync.WaitGroup
@@ -551,7 +639,7 @@ func saturate(client *http.Client, targets []target, clients int, d, slice time.
 				var mine []time.Duration
 				bad := 0
 				for time.Now().Before(end) {
-					if el, ok := call(client, url); ok {
+					if el, ok := call(client, tg); ok {
 						mine = append(mine, el)
 					} else {
 						bad++
