@@ -25,6 +25,7 @@ const (
 var ConditionTypes = []string{
 	ConditionReady, ConditionCredentialsReady, ConditionCertificateReady,
 	ConditionNetworkIsolated, ConditionAuditReady, ConditionAvailable,
+	ConditionBudgetExceeded, ConditionAgentTrafficEncrypted, ConditionAutoscaling,
 }
 
 // Condition reasons. Each says what was observed; the message says what to do. The

@@ -315,7 +315,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.type != 'database' || (has(self.host) && has(self.port))",message="host and port are required for database integrations"
 // +kubebuilder:validation:XValidation:rule="self.type != 'database' || !has(self.endpoint)",message="endpoint is for HTTP integrations; a database integration takes host and port"
 // +kubebuilder:validation:XValidation:rule="self.type == 'database' || (!has(self.host) && !has(self.port))",message="host and port are for database integrations; an HTTP integration takes endpoint"
-// +kubebuilder:validation:XValidation:rule="!has(self.host) || isIP(self.host) || self.host.lowerAscii().matches('^[^.]+[.][^.]+[.]svc([.].+)?[.]?$')",message="host: the agent pods reach a database directly, and only inside the cluster: give an in-cluster Service name (<service>.<namespace>.svc) or an IP address; a public host name would open its port on every public address to the agent"
+// +kubebuilder:validation:XValidation:rule="!has(self.host) || (isIP(self.host) && ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', 'fc00::/7'].exists(c, cidr(c).containsIP(self.host))) || self.host.lowerAscii().matches('^[^.]+[.][^.]+[.]svc([.].+)?[.]?$')",message="host: the agent pods reach a database directly, and only inside the cluster: give an in-cluster Service name (<service>.<namespace>.svc) or a private IP address (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7); a public host name or address would open a way to the internet to the agent"
 type Integration struct {
 	// Name is a DNS label, unique in the VoiceAgent; the agent reaches an HTTP
 	// integration at /integrations/<name>/ on the gateway.
@@ -335,9 +335,9 @@ type Integration struct {
 	Endpoint string `json:"endpoint,omitempty"`
 
 	// Host of a database integration: an in-cluster Service name
-	// (<service>.<namespace>.svc[.<cluster domain>]) or an IP address. The agent pods
-	// connect to it directly; no public host name, which would open that port on every
-	// public address to them.
+	// (<service>.<namespace>.svc[.<cluster domain>]) or a private IP address. The agent
+	// pods connect to it directly, so nothing public: a public host name would open its
+	// port on every public address to them.
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9]([-.a-zA-Z0-9]*[a-zA-Z0-9])?$|^[0-9a-fA-F:]+$`
 	// +optional

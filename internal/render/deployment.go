@@ -219,8 +219,10 @@ func agentContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Contain
 	}
 	if in.GatewayTLS {
 		// The CA of the gateway's certificate, under the names the common runtimes read:
-		// OpenSSL and Go (SSL_CERT_FILE), Node (NODE_EXTRA_CA_CERTS), Python requests
-		// and httpx (REQUESTS_CA_BUNDLE). The agent reaches nothing else over TLS.
+		// OpenSSL and Go (SSL_CERT_FILE, which replaces their bundle), Node
+		// (NODE_EXTRA_CA_CERTS, added to its own), Python requests (REQUESTS_CA_BUNDLE).
+		// httpx, under the Python SDKs, reads none of them by default: pass it the file
+		// (docs/getting-started.md). The agent reaches nothing else over TLS.
 		for _, name := range []string{"SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE"} {
 			env = append(env, corev1.EnvVar{Name: name, Value: gw.GatewayCAFile})
 		}

@@ -95,12 +95,29 @@ func DatabaseDestinations(va *v1alpha1.VoiceAgent, clusterDomain string) ([]Dest
 		if in.Type != v1alpha1.IntegrationDatabase {
 			continue
 		}
-		if _, ok := inClusterNamespace(in.Host, clusterDomain); !ok && net.ParseIP(in.Host) == nil {
-			return nil, fmt.Errorf("spec.integrations[%d].host: %q is neither an in-cluster Service name (<service>.<namespace>.svc) nor an IP address; the agent pods may reach nothing else directly", i, in.Host)
+		if _, ok := inClusterNamespace(in.Host, clusterDomain); !ok && !privateIP(in.Host) {
+			return nil, fmt.Errorf("spec.integrations[%d].host: %q is neither an in-cluster Service name (<service>.<namespace>.svc) nor a private IP address; the agent pods may reach nothing else directly", i, in.Host)
 		}
 		out = append(out, Destination{Host: in.Host, Port: int32Or(in.Port, 0)})
 	}
 	return dedupe(out), nil
+}
+
+// agentPrivateRanges are the address ranges a database integration's IP may be in:
+// the private ones admission allows, never loopback, link-local or the internet.
+var agentPrivateRanges = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"}
+
+func privateIP(host string) bool {
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	for _, r := range agentPrivateRanges {
+		if _, n, err := net.ParseCIDR(r); err == nil && n.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 func urlDestination(raw string) (Destination, error) {
