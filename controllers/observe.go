@@ -71,6 +71,9 @@ func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain 
 	for _, name := range render.AgentSecrets(va, render.Credentials(va, obs.sinks)) {
 		versions[name] = obs.secrets[name]
 	}
+	// The agent pods roll when a rotation puts a new token in force, not when one is
+	// announced to the gateways (which changes the Secret too).
+	versions[render.AgentTokenSecretName(va)] = "rotation=" + obs.agentTokenRotation
 	return render.Inputs{
 		GatewayImage:        image,
 		Sinks:               obs.sinks,

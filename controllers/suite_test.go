@@ -178,7 +178,7 @@ func (c countingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 
 func startManager(ctx context.Context, cfg *rest.Config) (<-chan struct{}, error) {
 	mgr, err := manager.New(cfg, manager.Options{MetricsAddr: "0", ProbeAddr: "0", GatewayImage: testImage,
-		AuditPollInterval: 500 * time.Millisecond, SpendInterval: 500 * time.Millisecond})
+		AuditPollInterval: 500 * time.Millisecond, SpendInterval: 500 * time.Millisecond, AgentTokenSettle: time.Second})
 	if err != nil {
 		return nil, err
 	}

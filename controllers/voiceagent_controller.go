@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -56,10 +57,14 @@ type VoiceAgentReconciler struct {
 	GatewayAdminAccess render.AdminAccess
 	// PrometheusAddress is where KEDA reads the session counts it scales on.
 	PrometheusAddress string
+	// TokenSettle is how long a rotation's announced token waits before the agent
+	// pods use it; tokenSettle when zero.
+	TokenSettle time.Duration
 
 	optional *optionalAPIs
-	// rotations are the agent token rotations this process wrote, by VoiceAgent UID.
-	rotations sync.Map
+	// rotations are the agent token rotations this process completed, and
+	// pendingTokens the ones it announced (pendingToken), by VoiceAgent UID.
+	rotations, pendingTokens sync.Map
 }
 
 // +kubebuilder:rbac:groups=voiceagent.dev,resources=voiceagents,verbs=get;list;watch
@@ -67,7 +72,7 @@ type VoiceAgentReconciler struct {
 // +kubebuilder:rbac:groups=voiceagent.dev,resources=auditsinks,verbs=get;list;watch
 // +kubebuilder:rbac:groups=voiceagent.dev,resources=auditsinks/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=serviceaccounts;configmaps;services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=list;watch;create;update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=list;watch;create;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
@@ -103,7 +108,8 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.ensureSessionKey(ctx, va, obs); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.ensureAgentToken(ctx, va, obs); err != nil {
+	tokenWait, err := r.ensureAgentToken(ctx, va, obs)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 	in := obs.renderInputs(va, r.GatewayImage, r.ClusterDomain, r.GatewayAdminAccess)
@@ -129,10 +135,14 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if applyErr != nil {
 		return ctrl.Result{}, applyErr
 	}
+	var after time.Duration
 	if requeue {
-		return ctrl.Result{RequeueAfter: RequeueWhileWaiting}, nil
+		after = RequeueWhileWaiting
 	}
-	return ctrl.Result{}, nil
+	if tokenWait > 0 && (after == 0 || tokenWait < after) {
+		after = tokenWait
+	}
+	return ctrl.Result{RequeueAfter: after}, nil
 }
 
 // applyAll applies every wanted child and deletes the ones no longer wanted.
@@ -244,49 +254,123 @@ func (r *VoiceAgentReconciler) event(va *v1alpha1.VoiceAgent, typ, reason, actio
 	}
 }
 
-// ensureAgentToken creates the agent token once, and writes a new one over it when the
-// VoiceAgent's rotation annotation differs from the one the Secret records. It never
-// reads the token back: the Secret's annotations come from its metadata.
-func (r *VoiceAgentReconciler) ensureAgentToken(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed) error {
+// tokenSettle is by default how long a rotation's announced token waits before the agent pods
+// use it: the kubelet refreshes a mounted Secret within its sync period (1m) plus its
+// cache's TTL, and the gateway pods must know the token first.
+const tokenSettle = 2 * time.Minute
+
+// pendingToken is a rotation this process announced and has yet to complete: the value
+// is kept in memory only (the operator never reads a token back). After a restart the
+// rotation is announced again with a new value.
+type pendingToken struct {
+	rotation, token string
+	announced       time.Time
+}
+
+// ensureAgentToken creates the agent token once, and rotates it when the VoiceAgent's
+// rotation annotation differs from the one the Secret records, in two steps so that no
+// agent pod ever presents a token its gateways do not know yet:
+//  1. announce: the new token goes under the key next, which only the gateway pods
+//     mount and accept beside the current one;
+//  2. after tokenSettle: it becomes token, next goes, the rotation is recorded, and the
+//     agent pods roll onto it (their restart hash follows the recorded rotation).
+//
+// Both steps are merge patches of the fields they set: the current token is never
+// read. It returns how long to wait for step 2, 0 when nothing waits.
+func (r *VoiceAgentReconciler) ensureAgentToken(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed) (time.Duration, error) {
 	name := render.AgentTokenSecretName(va)
 	want := va.Annotations[render.AnnotationRotateAgentToken]
-	recorded, exists := obs.agentTokenRotation, obs.secrets[name] != ""
-	if exists && recorded == want {
-		return nil
-	}
-	// The cache may not show a rotation this operator just wrote yet: never answer one
-	// request twice.
-	if done, ok := r.rotations.Load(va.UID); exists && ok && done == want {
-		return nil
-	}
-	raw := make([]byte, render.AgentTokenSize)
-	if _, err := rand.Read(raw); err != nil {
-		return fmt.Errorf("generate agent token: %w", err)
-	}
-	secret := render.AgentTokenSecret(va, "vat_"+base64.RawURLEncoding.EncodeToString(raw), want)
+	exists := obs.secrets[name] != ""
 	if !exists {
+		token, err := newAgentToken()
+		if err != nil {
+			return 0, err
+		}
+		secret := render.AgentTokenSecret(va, token, want)
 		if err := r.Client.Create(ctx, secret, client.FieldOwner(render.FieldOwner)); err != nil {
 			if isAlreadyExists(err) {
-				return nil // the cache was behind; the next event brings its version
+				return 0, nil // the cache was behind; the next event brings its version
 			}
-			return fmt.Errorf("create agent token Secret: %w", err)
+			return 0, fmt.Errorf("create agent token Secret: %w", err)
 		}
 		obs.secrets[secret.Name] = secret.ResourceVersion
+		obs.agentTokenRotation = want
+		r.rotations.Store(va.UID, want)
 		r.event(va, corev1.EventTypeNormal, "AgentTokenGenerated", "Create",
 			"Generated the agent token in Secret %s: the gateway accepts only calls that carry it", secret.Name)
-		return nil
+		return 0, nil
 	}
-	// An update without a resourceVersion: the operator replaces the token whatever it
-	// was, without reading it.
-	if err := r.Client.Update(ctx, secret, client.FieldOwner(render.FieldOwner)); err != nil {
-		return fmt.Errorf("rotate agent token Secret: %w", err)
+	// The cache may not show what this process just wrote yet: never answer one
+	// request twice.
+	if obs.agentTokenRotation == want {
+		return 0, nil
 	}
-	obs.secrets[secret.Name] = secret.ResourceVersion
-	obs.agentTokenRotation = want
+	if done, ok := r.rotations.Load(va.UID); ok && done == want {
+		return 0, nil
+	}
+	secret := &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: va.Namespace, Name: name}}
+	p, ok := r.pendingTokens.Load(va.UID)
+	if pending, _ := p.(pendingToken); !ok || pending.rotation != want {
+		token, err := newAgentToken()
+		if err != nil {
+			return 0, err
+		}
+		patch := map[string]any{
+			"metadata": map[string]any{"annotations": map[string]any{render.AnnotationAgentTokenAnnounced: want}},
+			"data":     map[string]any{render.AgentNextTokenKey: []byte(token)},
+		}
+		if err := r.patchSecret(ctx, secret, patch); err != nil {
+			return 0, fmt.Errorf("announce the new agent token in Secret %s: %w", name, err)
+		}
+		r.pendingTokens.Store(va.UID, pendingToken{rotation: want, token: token, announced: time.Now()})
+		r.event(va, corev1.EventTypeNormal, "AgentTokenAnnounced", "Update",
+			"Rotation %q: announced a new agent token to the gateway pods in Secret %s; the agent pods move onto it in %s", want, name, r.tokenSettle())
+		return r.tokenSettle(), nil
+	}
+	pending := p.(pendingToken)
+	if wait := r.tokenSettle() - time.Since(pending.announced); wait > 0 {
+		return wait, nil
+	}
+	patch := map[string]any{
+		"metadata": map[string]any{"annotations": map[string]any{
+			render.AnnotationRotateAgentToken: want, render.AnnotationAgentTokenAnnounced: nil,
+		}},
+		"data": map[string]any{render.AgentTokenKey: []byte(pending.token), render.AgentNextTokenKey: nil},
+	}
+	if err := r.patchSecret(ctx, secret, patch); err != nil {
+		return 0, fmt.Errorf("put the new agent token in force in Secret %s: %w", name, err)
+	}
+	r.pendingTokens.Delete(va.UID)
 	r.rotations.Store(va.UID, want)
+	obs.agentTokenRotation = want
 	r.event(va, corev1.EventTypeNormal, "AgentTokenRotated", "Update",
-		"Wrote a new agent token into Secret %s (rotation %q): the agent pods roll onto it, and the gateway accepts the previous one for 2 minutes", secret.Name, want)
-	return nil
+		"Rotation %q: the new agent token is in force in Secret %s; the agent pods roll onto it, and the gateways accept the previous one for spec.voice.drainTimeout plus a minute, while old pods drain", want, name)
+	return 0, nil
+}
+
+func (r *VoiceAgentReconciler) tokenSettle() time.Duration {
+	if r.TokenSettle > 0 {
+		return r.TokenSettle
+	}
+	return tokenSettle
+}
+
+func newAgentToken() (string, error) {
+	raw := make([]byte, render.AgentTokenSize)
+	if _, err := rand.Read(raw); err != nil {
+		return "", fmt.Errorf("generate agent token: %w", err)
+	}
+	return "vat_" + base64.RawURLEncoding.EncodeToString(raw), nil
+}
+
+// patchSecret merge-patches the given fields of a Secret, without reading it.
+func (r *VoiceAgentReconciler) patchSecret(ctx context.Context, secret *corev1.Secret, fields map[string]any) error {
+	data, err := json.Marshal(fields)
+	if err != nil {
+		return err
+	}
+	return r.Client.Patch(ctx, secret, client.RawPatch(types.MergePatchType, data), client.FieldOwner(render.FieldOwner))
 }
 
 // ensureSessionKey creates the generated session key once. The operator never reads it

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/manager"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
@@ -134,9 +136,11 @@ func fullVoiceAgent(ns, name string) *v1alpha1.VoiceAgent {
 	return va
 }
 
-// TestAgentTokenRotatesOnRequest: the annotation asks for a new token; the operator
-// writes one (without reading the old), records the request on the Secret, rolls the
-// agent pods, and answers each request once.
+// TestAgentTokenRotatesOnRequest: the annotation asks for a new token. The operator
+// first announces it under next (the gateway pods accept it beside the current one)
+// without touching token and without rolling the agent pods; after the settle time it
+// puts it in force, records the request and rolls the agent pods; each request is
+// answered once. The current token is never read: both steps are merge patches.
 func TestAgentTokenRotatesOnRequest(t *testing.T) {
 	ns := newNamespace(t)
 	createSecret(t, ns, "gemini-key", "api-key", "x")
@@ -162,27 +166,63 @@ func TestAgentTokenRotatesOnRequest(t *testing.T) {
 	})
 	before := hash()
 
+	// Watch the Secret's versions from now on, to see both steps.
+	wc, err := client.NewWithWatch(suiteCfg, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := wc.Watch(ctx, &corev1.SecretList{}, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
 	va := getVA(t, ns, "rot")
 	patch := client.MergeFrom(va.DeepCopy())
 	va.Annotations = map[string]string{render.AnnotationRotateAgentToken: "1"}
 	if err := k8s.Patch(ctx, va, patch); err != nil {
 		t.Fatal(err)
 	}
+	var announced, inForce *corev1.Secret
+	deadline := time.After(waitFor)
+	for inForce == nil {
+		select {
+		case ev := <-w.ResultChan():
+			s, ok := ev.Object.(*corev1.Secret)
+			if !ok || s.Name != key.Name {
+				continue
+			}
+			switch {
+			case announced == nil && len(s.Data["next"]) > 0:
+				announced = s.DeepCopy()
+				if h := hash(); h != before {
+					t.Errorf("the agent pods rolled when the token was only announced")
+				}
+			case s.Annotations[render.AnnotationRotateAgentToken] == "1":
+				inForce = s.DeepCopy()
+			}
+		case <-deadline:
+			t.Fatalf("rotation not done within %s (announced: %v)", waitFor, announced != nil)
+		}
+	}
+	if announced == nil {
+		t.Fatal("the new token went in force without being announced first")
+	}
+	next := string(announced.Data["next"])
+	if string(announced.Data["token"]) != first || next == first || len(next) < 40 {
+		t.Errorf("announce step: token changed %v, next %d bytes", string(announced.Data["token"]) != first, len(next))
+	}
+	if string(inForce.Data["token"]) != next || len(inForce.Data["next"]) != 0 || inForce.Annotations[render.AnnotationAgentTokenAnnounced] != "" {
+		t.Errorf("in-force step: token is the announced one %v, next left %d bytes, announced annotation %q",
+			string(inForce.Data["token"]) == next, len(inForce.Data["next"]), inForce.Annotations[render.AnnotationAgentTokenAnnounced])
+	}
 	eventually(t, waitFor, func() error {
-		if err := k8s.Get(ctx, key, secret); err != nil {
-			return err
-		}
-		if got := secret.Annotations[render.AnnotationRotateAgentToken]; got != "1" {
-			return fmt.Errorf("the Secret records rotation %q", got)
-		}
 		if h := hash(); h == before {
 			return fmt.Errorf("the agent pods are not rolled (restart hash %s)", h)
 		}
 		return nil
 	})
-	second := string(secret.Data["token"])
-	if second == first || len(second) < 40 || !metav1.IsControlledBy(secret, getVA(t, ns, "rot")) {
-		t.Errorf("rotation wrote %d bytes (changed: %v), owned: %v", len(second), second != first, metav1.IsControlledBy(secret, getVA(t, ns, "rot")))
+	if !metav1.IsControlledBy(inForce, getVA(t, ns, "rot")) {
+		t.Error("the rotated Secret lost its owner")
 	}
 	// Answered once: more reconciles (the Deployment's own events) write no new token.
 	markDeploymentAvailable(t, ns, "rot")
@@ -190,7 +230,7 @@ func TestAgentTokenRotatesOnRequest(t *testing.T) {
 	if err := k8s.Get(ctx, key, secret); err != nil {
 		t.Fatal(err)
 	}
-	if string(secret.Data["token"]) != second {
+	if string(secret.Data["token"]) != next {
 		t.Error("the token was rotated again without a new request")
 	}
 }

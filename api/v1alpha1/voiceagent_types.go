@@ -770,9 +770,11 @@ type VoiceAgentStatus struct {
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
 
-	// GatewayReplicas and GatewayReadyReplicas of the gateway Deployment.
+	// GatewayReplicas of the gateway Deployment.
 	// +optional
 	GatewayReplicas int32 `json:"gatewayReplicas,omitempty"`
+
+	// GatewayReadyReplicas of the gateway Deployment.
 	// +optional
 	GatewayReadyReplicas int32 `json:"gatewayReadyReplicas,omitempty"`
 

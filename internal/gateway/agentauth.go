@@ -132,6 +132,9 @@ type agentToken struct {
 
 	mu        sync.Mutex
 	path      string
+	nextPath  string
+	next      tokenDigest
+	hasNext   bool // a rotation announced the token next, which is accepted too
 	grace     time.Duration
 	current   tokenDigest
 	loaded    bool
@@ -163,15 +166,16 @@ func (a *agentToken) configure(c *gw.AgentAuth) {
 	if a.grace == 0 {
 		a.grace = defaultPreviousTokenGrace
 	}
-	if c.TokenFile != a.path {
+	if c.TokenFile != a.path || c.NextTokenFile != a.nextPath {
 		a.resetLocked(c.TokenFile)
+		a.nextPath = c.NextTokenFile
 		a.readLocked()
 	}
 }
 
 // resetLocked forgets the tokens of another file.
 func (a *agentToken) resetLocked(path string) {
-	a.path = path
+	a.path, a.nextPath, a.next, a.hasNext = path, "", tokenDigest{}, false
 	a.current, a.previous, a.loaded, a.prevUntil, a.readErr = tokenDigest{}, tokenDigest{}, false, time.Time{}, nil
 	a.lastMismatchRead, a.lastReadyRead = time.Time{}, time.Time{}
 }
@@ -180,16 +184,8 @@ func (a *agentToken) resetLocked(path string) {
 // the replaced one is accepted until the grace passes. A failed read keeps the token in
 // force: a Secret volume is swapped whole, so a failed read is a moment, not a change.
 func (a *agentToken) readLocked() {
-	f, err := os.Open(a.path)
-	var data []byte
-	if err == nil {
-		data, err = io.ReadAll(io.LimitReader(f, maxTokenFileBytes+1))
-		_ = f.Close()
-	}
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		err = pe.Err
-	}
+	a.readNextLocked()
+	data, err := readTokenFile(a.path)
 	token := bytes.TrimRight(data, " \t\r\n")
 	switch {
 	case err != nil:
@@ -212,6 +208,35 @@ func (a *agentToken) readLocked() {
 		a.previous, a.prevUntil = a.current, a.now().Add(a.grace)
 		a.current = d
 	}
+}
+
+func readTokenFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	var data []byte
+	if err == nil {
+		data, err = io.ReadAll(io.LimitReader(f, maxTokenFileBytes+1))
+		_ = f.Close()
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return data, err
+}
+
+// readNextLocked reads the token a rotation announced, if any: no file, an empty one
+// or one that cannot be read means none (the current token stays what it was).
+func (a *agentToken) readNextLocked() {
+	a.hasNext = false
+	if a.nextPath == "" {
+		return
+	}
+	data, err := readTokenFile(a.nextPath)
+	token := bytes.TrimRight(data, " \t\r\n")
+	if err != nil || len(data) > maxTokenFileBytes || len(token) == 0 {
+		return
+	}
+	a.next, a.hasNext = sha256.Sum256(token), true
 }
 
 // check judges the candidates a request offers: any one matching is enough.
@@ -254,6 +279,9 @@ func (a *agentToken) matchLocked(digests []tokenDigest, now time.Time) bool {
 		match |= subtle.ConstantTimeCompare(digests[i][:], a.current[:])
 		if withPrevious {
 			match |= subtle.ConstantTimeCompare(digests[i][:], a.previous[:])
+		}
+		if a.hasNext {
+			match |= subtle.ConstantTimeCompare(digests[i][:], a.next[:])
 		}
 	}
 	return match == 1

@@ -276,6 +276,51 @@ func TestAgentTokenRotation(t *testing.T) {
 	assertNoToken(t, tg, agentToken1, agentToken2)
 }
 
+// TestAgentTokenAnnouncedBeforeUse: a rotation first announces the new token in the
+// next file, which the gateway accepts beside the current one, before any agent pod uses
+// it; once it becomes the token, the old one is accepted for the grace only.
+func TestAgentTokenAnnouncedBeforeUse(t *testing.T) {
+	var next string
+	tg := startGateway(t, "openai", withAgentToken(t, agentToken1, func(c *gw.Config, _ *fakeProviderUpstream) {
+		next = filepath.Join(c.StateDir, "agent-token-next")
+		c.AgentAuth.NextTokenFile = next
+		c.AgentAuth.PreviousTokenGrace = gw.Duration{Duration: time.Minute}
+	}))
+	call := func(tok string) int {
+		return tg.serve(http.MethodPost, "/model/chat/completions", "10.0.0.5:40000", http.Header{"Authorization": {"Bearer " + tok}}).Code
+	}
+	if c := call(agentToken2); c != 401 {
+		t.Fatalf("a token nobody announced: %d, want 401", c)
+	}
+	tg.clock.Advance(2 * time.Second) // past the re-read throttle
+	if err := os.WriteFile(next, []byte(agentToken2+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c := call(agentToken2); c != 200 {
+		t.Fatalf("the announced token: %d", c)
+	}
+	if c := call(agentToken1); c != 200 {
+		t.Fatalf("the current token while a rotation is announced: %d", c)
+	}
+	// Phase two: the announced token becomes the token, next goes.
+	tg.clock.Advance(2 * time.Second)
+	rewriteToken(t, tg, agentToken2+"\n")
+	if err := os.Remove(next); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.checkReady(); err != nil {
+		t.Fatal(err)
+	}
+	if c := call(agentToken2); c != 200 {
+		t.Fatalf("the new token: %d", c)
+	}
+	tg.clock.Advance(61 * time.Second)
+	if c := call(agentToken1); c != 401 {
+		t.Fatalf("the old token after the grace: %d, want 401", c)
+	}
+	assertNoToken(t, tg, agentToken1, agentToken2)
+}
+
 // TestAgentTokenFileMissing: without its token file the gateway starts, is not ready
 // (naming the file), answers every call 503, and serves once the file appears.
 func TestAgentTokenFileMissing(t *testing.T) {

@@ -36,6 +36,7 @@ const (
 
 	AgentTokenDir  = "/var/run/voiceagent/agent-token"
 	AgentTokenFile = AgentTokenDir + "/token"         // file the agent and the gateway both mount
+	AgentNextToken = AgentTokenDir + "/next"          // in the gateway pods only: a rotation's announced token
 	ProxyTLSDir    = "/var/run/voiceagent/proxy-tls"  // gateway's serving cert for the proxy port (tls.crt, tls.key)
 	GatewayCADir   = "/var/run/voiceagent/gateway-ca" // in the agent pods: ca.crt that signs the gateway's cert
 	GatewayCAFile  = GatewayCADir + "/ca.crt"
@@ -85,6 +86,10 @@ type TLSFiles struct {
 // proxy may listen on the pod network.
 type AgentAuth struct {
 	TokenFile string `json:"tokenFile"`
+	// NextTokenFile, when it exists and is not empty, holds a token announced by a
+	// rotation in progress: accepted too, so that the gateways know it before any
+	// agent pod uses it.
+	NextTokenFile string `json:"nextTokenFile,omitempty"`
 	// PreviousTokenGrace is how long a token that was replaced in the file stays accepted, for agent pods whose copy of the Secret the kubelet has not refreshed yet; zero means 2m.
 	PreviousTokenGrace Duration `json:"previousTokenGrace,omitzero"`
 }

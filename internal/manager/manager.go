@@ -45,6 +45,9 @@ type Options struct {
 	// PrometheusAddress is where KEDA reads the gateways' session counts for
 	// spec.autoscaling; render.DefaultPrometheusAddress when empty.
 	PrometheusAddress string
+	// AgentTokenSettle is how long a rotation's new agent token is announced to the
+	// gateways before the agent pods use it; 2m when zero (tests shorten it).
+	AgentTokenSettle time.Duration
 	// OperatorNamespace is where the operator runs (env POD_NAMESPACE); when set, the
 	// gateways' NetworkPolicies admit the operator to their admin port, and AuditSink
 	// status reports delivery read from there.
@@ -61,6 +64,8 @@ type Options struct {
 	SpendInterval time.Duration
 	// SkipNameValidation lets tests run two managers in one process.
 	SkipNameValidation bool
+	// PprofAddr serves net/http/pprof (CPU and heap profiles); empty or "0": off.
+	PprofAddr string
 }
 
 // Scheme knows every type the operator reads or writes.
@@ -99,6 +104,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		Scheme:                  Scheme(),
 		Metrics:                 metrics,
 		HealthProbeBindAddress:  opts.ProbeAddr,
+		PprofBindAddress:        opts.PprofAddr,
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "voiceagent-operator.voiceagent.dev",
 		LeaderElectionNamespace: opts.LeaderElectionNS,
@@ -120,6 +126,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		GatewayImage:      opts.GatewayImage,
 		ClusterDomain:     opts.ClusterDomain,
 		PrometheusAddress: opts.PrometheusAddress,
+		TokenSettle:       opts.AgentTokenSettle,
 		GatewayAdminAccess: render.AdminAccess{
 			OperatorNamespace: opts.OperatorNamespace, ScraperNamespaces: opts.MetricsScraperNamespaces,
 		},

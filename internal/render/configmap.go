@@ -61,8 +61,10 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 			Proxy: net.JoinHostPort("", strconv.Itoa(gw.ProxyPort)),
 			Admin: net.JoinHostPort("", strconv.Itoa(gw.AdminPort)),
 		},
-		AgentAuth: &gw.AgentAuth{TokenFile: gw.AgentTokenFile},
-		StateDir:  gw.StateDir,
+		// The previous token stays accepted while the agent pods that hold it drain.
+		AgentAuth: &gw.AgentAuth{TokenFile: gw.AgentTokenFile, NextTokenFile: gw.AgentNextToken,
+			PreviousTokenGrace: gw.Duration{Duration: DrainTimeout(va) + time.Minute}},
+		StateDir: gw.StateDir,
 	}
 	if tls {
 		cfg.Listen.ProxyTLS = &gw.TLSFiles{CertFile: gw.ProxyTLSDir + "/tls.crt", KeyFile: gw.ProxyTLSDir + "/tls.key"}

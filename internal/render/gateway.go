@@ -95,7 +95,8 @@ func gatewayVolumes(va *v1alpha1.VoiceAgent, in DeploymentInputs) []corev1.Volum
 			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(va)},
 			DefaultMode:          ptr.To[int32](0o444),
 		}}},
-		secretVolume("agent-token", AgentTokenSecretName(va), AgentTokenKey, "token"),
+		// Every key: token, and next while a rotation announces one.
+		secretVolume("agent-token", AgentTokenSecretName(va), "", ""),
 	}
 	for _, c := range in.Credentials {
 		if !c.InAgent {
@@ -142,15 +143,24 @@ func GatewayPodDisruptionBudget(va *v1alpha1.VoiceAgent) *policyv1.PodDisruption
 	return pdb(gatewayObjectMeta(va, GatewayName(va)), GatewaySelectorLabels(va.Name))
 }
 
-// AgentTokenKey is the key of the agent token in its Secret.
-const AgentTokenKey = "token"
+// Keys of the agent token's Secret: token, the one in force, mounted into both
+// workloads; next, a rotation's announced token, only while one is in progress and
+// only in the gateway pods.
+const (
+	AgentTokenKey     = "token"
+	AgentNextTokenKey = "next"
+)
+
+// AnnotationAgentTokenAnnounced on the agent token's Secret records the rotation whose
+// token is announced under next and not yet in force.
+const AnnotationAgentTokenAnnounced = "voiceagent.dev/agent-token-announced"
 
 // AgentTokenSize is the agent token's length in random bytes before encoding.
 const AgentTokenSize = 32
 
 // AgentTokenSecret wraps a freshly generated agent token. The operator writes it and
-// never reads it back; rotation writes a new one over it, recording the rotation
-// request it answers (AnnotationRotateAgentToken) in an annotation.
+// never reads it back; a rotation patches in a new one (see the controller's
+// ensureAgentToken), recording the request it answers (AnnotationRotateAgentToken).
 func AgentTokenSecret(va *v1alpha1.VoiceAgent, token, rotation string) *corev1.Secret {
 	meta := objectMeta(va, AgentTokenSecretName(va))
 	meta.Annotations = map[string]string{AnnotationRotateAgentToken: rotation}

@@ -372,11 +372,12 @@ func TestRotationRollsAgentPods(t *testing.T) {
 	})
 	eventually(t, ready, isReady(ns, "rotating"))
 
-	// Rotating the agent token on request: a new token is written (the operator never
-	// reads the old one), and the agent pods roll onto it.
+	// Rotating the agent token on request: a new token is announced to the gateways,
+	// put in force two minutes later (the operator never reads the old one), and the
+	// agent pods roll onto it.
 	before = hash()
 	kubectl(t, "-n", ns, "annotate", "voiceagent", "rotating", render.AnnotationRotateAgentToken+"=2026-12-02")
-	eventually(t, time.Minute, func() error {
+	eventually(t, 4*time.Minute, func() error {
 		s := &corev1.Secret{}
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "rotating-agent-token"}, s); err != nil {
 			return err
