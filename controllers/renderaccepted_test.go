@@ -101,7 +101,7 @@ func TestAdmittedSpecsRenderAcceptedChildren(t *testing.T) {
 			switch {
 			case err == nil:
 			case u.GetKind() == "NetworkPolicy" && g.badUserRule:
-				known["spec.network rules the CRD checks only for type, refused on the NetworkPolicy (api/ to validate them)"]++
+				known["spec.network.allowIngressFrom selectors, which the CRD checks only for type, refused on the NetworkPolicy (allowEgressTo is checked at admission)"]++
 			default:
 				t.Errorf("spec %d: %s %s refused: %v\nVoiceAgent spec: %v", i, u.GetKind(), u.GetName(), err, va.Object["spec"])
 			}

@@ -55,9 +55,10 @@ type WebhookCredentials struct {
 
 // SyslogSink sends RFC 5424 records over TLS.
 type SyslogSink struct {
-	// Address as host:port.
+	// Address as host:port, the port 1 to 65535.
 	// +kubebuilder:validation:MaxLength=260
 	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9]([-.a-zA-Z0-9]*[a-zA-Z0-9])?:[0-9]{1,5}$`
+	// +kubebuilder:validation:XValidation:rule="int(self.split(':')[self.split(':').size() - 1]) >= 1 && int(self.split(':')[self.split(':').size() - 1]) <= 65535",message="spec.syslog.address: the port must be 1 to 65535"
 	Address string `json:"address"`
 }
 

@@ -20,15 +20,17 @@ type CredentialSource struct {
 
 // SecretKeyReference names one key of a Secret in the same namespace.
 type SecretKeyReference struct {
-	// Name of the Secret.
+	// Name of the Secret: a DNS subdomain (lower case letters, digits, '-' and '.').
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Name string `json:"name"`
 
-	// Key within the Secret's data.
+	// Key within the Secret's data (letters, digits, '-', '_' and '.'; not "." or "..").
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	// +kubebuilder:validation:XValidation:rule="self != '.' && self != '..'",message="key: '.' and '..' are not Secret keys; name the key that holds the value"
 	Key string `json:"key"`
 }
 

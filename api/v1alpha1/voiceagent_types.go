@@ -4,6 +4,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // VoiceAgentSpec declares one LLM voice agent and the controls around it.
@@ -12,6 +13,7 @@ type VoiceAgentSpec struct {
 	// so that what runs is what was reviewed.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^\S+$`
 	Image string `json:"image"`
 
 	// Replicas is the number of agent pods: 1 when not set. Leave it unset with
@@ -600,12 +602,33 @@ type EgressRule struct {
 	// Ports the rule opens; empty: every port of its destinations.
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
-	Ports []networkingv1.NetworkPolicyPort `json:"ports,omitempty"`
+	Ports []EgressPort `json:"ports,omitempty"`
 
 	// To are the destinations, in the cluster.
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
 	To []EgressPeer `json:"to,omitempty"`
+}
+
+// EgressPort is a NetworkPolicy port (the same fields), checked at admission.
+// +kubebuilder:validation:XValidation:rule="!has(self.port) || type(self.port) == string || (self.port >= 1 && self.port <= 65535)",message="spec.network.allowEgressTo[].ports[].port: a port number must be 1 to 65535"
+// +kubebuilder:validation:XValidation:rule="!has(self.endPort) || (has(self.port) && type(self.port) == int && self.endPort >= self.port)",message="spec.network.allowEgressTo[].ports[].endPort: needs a numeric port, and must not be below it"
+type EgressPort struct {
+	// Protocol: TCP (the default), UDP or SCTP.
+	// +kubebuilder:validation:Enum=TCP;UDP;SCTP
+	// +optional
+	Protocol *corev1.Protocol `json:"protocol,omitempty"`
+
+	// Port number or named port; empty: every port.
+	// +kubebuilder:validation:XIntOrString
+	// +optional
+	Port *intstr.IntOrString `json:"port,omitempty"`
+
+	// EndPort makes Port the first of a range.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	EndPort *int32 `json:"endPort,omitempty"`
 }
 
 // EgressPeer is one in-cluster destination of an EgressRule.
@@ -894,6 +917,7 @@ type SecurityStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=va,categories=voice
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.encryption) || !has(self.spec.encryption.inTransit) || !has(self.spec.port) || (self.spec.port != 8443 && self.spec.port != 15020)",message="spec.port: 8443 and 15020 are the ports of the inbound TLS role in the agent's pod when spec.encryption.inTransit is set; choose another"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.autoscaling) || !has(self.spec.replicas)",message="spec.replicas and spec.autoscaling: set one, not both: while autoscaling is on, the autoscaler owns the agent pods' replica count (remove spec.replicas)"
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 40 characters starting with a letter: it names the Service and the other children"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

@@ -250,12 +250,13 @@ func buildObjects(ri renderInput) (vaObj, sinkObj map[string]any) {
 		spec["encryption"] = enc
 	}
 	if flag(4) {
+		rule := map[string]any{"to": []any{map[string]any{"ipBlock": map[string]any{"cidr": egressCIDR}}}}
+		if integPort != 0 {
+			rule["ports"] = []any{map[string]any{"protocol": "TCP", "port": int64(integPort)}}
+		}
 		spec["network"] = map[string]any{
 			"allowIngressFrom": []any{map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{corev1.LabelMetadataName: ingressNamespace}}}},
-			"allowEgressTo": []any{map[string]any{
-				"to":    []any{map[string]any{"ipBlock": map[string]any{"cidr": egressCIDR}}},
-				"ports": []any{map[string]any{"protocol": "TCP", "port": int64(integPort)}},
-			}},
+			"allowEgressTo":    []any{rule},
 		}
 	}
 
@@ -833,6 +834,9 @@ type renderEdgeCase struct {
 	base    renderInput
 	mutate  func(*renderInput)
 	refused string // "" means it renders
+	// notAdmitted: the API server refuses it now (the fix moved to admission); Render
+	// still refuses it too, for objects stored before.
+	notAdmitted bool
 }
 
 // renderEdgeCases are what the fuzzer's checks found in specs the API server admits,
@@ -842,39 +846,39 @@ var renderEdgeCases = func() []renderEdgeCase {
 	syslog := renderSeeds[2]  // a syslog AuditSink, TLS on
 	return []renderEdgeCase{
 		{"an AuditSink name with dots: volume names stay DNS labels", webhook,
-			func(r *renderInput) { r.sinkName = "soc.webhook.eu" }, ""},
+			func(r *renderInput) { r.sinkName = "soc.webhook.eu" }, "", false},
 		{"a long AuditSink name: volume names stay within 63 characters", webhook,
-			func(r *renderInput) { r.sinkName = "siem-webhook-production-eu-west-1-primary" }, ""},
+			func(r *renderInput) { r.sinkName = "siem-webhook-production-eu-west-1-primary" }, "", false},
 		{"an AuditSink name of 250 characters: its Secret names stay within 253", webhook,
-			func(r *renderInput) { r.sinkName = strings.Repeat("a", 100) + "." + strings.Repeat("b", 149) }, ""},
+			func(r *renderInput) { r.sinkName = strings.Repeat("a", 100) + "." + strings.Repeat("b", 149) }, "", false},
 		{"a syslog port of 0", syslog,
-			func(r *renderInput) { r.sinkTarget = "syslog.example.com:0" }, "spec.syslog.address"},
+			func(r *renderInput) { r.sinkTarget = "syslog.example.com:0" }, "spec.syslog.address", true},
 		{"a syslog port above 65535", syslog,
-			func(r *renderInput) { r.sinkTarget = "syslog.example.com:99999" }, "spec.syslog.address"},
+			func(r *renderInput) { r.sinkTarget = "syslog.example.com:99999" }, "spec.syslog.address", true},
 		{"an endpoint in a .svc domain whose namespace is not a DNS label", webhook,
-			func(r *renderInput) { r.integEndpoint = "https://a.b!c.svc/" }, ""},
+			func(r *renderInput) { r.integEndpoint = "https://a.b!c.svc/" }, "", false},
 		{"an endpoint in a .svc domain whose namespace is too long", webhook,
-			func(r *renderInput) { r.integEndpoint = "https://a." + strings.Repeat("n", 64) + ".svc/" }, ""},
+			func(r *renderInput) { r.integEndpoint = "https://a." + strings.Repeat("n", 64) + ".svc/" }, "", false},
 		{"the agent on the gateway's proxy port: the gateway has pods of its own", webhook,
-			func(r *renderInput) { r.port = gw.ProxyPort }, ""},
+			func(r *renderInput) { r.port = gw.ProxyPort }, "", false},
 		{"the agent on the admin port with TLS off: no inbound role in the pod", webhook,
-			func(r *renderInput) { r.port = gw.AdminPort }, ""},
+			func(r *renderInput) { r.port = gw.AdminPort }, "", false},
 		{"the agent on the inbound role's admin port with TLS on", syslog,
-			func(r *renderInput) { r.port = gw.AdminPort }, "spec.port"},
+			func(r *renderInput) { r.port = gw.AdminPort }, "spec.port", true},
 		{"the agent on the inbound role's TLS port with TLS on", syslog,
-			func(r *renderInput) { r.port = gw.TLSPort }, "spec.port"},
+			func(r *renderInput) { r.port = gw.TLSPort }, "spec.port", true},
 		{"the agent on 8443 with TLS off", webhook,
-			func(r *renderInput) { r.port = gw.TLSPort }, ""},
+			func(r *renderInput) { r.port = gw.TLSPort }, "", false},
 		{"an image with a leading space", webhook,
-			func(r *renderInput) { r.image = " agent:1" }, "spec.image"},
+			func(r *renderInput) { r.image = " agent:1" }, "spec.image", true},
 		{"a secretRef name that is not a Secret name", syslog,
-			func(r *renderInput) { r.secret = "-Bad name" }, "spec.model.credentials.secretRef.name"},
+			func(r *renderInput) { r.secret = "-Bad name" }, "spec.model.credentials.secretRef.name", true},
 		{"a model timeout of 0s", webhook,
-			func(r *renderInput) { r.duration = "0s" }, "spec.model.timeout"},
+			func(r *renderInput) { r.duration = "0s" }, "spec.model.timeout", false},
 		{"a model endpoint that is not a URL", webhook,
-			func(r *renderInput) { r.modelEndpoint = "https://llm.internal.svc:8443v" }, "spec.model.endpoint"},
+			func(r *renderInput) { r.modelEndpoint = "https://llm.internal.svc:8443v" }, "spec.model.endpoint", false},
 		{"a daily budget too small to share between the gateway replicas", syslog,
-			func(r *renderInput) { r.daily = "0.000001" }, "spec.costLimits.dailyBudget"},
+			func(r *renderInput) { r.daily = "0.000001" }, "spec.costLimits.dailyBudget", false},
 	}
 }()
 
@@ -887,6 +891,13 @@ func TestRenderAdmittedEdgeCases(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ri := tt.base
 			tt.mutate(&ri)
+			if tt.notAdmitted {
+				vaObj, sinkObj := buildObjects(ri)
+				if _, _, ok := admit(t, crds, vaObj, sinkObj); ok {
+					t.Fatalf("admitted; the API server should refuse it: %s", dump(vaObj))
+				}
+				return
+			}
 			va, in := admitted(t, crds, ri)
 			ch, err := Render(va, in)
 			if tt.refused != "" {
@@ -916,16 +927,17 @@ func admitted(t *testing.T, crds crdSet, ri renderInput) (*v1alpha1.VoiceAgent, 
 	return va, in
 }
 
-// TestRenderRefusesSecretKeyDotDot: the CRD's key pattern admits "." and "..", which
-// a Secret volume cannot project.
-func TestRenderRefusesSecretKeyDotDot(t *testing.T) {
+// TestSecretKeyDotDot: "." and "..", which a Secret volume cannot project, are refused
+// at admission, and by Render for a VoiceAgent stored before that rule.
+func TestSecretKeyDotDot(t *testing.T) {
 	crds := loadCRDs(t)
 	obj := mergeMaps(readObject(t, "minimal.yaml"), parseObject(t, []byte(`{"spec":{"model":{"credentials":{"secretRef":{"key":".."}}}}}`)))
-	va, in, ok := admit(t, crds, obj, nil)
-	if !ok {
-		t.Fatal("not admitted")
+	if _, _, ok := admit(t, crds, obj, nil); ok {
+		t.Fatal("admitted")
 	}
-	if _, err := Render(va, in); err == nil || !strings.Contains(err.Error(), "spec.model.credentials.secretRef.key") {
+	va := loadVoiceAgent(t, "minimal.yaml")
+	va.Spec.Model.Credentials.SecretRef.Key = ".."
+	if _, err := Render(va, Inputs{GatewayImage: "img"}); err == nil || !strings.Contains(err.Error(), "spec.model.credentials.secretRef.key") {
 		t.Fatalf("Render: %v", err)
 	}
 }

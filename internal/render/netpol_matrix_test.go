@@ -213,20 +213,25 @@ type matrixScenario struct {
 	rows func(w *matrixWorld) []matrixRow
 }
 
+func egressTCP(port int32) v1alpha1.EgressPort {
+	p := tcpPort(port)
+	return v1alpha1.EgressPort{Protocol: p.Protocol, Port: p.Port}
+}
+
 func matrixScenarios(t *testing.T) []matrixScenario {
 	admin := AdminAccess{OperatorNamespace: matrixOperatorNS, ScraperNamespaces: []string{matrixScraperNS}}
 
 	withEgress := loadVoiceAgent(t, "full.yaml")
 	withEgress.Spec.Network.AllowEgressTo = []v1alpha1.EgressRule{
 		{
-			Ports: []networkingv1.NetworkPolicyPort{tcpPort(6379)},
+			Ports: []v1alpha1.EgressPort{egressTCP(6379)},
 			To: []v1alpha1.EgressPeer{{
 				NamespaceSelector: namespaceSelector("cache"),
 				PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app": "redis"}},
 			}},
 		},
 		{
-			Ports: []networkingv1.NetworkPolicyPort{tcpPort(9000)},
+			Ports: []v1alpha1.EgressPort{egressTCP(9000)},
 			To:    []v1alpha1.EgressPeer{{IPBlock: &v1alpha1.EgressIPBlock{CIDR: "10.30.0.0/16", Except: []string{"10.30.99.0/24"}}}},
 		},
 	}

@@ -88,7 +88,10 @@ func GatewayNetworkPolicy(va *v1alpha1.VoiceAgent, egress []networkingv1.Network
 func UserEgressRules(in []v1alpha1.EgressRule) []networkingv1.NetworkPolicyEgressRule {
 	out := make([]networkingv1.NetworkPolicyEgressRule, 0, len(in))
 	for _, r := range in {
-		rule := networkingv1.NetworkPolicyEgressRule{Ports: r.Ports}
+		rule := networkingv1.NetworkPolicyEgressRule{}
+		for _, p := range r.Ports {
+			rule.Ports = append(rule.Ports, networkingv1.NetworkPolicyPort{Protocol: p.Protocol, Port: p.Port, EndPort: p.EndPort})
+		}
 		for _, p := range r.To {
 			peer := networkingv1.NetworkPolicyPeer{PodSelector: p.PodSelector, NamespaceSelector: p.NamespaceSelector}
 			if b := p.IPBlock; b != nil {
