@@ -33,7 +33,7 @@ type AuditSinkSpec struct {
 type WebhookSink struct {
 	// URL of the receiver, https only.
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:Pattern=`^https://[^\s/?#]+(/[^\s]*)?$`
+	// +kubebuilder:validation:Pattern=`^https://([^\s/?#:\[\]@]+|\[[0-9a-fA-F:.]+\])(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[^\s]*)?$`
 	URL string `json:"url"`
 
 	// Credentials for the receiver.

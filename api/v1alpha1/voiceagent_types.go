@@ -248,7 +248,7 @@ type ModelTarget struct {
 
 	// Endpoint is the provider's base URL, https only. Defaults per provider.
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:Pattern=`^https://[^\s/?#]+(/[^\s]*)?$`
+	// +kubebuilder:validation:Pattern=`^https://([^\s/?#:\[\]@]+|\[[0-9a-fA-F:.]+\])(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[^\s]*)?$`
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
 
@@ -257,6 +257,7 @@ type ModelTarget struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('24h')",message="timeout must be at most 24h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="timeout must be positive"
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
@@ -332,7 +333,7 @@ type Integration struct {
 
 	// Endpoint is the base URL of an HTTP integration, https only.
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:Pattern=`^https://[^\s/?#]+(/[^\s]*)?$`
+	// +kubebuilder:validation:Pattern=`^https://([^\s/?#:\[\]@]+|\[[0-9a-fA-F:.]+\])(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[^\s]*)?$`
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
 

@@ -874,9 +874,9 @@ var renderEdgeCases = func() []renderEdgeCase {
 		{"a secretRef name that is not a Secret name", syslog,
 			func(r *renderInput) { r.secret = "-Bad name" }, "spec.model.credentials.secretRef.name", true},
 		{"a model timeout of 0s", webhook,
-			func(r *renderInput) { r.duration = "0s" }, "spec.model.timeout", false},
+			func(r *renderInput) { r.duration = "0s" }, "spec.model.timeout", true},
 		{"a model endpoint that is not a URL", webhook,
-			func(r *renderInput) { r.modelEndpoint = "https://llm.internal.svc:8443v" }, "spec.model.endpoint", false},
+			func(r *renderInput) { r.modelEndpoint = "https://llm.internal.svc:8443v" }, "spec.model.endpoint", true},
 		{"a daily budget too small to share between the gateway replicas", syslog,
 			func(r *renderInput) { r.daily = "0.000001" }, "spec.costLimits.dailyBudget", false},
 	}
