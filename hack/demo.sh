@@ -60,7 +60,10 @@ up() {
     --kube-scheduler-binary "${bin}/controlplane/kube-scheduler" \
     --kwok-controller-binary "${bin}/kwok" --wait 2m >"${state}/kwokctl.log" 2>&1
   "${bin}/kwokctl" get kubeconfig --name "${cluster}" >"${kubeconfig}"
-  "${bin}/kwokctl" scale node --replicas 2 --name "${cluster}" >>"${state}/kwokctl.log" 2>&1
+  # kwok's default node has no ephemeral-storage, which every rendered container
+  # requests (as real nodes have): give the simulated nodes some.
+  "${bin}/kwokctl" scale node --replicas 2 --name "${cluster}" \
+    --param '.allocatable["ephemeral-storage"]="100Gi"' >>"${state}/kwokctl.log" 2>&1
 
   log "installing CRDs: voiceagent.dev, cert-manager ${CERT_MANAGER_VERSION:-}, External Secrets"
   kubectl apply --server-side -f "${root}/config/crd/bases" >/dev/null
