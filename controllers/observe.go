@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
@@ -66,6 +67,16 @@ func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAg
 
 var secretListGVK = corev1.SchemeGroupVersion.WithKind("SecretList")
 
+// carriedSpend is what gone gateway pods spent, from status.spend, which the spend
+// collector keeps: fed back to the gateways so that a replaced pod does not start the
+// day's budget again from zero.
+func carriedSpend(s *v1alpha1.SpendStatus) *gw.CarriedSpend {
+	if s == nil || len(s.Day) < 7 || (s.CarriedTodayMicros <= 0 && s.CarriedMonthMicros <= 0) {
+		return nil
+	}
+	return &gw.CarriedSpend{Day: s.Day, DailyMicros: s.CarriedTodayMicros, Month: s.Day[:7], MonthMicros: s.CarriedMonthMicros}
+}
+
 func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain string, admin render.AdminAccess) render.Inputs {
 	versions := map[string]string{}
 	for _, name := range render.AgentSecrets(va, render.Credentials(va, obs.sinks)) {
@@ -81,6 +92,7 @@ func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain 
 		ClusterDomain:       clusterDomain,
 		Admin:               admin,
 		CertManager:         obs.certManagerInstalled,
+		CarriedSpend:        carriedSpend(va.Status.Spend),
 		KEDA:                obs.kedaInstalled,
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 	"github.com/voiceagent-dev/voiceagent-operator/controllers"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
@@ -119,4 +120,57 @@ func TestSpendInStatus(t *testing.T) {
 		}
 		return nil
 	}))
+}
+
+// TestSpendOfGonePodsIsFedBack: when a gateway pod is gone, its last figures are
+// carried in status.spend and fed back into the gateway configuration, each replica's
+// share of them counting against its budgets, so that a replacement does not start the
+// day's budget again from zero.
+func TestSpendOfGonePodsIsFedBack(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	va := minimalVoiceAgent(ns, "carry")
+	va.Spec.CostLimits = &v1alpha1.CostLimits{DailyBudget: "10.00", MonthlyBudget: "100.00"}
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "carry-gateway"}, &appsv1.Deployment{})
+	})
+	now := time.Now().UTC()
+	day, month := now.Format(time.DateOnly), now.Format("2006-01")
+	stub := &spendStub{}
+	stub.set(controllers.GatewaySpend{Day: day, Month: month, DayMicros: 3_000_001, MonthMicros: 7_000_000})
+	runningGatewayPod(t, ns, "carry", "carry-old", stub)
+	eventually(t, waitFor, func() error {
+		got := getVA(t, ns, "carry")
+		if s := got.Status.Spend; s == nil || s.Today != "3.000001" {
+			return fmt.Errorf("spend %+v", got.Status.Spend)
+		}
+		return nil
+	})
+	// The pod is replaced: it goes, its spend is carried, and the gateway configuration
+	// charges each of the 2 replicas half of it, rounded up.
+	if err := k8s.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "carry-old"}}, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "carry-gateway"}, cm); err != nil {
+			return err
+		}
+		cfg, err := gatewayconfig.Parse([]byte(cm.Data[gatewayconfig.FileName]))
+		if err != nil {
+			return err
+		}
+		c := cfg.Budget.Carried
+		if c == nil || c.Day != day || c.DailyMicros != 1_500_001 || c.Month != month || c.MonthMicros != 3_500_000 {
+			return fmt.Errorf("budget.carried %+v, want half of 3000001 and 7000000 today", c)
+		}
+		return nil
+	})
+	got := getVA(t, ns, "carry")
+	if s := got.Status.Spend; s.Today != "3.000001" || s.CarriedTodayMicros != 3_000_001 {
+		t.Errorf("status.spend after the pod went: %+v", s)
+	}
 }

@@ -30,6 +30,11 @@ type Limits struct {
 	// Block refuses calls once a budget is spent (OnExceeded: Block); false only flags
 	// them (OnExceeded: AlertOnly).
 	Block bool
+	// CarriedDaily (in the UTC day CarriedDay) and CarriedMonthly (in CarriedMonth)
+	// were spent by gateway pods that are gone: they count against the budgets as if
+	// spent here, in their period only.
+	CarriedDay, CarriedMonth     string
+	CarriedDaily, CarriedMonthly Micros
 }
 
 // Decision is the answer to "may the next call spend money?".
@@ -208,18 +213,25 @@ func (t *Tracker) Check() Decision {
 	defer t.mu.Unlock()
 	now := t.roll()
 	d := Decision{Allowed: true, DailySpent: t.st.Daily, MonthlySpent: t.st.Monthly}
+	daily, monthly := t.st.Daily, t.st.Monthly
+	if t.limits.CarriedDay == t.st.Day {
+		daily = addSat(daily, t.limits.CarriedDaily)
+	}
+	if t.limits.CarriedMonth == t.st.Month {
+		monthly = addSat(monthly, t.limits.CarriedMonthly)
+	}
 	var exceeded, alerts []string
-	if reached(t.st.Daily, t.limits.Daily, 100) {
+	if reached(daily, t.limits.Daily, 100) {
 		exceeded = append(exceeded, fmt.Sprintf("daily budget of %s USD spent", t.limits.Daily))
 		d.ResetAt = nextDay(now)
-	} else if reached(t.st.Daily, t.limits.Daily, t.limits.AlertAtPercent) {
-		alerts = append(alerts, alertText("daily", t.st.Daily, t.limits.Daily, t.limits.AlertAtPercent))
+	} else if reached(daily, t.limits.Daily, t.limits.AlertAtPercent) {
+		alerts = append(alerts, alertText("daily", daily, t.limits.Daily, t.limits.AlertAtPercent))
 	}
-	if reached(t.st.Monthly, t.limits.Monthly, 100) {
+	if reached(monthly, t.limits.Monthly, 100) {
 		exceeded = append(exceeded, fmt.Sprintf("monthly budget of %s USD spent", t.limits.Monthly))
 		d.ResetAt = nextMonth(now) // later than nextDay: the refusal lasts until then
-	} else if reached(t.st.Monthly, t.limits.Monthly, t.limits.AlertAtPercent) {
-		alerts = append(alerts, alertText("monthly", t.st.Monthly, t.limits.Monthly, t.limits.AlertAtPercent))
+	} else if reached(monthly, t.limits.Monthly, t.limits.AlertAtPercent) {
+		alerts = append(alerts, alertText("monthly", monthly, t.limits.Monthly, t.limits.AlertAtPercent))
 	}
 	d.Exceeded = len(exceeded) > 0
 	d.Alert = d.Exceeded || len(alerts) > 0

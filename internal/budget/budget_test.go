@@ -595,3 +595,45 @@ func TestOverlappingFlushesNeverWriteAnOlderTotal(t *testing.T) {
 		t.Fatalf("the file holds %s, want 3 USD: an older total was written last", day)
 	}
 }
+
+// TestCarriedSpendCountsInItsPeriodOnly: spend carried from gateway pods that are gone
+// counts against the budgets as if spent here, in its own UTC day and month only.
+func TestCarriedSpendCountsInItsPeriodOnly(t *testing.T) {
+	clk := clockAt(utc("2026-11-24T15:00:00Z"))
+	tr, _ := openTemp(t, clk)
+	if err := tr.Add(usd("3")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		limits    Limits
+		wantAllow bool
+	}{
+		{"no carried spend: 3 of 5", Limits{Daily: usd("5"), Block: true}, true},
+		{"2 carried today: 5 of 5", Limits{Daily: usd("5"), Block: true, CarriedDay: "2026-11-24", CarriedDaily: usd("2")}, false},
+		{"2 carried from yesterday: not today's", Limits{Daily: usd("5"), Block: true, CarriedDay: "2026-11-23", CarriedDaily: usd("2")}, true},
+		{"97 carried this month: 100 of 100", Limits{Monthly: usd("100"), Block: true, CarriedMonth: "2026-11", CarriedMonthly: usd("97")}, false},
+		{"97 carried last month", Limits{Monthly: usd("100"), Block: true, CarriedMonth: "2026-10", CarriedMonthly: usd("97")}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr.SetLimits(tt.limits)
+			d := tr.Check()
+			if d.Allowed != tt.wantAllow {
+				t.Fatalf("Allowed=%v, want %v (%+v)", d.Allowed, tt.wantAllow, d)
+			}
+			if d.DailySpent != usd("3") {
+				t.Errorf("DailySpent %s: the replica's own spend, without what it carries", d.DailySpent)
+			}
+		})
+	}
+	// A new day: today's carried spend no longer counts.
+	tr.SetLimits(Limits{Daily: usd("5"), Block: true, CarriedDay: "2026-11-24", CarriedDaily: usd("5")})
+	if tr.Check().Allowed {
+		t.Fatal("5 carried today against a budget of 5: want refused")
+	}
+	clk.Set(utc("2026-11-25T03:00:00Z"))
+	if !tr.Check().Allowed {
+		t.Error("the next day, yesterday's carried spend still counts")
+	}
+}

@@ -281,6 +281,10 @@ func budgetLimits(b *gw.Budget) budget.Limits {
 	if b.Monthly != "" {
 		l.Monthly, _ = budget.ParseMicros(b.Monthly)
 	}
+	if c := b.Carried; c != nil {
+		l.CarriedDay, l.CarriedDaily = c.Day, budget.Micros(c.DailyMicros)
+		l.CarriedMonth, l.CarriedMonthly = c.Month, budget.Micros(c.MonthMicros)
+	}
 	return l
 }
 

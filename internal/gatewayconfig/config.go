@@ -174,6 +174,20 @@ type Budget struct {
 	Monthly        string `json:"monthly,omitempty"`
 	OnExceeded     string `json:"onExceeded"`
 	AlertAtPercent int    `json:"alertAtPercent"`
+	// Carried is this replica's share of what gateway pods that are gone spent in the
+	// current UTC day and month (the operator reads it from the VoiceAgent's
+	// status.spend): it counts against this replica's budgets as if spent here, so that
+	// a replaced pod does not start the day's budget again from zero.
+	Carried *CarriedSpend `json:"carried,omitempty"`
+}
+
+// CarriedSpend is spend carried over from gateway pods that are gone, in
+// micro-dollars, for the UTC day and month it belongs to; it counts only in them.
+type CarriedSpend struct {
+	Day         string `json:"day,omitempty"` // 2006-01-02
+	DailyMicros int64  `json:"dailyMicros,omitempty"`
+	Month       string `json:"month,omitempty"` // 2006-01
+	MonthMicros int64  `json:"monthlyMicros,omitempty"`
 }
 
 // Breaker is the per-upstream circuit breaker.
@@ -365,6 +379,9 @@ func (c *Config) Validate() error {
 		}
 		if c.Budget.OnExceeded != "Block" && c.Budget.OnExceeded != "AlertOnly" {
 			add("budget.onExceeded: %q must be Block or AlertOnly", c.Budget.OnExceeded)
+		}
+		if cs := c.Budget.Carried; cs != nil && (cs.DailyMicros < 0 || cs.MonthMicros < 0) {
+			add("budget.carried: values must not be negative")
 		}
 	}
 	if c.Breaker.FailureThreshold < 1 {

@@ -34,6 +34,10 @@ type Inputs struct {
 	// that reads them from PrometheusAddress; else on CPU, through an HPA.
 	KEDA              bool
 	PrometheusAddress string
+	// CarriedSpend is the VoiceAgent-wide spend of gateway pods that are gone, in the
+	// UTC day and month it belongs to (from status.spend): each gateway replica counts
+	// its share of it against its budgets.
+	CarriedSpend *gw.CarriedSpend
 }
 
 // Children are the objects va wants. Optional ones are nil when not wanted. The
@@ -92,6 +96,9 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Budget != nil {
+		cfg.Budget.Carried = carriedShare(in.CarriedSpend, GatewayReplicas(va))
+	}
 	cm, err := ConfigMap(va, cfg)
 	if err != nil {
 		return nil, err
@@ -131,6 +138,17 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 		ch.HorizontalPodAutoscaler = HorizontalPodAutoscaler(va)
 	}
 	return ch, nil
+}
+
+// carriedShare is one gateway replica's share of the carried spend, rounded up so that
+// the shares never count less than the whole; nil when there is none.
+func carriedShare(c *gw.CarriedSpend, replicas int32) *gw.CarriedSpend {
+	if c == nil || (c.DailyMicros <= 0 && c.MonthMicros <= 0) {
+		return nil
+	}
+	n := int64(max(replicas, 1))
+	share := func(v int64) int64 { return (max(v, 0) + n - 1) / n }
+	return &gw.CarriedSpend{Day: c.Day, DailyMicros: share(c.DailyMicros), Month: c.Month, MonthMicros: share(c.MonthMicros)}
 }
 
 // AgentEgress is status.security.agentEgress: where the agent pods may connect.
