@@ -148,6 +148,17 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 5000 runs) each.
 bench-realtime: build ## Realtime sessions: 100 sessions, 50 frames/s each way, through the gateway vs a plain Go WebSocket relay vs direct.
 	$(GO) run ./test/bench/realtime -sessions 100 -fps 50 -duration 30s
 
+# The operator at N VoiceAgents (env N, default 1000; N=200 for a quick run) on a kwok
+# cluster of its own, against a plain 16-worker client creating the same objects.
+# MANAGER_ARGS adds manager flags, PROFILE=<dir> writes its CPU and heap profiles.
+.PHONY: bench-operator
+bench-operator: ## The operator at N VoiceAgents (default 1000) vs a plain client: convergence, requests per VoiceAgent, writes at rest and after a restart, a spec change, RSS, CPU, reconcile p50/p99.
+	hack/build-controlplane.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
+	hack/build-kwok.sh
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCALBIN)/voiceagent-operator ./cmd/voiceagent-operator
+	$(GO) build -o $(LOCALBIN)/bench-operator ./test/bench/operator
+	$(LOCALBIN)/bench-operator -bin $(LOCALBIN)
+
 .PHONY: bench-audit
 bench-audit: ## Verify an audit stream of 100,000 records (must stay well under 2 s).
 	$(GO) test -run '^$$' -bench Verify100k -benchmem ./internal/audit/

@@ -20,6 +20,7 @@ func runManager(args []string) error {
 	fs.StringVar(&opts.MetricsCertDir, "metrics-cert-path", "", "directory with the metrics certificate ("+manager.MetricsCertName+", "+manager.MetricsKeyName+"), reloaded when it changes; empty: a self-signed certificate generated at start")
 	fs.BoolVar(&opts.EnableHTTP2, "enable-http2", false, "let the metrics endpoint speak HTTP/2 (off: HTTP/2 stream resets cost the server more than the client)")
 	fs.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.StringVar(&opts.PprofAddr, "pprof-bind-address", "", "address of /debug/pprof (CPU and heap profiles, for make bench-operator); empty: off. Profiles show the process's internals: bind it to localhost")
 	fs.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect a leader so that only one replica reconciles")
 	fs.StringVar(&opts.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")
 	fs.StringVar(&opts.GatewayImage, "gateway-image", os.Getenv("GATEWAY_IMAGE"), "image of the gateway pods (and of the agent pods' inbound TLS role): the operator's own image (env GATEWAY_IMAGE)")

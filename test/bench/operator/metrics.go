@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"k8s.io/client-go/rest"
+)
+
+// sample is one line of the Prometheus text format.
+type sample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+func parseMetrics(text string) []sample {
+	var out []sample
+	for _, line := range strings.Split(text, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		s := sample{labels: map[string]string{}}
+		rest := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 && line[i] == '{' {
+			s.name = line[:i]
+			rest = line[i+1:]
+			for {
+				eq := strings.IndexByte(rest, '=')
+				if eq < 0 || len(rest) < eq+2 || rest[eq+1] != '"' {
+					break
+				}
+				key := strings.TrimLeft(rest[:eq], ", ")
+				rest = rest[eq+2:]
+				var b strings.Builder
+				j := 0
+				for ; j < len(rest); j++ {
+					if rest[j] == '\\' && j+1 < len(rest) {
+						j++
+						b.WriteByte(rest[j])
+						continue
+					}
+					if rest[j] == '"' {
+						break
+					}
+					b.WriteByte(rest[j])
+				}
+				s.labels[key] = b.String()
+				rest = rest[min(j+1, len(rest)):]
+				if strings.HasPrefix(rest, "}") {
+					rest = rest[1:]
+					break
+				}
+			}
+		} else if i >= 0 {
+			s.name = line[:i]
+			rest = line[i:]
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		s.value = v
+		out = append(out, s)
+	}
+	return out
+}
+
+// reqKey is one series of the API server's apiserver_request_total, without the code.
+type reqKey struct{ verb, group, resource, subresource string }
+
+type reqCounts map[reqKey]float64
+
+func apiserverRequests(ctx context.Context, rc rest.Interface) (reqCounts, error) {
+	b, err := rc.Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("scrape the API server's /metrics: %w", err)
+	}
+	out := reqCounts{}
+	for _, s := range parseMetrics(string(b)) {
+		if s.name != "apiserver_request_total" {
+			continue
+		}
+		verb := s.labels["verb"]
+		switch verb { // the verbs as the API server's audit log names them
+		case "POST":
+			verb = "CREATE"
+		case "PUT":
+			verb = "UPDATE"
+		}
+		out[reqKey{verb, s.labels["group"], s.labels["resource"], s.labels["subresource"]}] += s.value
+	}
+	return out, nil
+}
+
+// describeWrites lists every series, of any resource, with writes between the two
+// scrapes: what a figure of "writes at rest" is made of.
+func describeWrites(before, after reqCounts) string {
+	var parts []string
+	for k, v := range after {
+		if d := v - before[k]; d != 0 && writeVerbs[k.verb] {
+			r := k.resource
+			if k.subresource != "" {
+				r += "/" + k.subresource
+			}
+			if k.group != "" {
+				r += "." + k.group
+			}
+			parts = append(parts, fmt.Sprintf("%s %s %.0f", k.verb, r, d))
+		}
+	}
+	sort.Strings(parts)
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// operatorResources are what the manager reads and writes. Other components touch few
+// of them: kube-controller-manager writes the PodDisruptionBudgets' status (never the
+// operator), and with -workloads the Deployments' status; those are left out.
+var operatorResources = map[string]bool{
+	"voiceagents": true, "auditsinks": true, "serviceaccounts": true, "configmaps": true,
+	"services": true, "networkpolicies": true, "deployments": true, "poddisruptionbudgets": true,
+	"horizontalpodautoscalers": true, "secrets": true, "events": true,
+	"customresourcedefinitions": true, "certificates": true, "issuers": true,
+	"externalsecrets": true, "scaledobjects": true,
+}
+
+func isOperatorSeries(k reqKey) bool {
+	if !operatorResources[k.resource] {
+		return false
+	}
+	return k.subresource == "" || (k.subresource == "status" && (k.resource == "voiceagents" || k.resource == "auditsinks"))
+}
+
+var writeVerbs = map[string]bool{"CREATE": true, "UPDATE": true, "PATCH": true, "APPLY": true, "DELETE": true, "DELETECOLLECTION": true}
+
+// byVerb sums after-before over the operator's series, events apart, less the bench's
+// own requests (own, by verb and resource).
+func byVerb(before, after reqCounts, own map[reqKey]float64) (verbs map[string]float64, events float64) {
+	verbs = map[string]float64{}
+	for k, v := range after {
+		d := v - before[k]
+		if d == 0 || !isOperatorSeries(k) {
+			continue
+		}
+		if k.resource == "events" {
+			// The manager's events are events.k8s.io/v1; kube-controller-manager's core/v1.
+			if writeVerbs[k.verb] && k.group == "events.k8s.io" {
+				events += d
+			}
+			continue
+		}
+		verbs[k.verb] += d
+	}
+	for k, v := range own {
+		verbs[k.verb] -= v
+	}
+	return verbs, events
+}
+
+func sumWrites(verbs map[string]float64) float64 {
+	var n float64
+	for v, c := range verbs {
+		if writeVerbs[v] {
+			n += c
+		}
+	}
+	return n
+}
+
+func formatVerbs(verbs map[string]float64, n int) string {
+	var keys []string
+	for k, v := range verbs {
+		if math.Abs(v) > 0.5 && k != "WATCH" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %.2f", k, verbs[k]/float64(n)))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// managerMetrics is what the bench reads from the manager's own /metrics.
+type managerMetrics struct {
+	clientRequests map[string]float64 // rest_client_requests_total by method
+	reconciles     float64            // controller_runtime_reconcile_total{controller="voiceagent"}
+	buckets        map[float64]float64
+	sum, count     float64
+}
+
+func scrapeManager(url string) (managerMetrics, error) {
+	mm := managerMetrics{clientRequests: map[string]float64{}, buckets: map[float64]float64{}}
+	resp, err := http.Get(url)
+	if err != nil {
+		return mm, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return mm, err
+	}
+	for _, s := range parseMetrics(string(b)) {
+		switch {
+		case s.name == "rest_client_requests_total":
+			mm.clientRequests[s.labels["method"]] += s.value
+		case s.labels["controller"] != "voiceagent":
+		case s.name == "controller_runtime_reconcile_total":
+			mm.reconciles += s.value
+		case s.name == "controller_runtime_reconcile_time_seconds_bucket":
+			le, err := strconv.ParseFloat(s.labels["le"], 64)
+			if s.labels["le"] == "+Inf" {
+				le, err = math.Inf(1), nil
+			}
+			if err == nil {
+				mm.buckets[le] += s.value
+			}
+		case s.name == "controller_runtime_reconcile_time_seconds_sum":
+			mm.sum += s.value
+		case s.name == "controller_runtime_reconcile_time_seconds_count":
+			mm.count += s.value
+		}
+	}
+	return mm, nil
+}
+
+func (mm managerMetrics) minus(before managerMetrics) managerMetrics {
+	out := managerMetrics{clientRequests: map[string]float64{}, buckets: map[float64]float64{},
+		reconciles: mm.reconciles - before.reconciles, sum: mm.sum - before.sum, count: mm.count - before.count}
+	for k, v := range mm.clientRequests {
+		out.clientRequests[k] = v - before.clientRequests[k]
+	}
+	for k, v := range mm.buckets {
+		out.buckets[k] = v - before.buckets[k]
+	}
+	return out
+}
+
+func (mm managerMetrics) clientTotal() float64 {
+	var n float64
+	for _, v := range mm.clientRequests {
+		n += v
+	}
+	return n
+}
+
+func (mm managerMetrics) clientWrites() float64 {
+	var n float64
+	for m, v := range mm.clientRequests {
+		if m != "GET" {
+			n += v
+		}
+	}
+	return n
+}
+
+// quantile interpolates linearly within the bucket, as Prometheus' histogram_quantile.
+func (mm managerMetrics) quantile(q float64) float64 {
+	var les []float64
+	for le := range mm.buckets {
+		les = append(les, le)
+	}
+	sort.Float64s(les)
+	if len(les) == 0 {
+		return math.NaN()
+	}
+	total := mm.buckets[les[len(les)-1]]
+	if total == 0 {
+		return math.NaN()
+	}
+	rank := q * total
+	prevLe, prevCount := 0.0, 0.0
+	for _, le := range les {
+		c := mm.buckets[le]
+		if c >= rank {
+			if math.IsInf(le, 1) {
+				return prevLe
+			}
+			if c == prevCount {
+				return le
+			}
+			return prevLe + (le-prevLe)*(rank-prevCount)/(c-prevCount)
+		}
+		prevLe, prevCount = le, c
+	}
+	return les[len(les)-1]
+}
