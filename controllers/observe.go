@@ -20,6 +20,9 @@ type observed struct {
 	missingSinks []string
 	// secrets maps the name of every Secret in the namespace to its resourceVersion.
 	secrets map[string]string
+	// unownedCertSecrets are the Secrets cert-manager wrote for va's Certificates
+	// (labelled by their secretTemplate) that have no owner yet.
+	unownedCertSecrets []string
 	// agentTokenRotation is the rotation request the agent token's Secret records.
 	agentTokenRotation   string
 	certManagerInstalled bool
@@ -46,8 +49,12 @@ func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAg
 	if err := r.Client.List(ctx, secrets, client.InNamespace(va.Namespace)); err != nil {
 		return nil, fmt.Errorf("list Secret metadata: %w", err)
 	}
+	certSecrets := map[string]bool{render.TLSSecretName(va): true, render.GatewayTLSSecretName(va): true, render.GatewayCAName(va): true}
 	for _, s := range secrets.Items {
 		obs.secrets[s.Name] = s.ResourceVersion
+		if certSecrets[s.Name] && len(s.OwnerReferences) == 0 && s.Labels[render.LabelVoiceAgent] == va.Name {
+			obs.unownedCertSecrets = append(obs.unownedCertSecrets, s.Name)
+		}
 		if s.Name == render.AgentTokenSecretName(va) {
 			obs.agentTokenRotation = s.Annotations[render.AnnotationRotateAgentToken]
 		}

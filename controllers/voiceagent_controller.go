@@ -112,6 +112,9 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.adoptCertificateSecrets(ctx, va, obs); err != nil {
+		return ctrl.Result{}, err
+	}
 	in := obs.renderInputs(va, r.GatewayImage, r.ClusterDomain, r.GatewayAdminAccess)
 	in.PrometheusAddress = r.PrometheusAddress
 	children, err := render.Render(va, in)
@@ -356,6 +359,24 @@ func (r *VoiceAgentReconciler) tokenSettle() time.Duration {
 	return tokenSettle
 }
 
+// adoptCertificateSecrets gives the Secrets cert-manager writes for va's Certificates
+// (the gateway's CA with its private key, the gateway's and the Service's serving
+// certificates) an owner reference to va, so that the garbage collector deletes them
+// with it: cert-manager leaves them behind by default. Only a Secret with no owner is
+// patched (with cert-manager's --enable-certificate-owner-ref, the Certificate owns it
+// and is owned by va); the patch sets metadata alone and reads nothing.
+func (r *VoiceAgentReconciler) adoptCertificateSecrets(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed) error {
+	for _, name := range obs.unownedCertSecrets {
+		ref := metav1.OwnerReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: "VoiceAgent", Name: va.Name, UID: va.UID}
+		secret := &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: va.Namespace, Name: name}}
+		if err := r.patchSecret(ctx, secret, map[string]any{"metadata": map[string]any{"ownerReferences": []metav1.OwnerReference{ref}}}); err != nil {
+			return fmt.Errorf("own cert-manager's Secret %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 func newAgentToken() (string, error) {
 	raw := make([]byte, render.AgentTokenSize)
 	if _, err := rand.Read(raw); err != nil {
@@ -586,7 +607,7 @@ func requestsFor(items []v1alpha1.VoiceAgent) []reconcile.Request {
 func referencedSecrets(va *v1alpha1.VoiceAgent) []string {
 	names := render.SecretNames(render.Credentials(va, nil))
 	names = append(names, render.SessionKeySecretName(va), render.TLSSecretName(va),
-		render.AgentTokenSecretName(va), render.GatewayTLSSecretName(va))
+		render.AgentTokenSecretName(va), render.GatewayTLSSecretName(va), render.GatewayCAName(va))
 	return names
 }
 

@@ -235,6 +235,43 @@ func TestAgentTokenRotatesOnRequest(t *testing.T) {
 	}
 }
 
+// TestCertManagersSecretsAreOwned: cert-manager leaves the Secrets it writes behind when
+// their Certificate goes; the operator gives the ones of its VoiceAgent's Certificates
+// (labelled by their secretTemplate) an owner reference, so that they go with it (the
+// gateway's CA holds a private key). A Secret someone else owns is left alone.
+func TestCertManagersSecretsAreOwned(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	if err := k8s.Create(ctx, minimalVoiceAgent(ns, "owned")); err != nil {
+		t.Fatal(err)
+	}
+	va := &v1alpha1.VoiceAgent{}
+	eventually(t, waitFor, func() error { return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "owned"}, va) })
+	// Play cert-manager: the CA's Secret, with the secretTemplate's labels and no owner.
+	for _, name := range []string{"owned-gateway-ca", "owned-gateway-tls"} {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: render.Labels(va)},
+			Data: map[string][]byte{"tls.crt": []byte("c"), "tls.key": []byte("k"), "ca.crt": []byte("a")}}
+		if err := k8s.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"owned-gateway-ca", "owned-gateway-tls"} {
+		eventually(t, waitFor, func() error {
+			s := &corev1.Secret{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
+				return err
+			}
+			if refs := s.OwnerReferences; len(refs) != 1 || refs[0].UID != va.UID {
+				return fmt.Errorf("%s owners %v", name, refs)
+			}
+			if string(s.Data["tls.key"]) != "k" {
+				return fmt.Errorf("%s data changed", name)
+			}
+			return nil
+		})
+	}
+}
+
 func TestTLSAndExternalSecretsAgainstRealCRDs(t *testing.T) {
 	ns := newNamespace(t)
 	va := fullVoiceAgent(ns, "support")

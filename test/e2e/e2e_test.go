@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -391,6 +392,69 @@ func TestRotationRollsAgentPods(t *testing.T) {
 		return nil
 	})
 	eventually(t, ready, isReady(ns, "rotating"))
+}
+
+// TestRolloutNeverLeavesZeroReadyReplicas changes the spec so that both workloads
+// roll (an env var for the agent pods, resources for the gateway pods) and watches both
+// Deployments through the rollouts, run by the real Deployment controller: neither ever
+// has zero ready replicas (maxUnavailable 0, a new pod ready before an old one goes).
+func TestRolloutNeverLeavesZeroReadyReplicas(t *testing.T) {
+	ns := namespace(t, "rollout")
+	va := simpleVoiceAgent(ns, "rolling", 2)
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ready, isReady(ns, "rolling"))
+	w, err := k8sWatch.Watch(ctx, &appsv1.DeploymentList{}, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	eventually(t, time.Minute, func() error {
+		cur := &v1alpha1.VoiceAgent{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "rolling"}, cur); err != nil {
+			return err
+		}
+		cur.Spec.Env = []v1alpha1.EnvVar{{Name: "GREETING", Value: "hello again"}}
+		cur.Spec.Gateway = &v1alpha1.GatewaySpec{Replicas: ptr.To[int32](2), Resources: &corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("60m"), corev1.ResourceMemory: resource.MustParse("64Mi"),
+				corev1.ResourceEphemeralStorage: resource.MustParse("64Mi")},
+			Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi"), corev1.ResourceEphemeralStorage: resource.MustParse("576Mi")},
+		}}
+		return k8s.Update(ctx, cur)
+	})
+	done := map[string]bool{}
+	minReady := map[string]int32{"rolling": 2, "rolling-gateway": 2}
+	rolled := map[string]bool{}
+	deadline := time.After(3 * time.Minute)
+	for len(done) < 2 {
+		select {
+		case ev := <-w.ResultChan():
+			d, ok := ev.Object.(*appsv1.Deployment)
+			if !ok {
+				continue
+			}
+			if _, tracked := minReady[d.Name]; !tracked {
+				continue
+			}
+			minReady[d.Name] = min(minReady[d.Name], d.Status.ReadyReplicas)
+			if d.Status.UpdatedReplicas < d.Status.Replicas || d.Status.ObservedGeneration < d.Generation {
+				rolled[d.Name] = true // a rollout is under way
+			}
+			if rolled[d.Name] && d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == 2 &&
+				d.Status.Replicas == 2 && d.Status.ReadyReplicas == 2 {
+				done[d.Name] = true
+			}
+		case <-deadline:
+			t.Fatalf("rollouts not done in 3 minutes: done %v, rolled %v", done, rolled)
+		}
+	}
+	for name, n := range minReady {
+		if n < 1 {
+			t.Errorf("Deployment %s had %d ready replicas during its rollout", name, n)
+		}
+	}
+	t.Logf("fewest ready replicas during the rollouts: %v", minReady)
 }
 
 // helpers

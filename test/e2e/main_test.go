@@ -24,6 +24,7 @@ import (
 
 var (
 	k8s      client.Client
+	k8sWatch client.WithWatch
 	demoDir  string
 	repoRoot = filepath.Join("..", "..")
 	ctx      = context.Background()
@@ -57,6 +58,10 @@ func run(m *testing.M) int {
 	cfg.QPS, cfg.Burst = 100, 200
 	k8s, err = client.New(cfg, client.Options{Scheme: manager.Scheme()})
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if k8sWatch, err = client.NewWithWatch(cfg, client.Options{Scheme: manager.Scheme()}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
