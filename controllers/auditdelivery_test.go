@@ -4,15 +4,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/audit"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
 // gatewayAdminStub serves /audit/status as a running gateway does; the test changes
@@ -99,4 +103,96 @@ func TestAuditSinkDeliveryStatusFromTheGateways(t *testing.T) {
 		return nil
 	}))
 	eventually(t, waitFor, conditionIs(ns, "reported", v1alpha1.ConditionAuditReady, metav1.ConditionTrue, v1alpha1.ReasonSinksReady))
+}
+
+// TestRecordsLostAtShutdownAreReported: a gateway pod that exits with records still
+// undelivered says so in its termination message; the operator adds them, once, to the
+// AuditSink's status.delivery.recordsLostOnShutdown, counts them in a metric and tells
+// the VoiceAgent's readers in an Event.
+func TestRecordsLostAtShutdownAreReported(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	sink := &v1alpha1.AuditSink{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "siem"},
+		Spec: v1alpha1.AuditSinkSpec{Type: v1alpha1.AuditSinkStdout}}
+	if err := k8s.Create(ctx, sink); err != nil {
+		t.Fatal(err)
+	}
+	va := minimalVoiceAgent(ns, "lossy")
+	va.Spec.Audit = &v1alpha1.AuditSpec{SinkRefs: []v1alpha1.LocalObjectReference{{Name: "siem"}}}
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, conditionIs(ns, "lossy", v1alpha1.ConditionAuditReady, metav1.ConditionTrue, v1alpha1.ReasonSinksReady))
+	stub := &gatewayAdminStub{}
+	stub.set(audit.Status{Instance: "lossy-0", Sinks: []audit.SinkStatus{{Name: "siem", Delivered: 3}}})
+	runningGatewayPod(t, ns, "lossy", "lossy-0", stub)
+	before := counterValue(t, "voiceagent_operator_audit_records_lost_on_shutdown_total", "namespace", ns)
+
+	// The kubelet's view of the gateway container after it exited.
+	terminate := func() {
+		pod := &corev1.Pod{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "lossy-0"}, pod); err != nil {
+			t.Fatal(err)
+		}
+		pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: render.GatewayContainer, State: corev1.ContainerState{
+			Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", Message: `{"auditRecordsLost":{"siem":7}}`,
+				StartedAt: metav1.NewTime(time.Now().Add(-time.Hour)), FinishedAt: metav1.NewTime(time.Now().Add(time.Second))},
+		}}}
+		if err := k8s.Status().Update(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	terminate()
+	lost := func() int64 {
+		s := &v1alpha1.AuditSink{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(sink), s); err != nil || s.Status.Delivery == nil {
+			return -1
+		}
+		return s.Status.Delivery.RecordsLostOnShutdown
+	}
+	eventually(t, waitFor, func() error {
+		if n := lost(); n != 7 {
+			return fmt.Errorf("recordsLostOnShutdown %d, want 7", n)
+		}
+		return nil
+	})
+	if got := counterValue(t, "voiceagent_operator_audit_records_lost_on_shutdown_total", "namespace", ns); got != before+7 {
+		t.Errorf("metric %v, want %v", got, before+7)
+	}
+	eventually(t, waitFor, func() error {
+		evs := &eventsv1.EventList{}
+		if err := k8s.List(ctx, evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "AuditRecordsLostOnShutdown" && e.Regarding.Name == "lossy" && strings.Contains(e.Note, "7 audit records") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no AuditRecordsLostOnShutdown event yet")
+	})
+	// Seen again (another status update, a resync), the same termination counts once;
+	// the count survives the next delivery polls.
+	pod := &corev1.Pod{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "lossy-0"}, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.Message = "touched"
+	if err := k8s.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	stub.set(audit.Status{Instance: "lossy-0", Sinks: []audit.SinkStatus{{Name: "siem", Delivered: 4}}})
+	eventually(t, waitFor, func() error {
+		s := &v1alpha1.AuditSink{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(sink), s); err != nil {
+			return err
+		}
+		if s.Status.Delivery == nil || s.Status.Delivery.RecordsDelivered != 4 {
+			return fmt.Errorf("delivery not refreshed yet: %+v", s.Status.Delivery)
+		}
+		return nil
+	})
+	if n := lost(); n != 7 {
+		t.Errorf("recordsLostOnShutdown %d after the termination was seen again, want 7", n)
+	}
 }

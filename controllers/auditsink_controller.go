@@ -10,10 +10,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
@@ -31,8 +33,11 @@ type AuditSinkReconciler struct {
 	PollInterval time.Duration
 	// Now: time.Now when nil.
 	Now func() time.Time
+	// Recorder emits the Events of records lost at a gateway's shutdown; may be nil.
+	Recorder events.EventRecorder
 
 	optional *optionalAPIs
+	losses   *shutdownLosses
 }
 
 // Reconcile brings one AuditSink's ExternalSecrets and status in line: its credentials,
@@ -67,8 +72,10 @@ func (r *AuditSinkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			ready, reason, msg = false, v1alpha1.ReasonDeliveryFailing, failingMsg
 		}
 	}
+	lost := r.foldShutdownLosses(req.NamespacedName, sink, before)
 	setCondition(sink, v1alpha1.ConditionReady, ready, reason, msg)
 	if err := writeStatus(ctx, r.Client, sink, before); err != nil {
+		r.losses.restore(req.NamespacedName, lost)
 		return ctrl.Result{}, err
 	}
 	switch {
@@ -123,6 +130,29 @@ func (r *AuditSinkReconciler) reconcileDelivery(ctx context.Context, sink *v1alp
 	}
 	return true, fmt.Sprintf("Gateway %s cannot deliver to this sink: %s (threshold %s). Check that the receiver is reachable and accepts the credentials; records stay queued until it does.",
 		failingPod, detail, failingAfter), nil
+}
+
+// foldShutdownLosses adds the records gateways reported lost at exit since the last
+// status write to status.delivery.recordsLostOnShutdown, which never goes down (the
+// delivery figures are read anew each time; this one is kept). It returns what it
+// added.
+func (r *AuditSinkReconciler) foldShutdownLosses(key types.NamespacedName, sink, before *v1alpha1.AuditSink) int64 {
+	var prev int64
+	if d := before.Status.Delivery; d != nil {
+		prev = d.RecordsLostOnShutdown
+	}
+	lost := r.losses.take(key)
+	if prev+lost == 0 {
+		return lost
+	}
+	if sink.Status.Delivery == nil {
+		sink.Status.Delivery = &v1alpha1.AuditDeliveryStatus{}
+		if before.Status.Delivery != nil {
+			*sink.Status.Delivery = *before.Status.Delivery
+		}
+	}
+	sink.Status.Delivery.RecordsLostOnShutdown = prev + lost
+	return lost
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -184,6 +214,7 @@ func auditSinkExternalSecret(sink *v1alpha1.AuditSink, c render.Credential) *uns
 // VoiceAgentReconciler.SetupWithManager creates.
 func (r *AuditSinkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.optional = newOptionalAPIs(mgr.GetCache())
+	r.losses = newShutdownLosses(r.Recorder)
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.AuditSink{}, indexSecrets, func(o client.Object) []string {
 		return render.SecretNames(render.SinkCredentials(o.(*v1alpha1.AuditSink)))
 	}); err != nil {
@@ -193,6 +224,7 @@ func (r *AuditSinkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.AuditSink{}).
 		Watches(&v1alpha1.VoiceAgent{}, handler.EnqueueRequestsFromMapFunc(sinksOfVoiceAgent)).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.sinksOfSecret)).
+		WatchesRawSource(source.Kind(mgr.GetCache(), &corev1.Pod{}, r.losses.podHandler())).
 		Named("auditsink").
 		Build(r)
 	if err != nil {

@@ -155,7 +155,7 @@ func countConditions(items []v1alpha1.VoiceAgent) map[string]map[string]int {
 // every manager of the process: an existing registration is kept) and lends the
 // condition collector this manager's cache while it runs.
 func registerMetrics(mgr ctrl.Manager) error {
-	for _, c := range []prometheus.Collector{childrenApplied, driftCorrections, voiceAgentConditions} {
+	for _, c := range []prometheus.Collector{childrenApplied, driftCorrections, auditRecordsLostOnShutdown, voiceAgentConditions} {
 		if err := metrics.Registry.Register(c); err != nil {
 			if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok || are.ExistingCollector != c {
 				return fmt.Errorf("register operator metrics: %w", err)

@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -25,10 +28,13 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -60,6 +66,9 @@ type VoiceAgentReconciler struct {
 	// TokenSettle is how long a rotation's announced token waits before the agent
 	// pods use it; tokenSettle when zero.
 	TokenSettle time.Duration
+	// MaxConcurrentReconciles is how many VoiceAgents are reconciled at once (never two
+	// reconciles of one VoiceAgent); 1 when zero.
+	MaxConcurrentReconciles int
 
 	optional *optionalAPIs
 	// rotations are the agent token rotations this process completed, and
@@ -536,18 +545,25 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.optional = newOptionalAPIs(mgr.GetCache())
 
+	// Status the reconciler neither reads nor writes starts no reconcile: its own status
+	// writes on the VoiceAgent, kube-controller-manager's on the PodDisruptionBudgets
+	// (each pod change) and HorizontalPodAutoscalers (every 15 s).
+	notStatusOnly := builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return metadataOrSpecChanged(e.ObjectOld, e.ObjectNew)
+	}})
 	c, err := ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.VoiceAgent{}).
+		For(&v1alpha1.VoiceAgent{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: voiceAgentChanged})).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.Service{}).
 		Owns(&appsv1.Deployment{}).
 		Owns(&networkingv1.NetworkPolicy{}).
-		Owns(&policyv1.PodDisruptionBudget{}).
-		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
+		Owns(&policyv1.PodDisruptionBudget{}, notStatusOnly).
+		Owns(&autoscalingv2.HorizontalPodAutoscaler{}, notStatusOnly).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexSecrets))).
 		Watches(&v1alpha1.AuditSink{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexAuditSinks))).
 		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.allVoiceAgentsOnCRD)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
 		Named("voiceagent").
 		Build(r)
 	if err != nil {
@@ -556,6 +572,29 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.VoiceAgent{}, handler.OnlyControllerOwner())
 	r.optional.startWatch = watchStarter(c, mgr, owner)
 	return nil
+}
+
+// voiceAgentChanged passes a VoiceAgent update that a reconcile acts on: its spec
+// (generation), metadata (the rotation annotation, deletion) or status.spend (carried
+// into the gateway config); not the conditions and counts the reconciler wrote itself.
+func voiceAgentChanged(e event.UpdateEvent) bool {
+	oldVA, okOld := e.ObjectOld.(*v1alpha1.VoiceAgent)
+	newVA, okNew := e.ObjectNew.(*v1alpha1.VoiceAgent)
+	if !okOld || !okNew {
+		return true
+	}
+	return metadataOrSpecChanged(oldVA, newVA) || !equality.Semantic.DeepEqual(oldVA.Status.Spend, newVA.Status.Spend)
+}
+
+// metadataOrSpecChanged is false for an update of status alone (and of what the API
+// server keeps with it: resourceVersion, managedFields).
+func metadataOrSpecChanged(oldObj, newObj client.Object) bool {
+	return oldObj.GetGeneration() != newObj.GetGeneration() ||
+		!maps.Equal(oldObj.GetLabels(), newObj.GetLabels()) ||
+		!maps.Equal(oldObj.GetAnnotations(), newObj.GetAnnotations()) ||
+		!equality.Semantic.DeepEqual(oldObj.GetOwnerReferences(), newObj.GetOwnerReferences()) ||
+		!slices.Equal(oldObj.GetFinalizers(), newObj.GetFinalizers()) ||
+		!oldObj.GetDeletionTimestamp().Equal(newObj.GetDeletionTimestamp())
 }
 
 // watchStarter starts a watch on an optional kind once its CRD is found.

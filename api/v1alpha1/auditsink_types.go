@@ -102,6 +102,12 @@ type AuditDeliveryStatus struct {
 
 	// ReportingGateways is how many running gateway pods answered.
 	ReportingGateways int32 `json:"reportingGateways"`
+
+	// RecordsLostOnShutdown counts the records gateway pods still held undelivered for
+	// this sink when they exited (rollouts, evictions, scale-down), as each reported in
+	// its termination message and the operator saw it; they went with their pod.
+	// +optional
+	RecordsLostOnShutdown int64 `json:"recordsLostOnShutdown,omitempty"`
 }
 
 // AuditSink is a destination for VoiceAgent audit records.

@@ -19,15 +19,16 @@ import (
 // the provider credentials, in its own pods; role "inbound" is the credential-free TLS
 // terminator left in the agent's pod.
 type gatewayFlags struct {
-	role    string
-	config  string
-	inbound gateway.InboundOptions
+	role           string
+	config         string
+	terminationLog string
+	inbound        gateway.InboundOptions
 }
 
 // Flags of one role only: given to the other, they would be ignored, and a pod spec
 // that sets them means something it does not get.
 var (
-	gatewayOnlyFlags = []string{"config"}
+	gatewayOnlyFlags = []string{"config", "termination-log"}
 	inboundOnlyFlags = []string{"listen", "tls-dir", "upstream", "admin"}
 )
 
@@ -36,6 +37,7 @@ func parseGatewayFlags(args []string) (gatewayFlags, error) {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.StringVar(&f.role, "role", "gateway", `"gateway" (the proxy that holds the credentials) or "inbound" (TLS in front of the agent, in its pod, with no credential)`)
 	fs.StringVar(&f.config, "config", "/etc/voiceagent/gateway/gateway.json", "role gateway: the gateway configuration rendered by the operator")
+	fs.StringVar(&f.terminationLog, "termination-log", "", "role gateway: where the count of audit records left undelivered at exit is written (in a pod, the kubelet's termination message, /dev/termination-log; empty: nowhere)")
 	listen := fs.String("listen", fmt.Sprintf(":%d", gw.TLSPort), "role inbound: the TLS address the agent's Service reaches")
 	tlsDir := fs.String("tls-dir", gw.TLSDir, "role inbound: the directory of the serving certificate (tls.crt, tls.key)")
 	upstream := fs.String("upstream", "127.0.0.1:8080", "role inbound: the agent on loopback")
@@ -78,7 +80,7 @@ func runGateway(args []string) error {
 		f.inbound.Logger = logger
 		return gateway.RunInbound(ctx, f.inbound)
 	}
-	g, err := gateway.New(gateway.Options{ConfigPath: f.config, PodName: os.Getenv("POD_NAME"), Logger: logger})
+	g, err := gateway.New(gateway.Options{ConfigPath: f.config, PodName: os.Getenv("POD_NAME"), Logger: logger, TerminationLog: f.terminationLog})
 	if err != nil {
 		return err
 	}

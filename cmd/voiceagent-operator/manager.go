@@ -21,6 +21,10 @@ func runManager(args []string) error {
 	fs.BoolVar(&opts.EnableHTTP2, "enable-http2", false, "let the metrics endpoint speak HTTP/2 (off: HTTP/2 stream resets cost the server more than the client)")
 	fs.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&opts.PprofAddr, "pprof-bind-address", "", "address of /debug/pprof (CPU and heap profiles, for make bench-operator); empty: off. Profiles show the process's internals: bind it to localhost")
+	fs.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", manager.DefaultMaxConcurrentReconciles, "VoiceAgents reconciled at once (one VoiceAgent is never reconciled twice at once)")
+	var qps float64
+	fs.Float64Var(&qps, "kube-api-qps", manager.DefaultKubeAPIQPS, "the manager's client-side limit on API requests per second; -1: none (the API server's priority and fairness alone)")
+	fs.IntVar(&opts.KubeAPIBurst, "kube-api-burst", manager.DefaultKubeAPIBurst, "requests the manager may make at once above --kube-api-qps")
 	fs.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect a leader so that only one replica reconciles")
 	fs.StringVar(&opts.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")
 	fs.StringVar(&opts.GatewayImage, "gateway-image", os.Getenv("GATEWAY_IMAGE"), "image of the gateway pods (and of the agent pods' inbound TLS role): the operator's own image (env GATEWAY_IMAGE)")
@@ -41,6 +45,7 @@ func runManager(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	opts.KubeAPIQPS = float32(qps)
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	if *kubeconfig != "" {
 		if err := os.Setenv("KUBECONFIG", *kubeconfig); err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +54,9 @@ type Options struct {
 	// MaxBufferedBodyBytes bounds the body bytes held in memory at once; 0 means
 	// maxBufferedBodyBytes. Tests set a small one.
 	MaxBufferedBodyBytes int64
+	// TerminationLog receives the ShutdownReport at exit when records are left
+	// undelivered; empty: none is written.
+	TerminationLog string
 }
 
 // Gateway is one running gateway.
@@ -511,11 +515,28 @@ func (g *Gateway) Run(ctx context.Context) error {
 // reportUndelivered says, at exit, how many audit records each sink still has not
 // taken: they stay in the pod's queue and are lost with it if the pod goes. (With the
 // stdout sink nothing is held back: the container log takes every record.)
+//
+// The counts also go to the container's termination message (Options.TerminationLog,
+// /dev/termination-log in a pod), which the kubelet puts in the pod's status: the
+// operator reads them from there, after the process is gone, into the AuditSink's
+// status.delivery.recordsLostOnShutdown, a metric and an Event.
 func (g *Gateway) reportUndelivered() {
+	lost := map[string]uint64{}
 	for _, s := range g.trail.Status().Sinks {
 		if s.Backlog > 0 {
 			g.log.Error("audit records not delivered at shutdown", "sink", s.Name, "records", s.Backlog)
+			lost[s.Name] = s.Backlog
 		}
+	}
+	if len(lost) == 0 || g.opts.TerminationLog == "" {
+		return
+	}
+	msg, err := json.Marshal(gw.ShutdownReport{AuditRecordsLost: lost})
+	if err == nil {
+		err = os.WriteFile(g.opts.TerminationLog, msg, 0o644)
+	}
+	if err != nil {
+		g.log.Error("termination message not written", "file", g.opts.TerminationLog, "error", err.Error())
 	}
 }
 

@@ -691,6 +691,7 @@ func TestUndeliveredRecordsAreReportedAtShutdown(t *testing.T) {
 	})
 	var logs syncBuffer
 	tg.log = slog.New(slog.NewTextHandler(&logs, nil))
+	tg.opts.TerminationLog = filepath.Join(t.TempDir(), "termination-log")
 	for i := 0; i < 3; i++ {
 		tg.post(t, "/model/chat/completions", openaiBody, nil)
 	}
@@ -702,5 +703,14 @@ func TestUndeliveredRecordsAreReportedAtShutdown(t *testing.T) {
 	defer logs.mu.Unlock()
 	if out := logs.buf.String(); !strings.Contains(out, "audit records not delivered at shutdown") || !strings.Contains(out, "sink=soc") {
 		t.Errorf("log at shutdown: %q", out)
+	}
+	// And in the termination message, which the operator reads from the pod's status.
+	data, err := os.ReadFile(tg.opts.TerminationLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var report gw.ShutdownReport
+	if err := json.Unmarshal(data, &report); err != nil || report.AuditRecordsLost["soc"] < 3 {
+		t.Errorf("termination message %s (%v), want soc with at least 3 records (the config record and 3 calls)", data, err)
 	}
 }

@@ -240,6 +240,14 @@ type Sink struct {
 	CAFile string `json:"caFile,omitempty"`
 }
 
+// ShutdownReport is the gateway's termination message (the kubelet's
+// terminationMessagePath): what it could not deliver before it exited. The operator
+// reads it from the pod's status.
+type ShutdownReport struct {
+	// AuditRecordsLost counts, per sink, the records still undelivered at exit.
+	AuditRecordsLost map[string]uint64 `json:"auditRecordsLost"`
+}
+
 // Duration is a time.Duration written as a Go duration string.
 type Duration struct{ time.Duration }
 

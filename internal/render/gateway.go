@@ -66,7 +66,12 @@ func gatewayContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Conta
 		Name:            GatewayContainer,
 		Image:           in.GatewayImage,
 		ImagePullPolicy: pullPolicy(in.GatewayImage),
-		Args:            []string{"gateway", "--config", path.Join(gw.MountDir, gw.FileName)},
+		Args: []string{"gateway", "--config", path.Join(gw.MountDir, gw.FileName),
+			"--termination-log", corev1.TerminationMessagePathDefault},
+		// The termination message carries what the gateway could not deliver at exit
+		// (gateway.ShutdownReport), which the operator reads from the pod's status.
+		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
 		Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"},
 		}}},

@@ -85,6 +85,9 @@ func GatewaySelectorLabels(name string) map[string]string {
 	return map[string]string{LabelName: gatewayNameLabel, LabelInstance: name}
 }
 
+// IsGatewayPod says whether labels are a gateway pod's.
+func IsGatewayPod(labels map[string]string) bool { return labels[LabelName] == gatewayNameLabel }
+
 // gatewayLabels are the labels of the gateway's children and pods.
 func gatewayLabels(va *v1alpha1.VoiceAgent) map[string]string {
 	l := Labels(va)
