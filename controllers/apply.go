@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -79,6 +80,10 @@ func applyChild(ctx context.Context, c client.Client, desired client.Object) (ap
 	if err != nil {
 		return applyUnchanged, fmt.Errorf("get %s %s: %w", want.GetKind(), want.GetName(), err)
 	}
+	if exists && controlledByAnother(live, want) {
+		return applyUnchanged, fmt.Errorf("%s %s is controlled by another object (%s); the operator does not take it over: rename or delete one of them",
+			want.GetKind(), want.GetName(), metav1.GetControllerOf(live).Kind+"/"+metav1.GetControllerOf(live).Name)
+	}
 	if exists && contains(normalise(live.Object), normalise(want.Object)) {
 		return applyUnchanged, nil
 	}
@@ -93,6 +98,14 @@ func applyChild(ctx context.Context, c client.Client, desired client.Object) (ap
 		return applyUpdated, nil
 	}
 	return applyCreated, nil
+}
+
+// controlledByAnother says whether live has a controller that is not the one want
+// names: two VoiceAgents rendering a child of the same name must not take it from each
+// other on every reconcile.
+func controlledByAnother(live, want *unstructured.Unstructured) bool {
+	have, mine := metav1.GetControllerOf(live), metav1.GetControllerOf(want)
+	return have != nil && mine != nil && have.UID != mine.UID
 }
 
 // getLive reads the live child through the informer whose events trigger reconciles:

@@ -23,8 +23,11 @@ type observed struct {
 	// unownedCertSecrets are the Secrets cert-manager wrote for va's Certificates
 	// (labelled by their secretTemplate) that have no owner yet.
 	unownedCertSecrets []string
-	// agentTokenRotation is the rotation request the agent token's Secret records.
-	agentTokenRotation   string
+	// agentTokenRotation is the rotation request the agent token's Secret records,
+	// agentTokenAnnounced the one whose token it announces under next, agentTokenUID
+	// the Secret's UID (a Secret deleted and made anew holds a new token).
+	agentTokenRotation, agentTokenAnnounced string
+	agentTokenUID                           string
 	certManagerInstalled bool
 	esoInstalled         bool
 	kedaInstalled        bool
@@ -57,6 +60,7 @@ func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAg
 		}
 		if s.Name == render.AgentTokenSecretName(va) {
 			obs.agentTokenRotation = s.Annotations[render.AnnotationRotateAgentToken]
+			obs.agentTokenAnnounced, obs.agentTokenUID = s.Annotations[render.AnnotationAgentTokenAnnounced], string(s.UID)
 		}
 	}
 	var err error
@@ -91,7 +95,7 @@ func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain 
 	}
 	// The agent pods roll when a rotation puts a new token in force, not when one is
 	// announced to the gateways (which changes the Secret too).
-	versions[render.AgentTokenSecretName(va)] = "rotation=" + obs.agentTokenRotation
+	versions[render.AgentTokenSecretName(va)] = "uid=" + obs.agentTokenUID + ",rotation=" + obs.agentTokenRotation
 	return render.Inputs{
 		GatewayImage:        image,
 		Sinks:               obs.sinks,

@@ -107,12 +107,13 @@ func (s *SpendCollector) collect(ctx context.Context, va *v1alpha1.VoiceAgent) e
 	}
 	present := map[string]bool{}
 	reports := map[string]*GatewaySpend{}
+	// A pod being deleted is still present while it drains (up to
+	// spec.voice.drainTimeout): it serves calls and sessions, so it is read on; its
+	// figures are carried only once it is gone from the list.
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		if pod.DeletionTimestamp == nil {
-			present[pod.Name] = true
-		}
-		if pod.Status.Phase != corev1.PodRunning || pod.DeletionTimestamp != nil {
+		present[pod.Name] = true
+		if pod.Status.Phase != corev1.PodRunning {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)

@@ -131,8 +131,13 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// The API server's validation lets nothing through that render rejects, short of a
 		// bug; say so in status rather than retrying forever.
 		log.FromContext(ctx).Error(err, "render failed")
+		// Fail closed: the agent pods keep DNS and their gateway, and lose whatever
+		// wider way out an older policy gave them.
+		if _, lockErr := applyChild(ctx, r.Client, render.LockdownNetworkPolicy(va)); lockErr != nil {
+			log.FromContext(ctx).Error(lockErr, "lock down the agent pods' NetworkPolicy")
+		}
 		setCondition(va, v1alpha1.ConditionReady, false, v1alpha1.ReasonInvalidSpec,
-			"The spec cannot be rendered: "+err.Error()+". Fix the named field.")
+			"The spec cannot be rendered: "+err.Error()+". Fix the named field. Until then the agent pods may reach only DNS and their gateway.")
 		return ctrl.Result{}, writeStatus(ctx, r.Client, va, before)
 	}
 
@@ -306,7 +311,7 @@ func (r *VoiceAgentReconciler) ensureAgentToken(ctx context.Context, va *v1alpha
 			return 0, fmt.Errorf("create agent token Secret: %w", err)
 		}
 		obs.secrets[secret.Name] = secret.ResourceVersion
-		obs.agentTokenRotation = want
+		obs.agentTokenRotation, obs.agentTokenUID = want, string(secret.UID)
 		r.rotations.Store(va.UID, want)
 		r.event(va, corev1.EventTypeNormal, "AgentTokenGenerated", "Create",
 			"Generated the agent token in Secret %s: the gateway accepts only calls that carry it", secret.Name)
@@ -315,6 +320,20 @@ func (r *VoiceAgentReconciler) ensureAgentToken(ctx context.Context, va *v1alpha
 	// The cache may not show what this process just wrote yet: never answer one
 	// request twice.
 	if obs.agentTokenRotation == want {
+		if obs.agentTokenAnnounced != "" {
+			// A rotation was asked for and then withdrawn: its announced token must not
+			// stay accepted.
+			secret := &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+				ObjectMeta: metav1.ObjectMeta{Namespace: va.Namespace, Name: name}}
+			if err := r.patchSecret(ctx, secret, map[string]any{
+				"metadata": map[string]any{"annotations": map[string]any{render.AnnotationAgentTokenAnnounced: nil}},
+				"data":     map[string]any{render.AgentNextTokenKey: nil},
+			}); err != nil {
+				return 0, fmt.Errorf("withdraw the announced agent token in Secret %s: %w", name, err)
+			}
+			r.pendingTokens.Delete(va.UID)
+			obs.agentTokenAnnounced = ""
+		}
 		return 0, nil
 	}
 	if done, ok := r.rotations.Load(va.UID); ok && done == want {

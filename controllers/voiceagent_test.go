@@ -233,6 +233,24 @@ func TestAgentTokenRotatesOnRequest(t *testing.T) {
 	if string(secret.Data["token"]) != next {
 		t.Error("the token was rotated again without a new request")
 	}
+	// Deleted, the Secret is made anew with a new token, and the agent pods roll onto it.
+	rolled := hash()
+	if err := k8s.Delete(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		s := &corev1.Secret{}
+		if err := k8s.Get(ctx, key, s); err != nil {
+			return err
+		}
+		if s.UID == secret.UID || string(s.Data["token"]) == next {
+			return fmt.Errorf("not made anew yet")
+		}
+		if h := hash(); h == rolled {
+			return fmt.Errorf("the agent pods are not rolled onto the new Secret")
+		}
+		return nil
+	})
 }
 
 // TestCertManagersSecretsAreOwned: cert-manager leaves the Secrets it writes behind when
@@ -508,4 +526,38 @@ func TestDeletingTheVoiceAgentLeavesOwnedChildrenToGC(t *testing.T) {
 	if len(owner) != 1 || owner[0].UID != va.UID || !ptr.Deref(owner[0].BlockOwnerDeletion, false) {
 		t.Errorf("owner references %+v", owner)
 	}
+}
+
+// TestInvalidSpecLocksTheAgentDown: a spec the API server admits but Render refuses (a
+// budget too small to share between the gateway replicas) leaves no wider policy in
+// force: the agent pods keep DNS and their gateway, and lose the rest until it is fixed.
+func TestInvalidSpecLocksTheAgentDown(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	va := minimalVoiceAgent(ns, "locked")
+	va.Spec.Network = &v1alpha1.NetworkSpec{AllowEgressTo: []v1alpha1.EgressRule{{To: []v1alpha1.EgressPeer{{
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "cache"}}}}}}}
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	egressRules := func(want int) func() error {
+		return func() error {
+			np := &networkingv1.NetworkPolicy{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "locked"}, np); err != nil {
+				return err
+			}
+			if n := len(np.Spec.Egress); n != want {
+				return fmt.Errorf("%d egress rules, want %d", n, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, waitFor, egressRules(3)) // DNS, the gateway, the declared namespace
+	eventually(t, waitFor, func() error {
+		cur := getVA(t, ns, "locked")
+		cur.Spec.CostLimits = &v1alpha1.CostLimits{DailyBudget: "0.000001"}
+		return k8s.Update(ctx, cur)
+	})
+	eventually(t, waitFor, conditionIs(ns, "locked", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonInvalidSpec))
+	eventually(t, waitFor, egressRules(2)) // DNS and the gateway only
 }

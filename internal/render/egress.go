@@ -107,10 +107,20 @@ func DatabaseDestinations(va *v1alpha1.VoiceAgent, clusterDomain string) ([]Dest
 // the private ones admission allows, never loopback, link-local or the internet.
 var agentPrivateRanges = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"}
 
+// metadataAddresses are cloud metadata and resolver addresses inside the private
+// ranges (Alibaba Cloud's 100.100.100.200; AWS's IPv6 IMDS and resolver): never the
+// agent's, whatever a rule says.
+var metadataAddresses = []string{"100.100.100.200/32", "fd00:ec2::/120"}
+
 func privateIP(host string) bool {
 	ip := net.ParseIP(host)
 	if ip == nil {
 		return false
+	}
+	for _, m := range metadataAddresses {
+		if _, n, err := net.ParseCIDR(m); err == nil && n.Contains(ip) {
+			return false
+		}
 	}
 	for _, r := range agentPrivateRanges {
 		if _, n, err := net.ParseCIDR(r); err == nil && n.Contains(ip) {
@@ -118,6 +128,67 @@ func privateIP(host string) bool {
 		}
 	}
 	return false
+}
+
+// privateCIDR says whether cidr lies inside one of the private ranges.
+func privateCIDR(cidr string) bool {
+	_, c, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return false
+	}
+	ones, _ := c.Mask.Size()
+	for _, r := range agentPrivateRanges {
+		_, n, err := net.ParseCIDR(r)
+		if err != nil {
+			continue
+		}
+		rOnes, _ := n.Mask.Size()
+		if n.Contains(c.IP) && ones >= rOnes && len(n.IP) == len(c.IP) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkAgentEgress refuses what admission refuses, for a VoiceAgent stored before the
+// rules (their CEL is not run again on it): a rule without destinations, or an address
+// block outside the private ranges, would give the agent pods the internet.
+func checkAgentEgress(va *v1alpha1.VoiceAgent) error {
+	if va.Spec.Network == nil {
+		return nil
+	}
+	for i, r := range va.Spec.Network.AllowEgressTo {
+		if len(r.To) == 0 {
+			return fmt.Errorf("spec.network.allowEgressTo[%d]: a rule without 'to' allows every destination, the public internet included; name in-cluster peers, or declare an integration", i)
+		}
+		for j, p := range r.To {
+			if p.IPBlock != nil && !privateCIDR(p.IPBlock.CIDR) {
+				return fmt.Errorf("spec.network.allowEgressTo[%d].to[%d].ipBlock.cidr: %q is not inside the private ranges; declare an integration instead, which the gateway reaches for the agent", i, j, p.IPBlock.CIDR)
+			}
+		}
+	}
+	return nil
+}
+
+// withoutMetadata leaves the metadata addresses out of a user's address block that
+// holds them.
+func withoutMetadata(b *networkingv1.IPBlock) *networkingv1.IPBlock {
+	_, c, err := net.ParseCIDR(b.CIDR)
+	if err != nil {
+		return b
+	}
+	out := &networkingv1.IPBlock{CIDR: b.CIDR, Except: append([]string(nil), b.Except...)}
+	cOnes, _ := c.Mask.Size()
+	for _, m := range metadataAddresses {
+		_, n, err := net.ParseCIDR(m)
+		if err != nil || len(n.IP) != len(c.IP) || !c.Contains(n.IP) {
+			continue
+		}
+		if ones, _ := n.Mask.Size(); ones > cOnes {
+			out.Except = append(out.Except, m)
+		}
+	}
+	return out
 }
 
 func urlDestination(raw string) (Destination, error) {

@@ -45,6 +45,18 @@ func NetworkPolicy(va *v1alpha1.VoiceAgent, agentEgress []networkingv1.NetworkPo
 	return np
 }
 
+// LockdownNetworkPolicy is the agent pods' policy while their spec cannot be rendered:
+// DNS and their gateway only, nothing the spec declares. An invalid spec must not leave
+// an older, wider policy in force (that of a gateway sidecar, with its provider egress,
+// from before the gateway had pods of its own).
+func LockdownNetworkPolicy(va *v1alpha1.VoiceAgent) *networkingv1.NetworkPolicy {
+	locked := va.DeepCopy()
+	if n := locked.Spec.Network; n != nil {
+		n.AllowEgressTo = nil
+	}
+	return NetworkPolicy(locked, nil)
+}
+
 // GatewayNetworkPolicy is the gateway pods' policy: in, the proxy port from this
 // VoiceAgent's agent pods only, and the admin port (health, metrics, the audit delivery
 // and spend summaries; no credential, no proxy route) from the operator's pods and the
@@ -95,7 +107,7 @@ func UserEgressRules(in []v1alpha1.EgressRule) []networkingv1.NetworkPolicyEgres
 		for _, p := range r.To {
 			peer := networkingv1.NetworkPolicyPeer{PodSelector: p.PodSelector, NamespaceSelector: p.NamespaceSelector}
 			if b := p.IPBlock; b != nil {
-				peer.IPBlock = &networkingv1.IPBlock{CIDR: b.CIDR, Except: b.Except}
+				peer.IPBlock = withoutMetadata(&networkingv1.IPBlock{CIDR: b.CIDR, Except: b.Except})
 			}
 			rule.To = append(rule.To, peer)
 		}

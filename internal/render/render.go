@@ -91,6 +91,9 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkAgentEgress(va); err != nil {
+		return nil, err
+	}
 	creds := Credentials(va, in.Sinks)
 	cfg, err := GatewayConfig(va, in.Sinks, creds, in.CertManager)
 	if err != nil {
@@ -168,6 +171,11 @@ func AgentEgress(va *v1alpha1.VoiceAgent) string {
 // the inbound TLS role listens on in the same pod, or an image the API server refuses
 // in a pod.
 func checkPod(va *v1alpha1.VoiceAgent) error {
+	for _, suffix := range reservedNameSuffixes {
+		if strings.HasSuffix(va.Name, suffix) {
+			return fmt.Errorf("metadata.name: %q ends in %q, which names another VoiceAgent's gateway objects; choose another name", va.Name, suffix)
+		}
+	}
 	if p := AgentPort(va); TLSEnabled(va) && (p == gw.TLSPort || p == gw.AdminPort) {
 		return fmt.Errorf("spec.port: %d is a port of the inbound TLS role in the same pod when spec.encryption.inTransit is set (%d and %d); choose another", p, gw.TLSPort, gw.AdminPort)
 	}
@@ -176,6 +184,10 @@ func checkPod(va *v1alpha1.VoiceAgent) error {
 	}
 	return nil
 }
+
+// reservedNameSuffixes end the names of a VoiceAgent's gateway children: a VoiceAgent
+// named with one would render children of the same names as another's gateway.
+var reservedNameSuffixes = []string{"-gateway", "-gateway-ca", "-gateway-selfsigned", "-gateway-tls", "-agent-token"}
 
 // AgentSecrets lists the Secrets mounted into the agent container, whose versions
 // roll the pods when they change.

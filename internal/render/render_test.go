@@ -424,3 +424,44 @@ func TestAutoscalingOwnsTheAgentReplicas(t *testing.T) {
 		t.Error("without spec.autoscaling: no autoscaler, and the operator owns replicas (1 when unset)")
 	}
 }
+
+// TestStoredSpecsCannotOpenTheInternet: what admission refuses today may be stored from
+// before its rules; Render refuses it too, and leaves the metadata addresses out of any
+// private block the user allows.
+func TestStoredSpecsCannotOpenTheInternet(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		rules []v1alpha1.EgressRule
+		want  string
+	}{
+		{"every public address", []v1alpha1.EgressRule{{To: []v1alpha1.EgressPeer{{IPBlock: &v1alpha1.EgressIPBlock{CIDR: "0.0.0.0/0"}}}}}, "allowEgressTo[0].to[0].ipBlock.cidr"},
+		{"a rule without destinations", []v1alpha1.EgressRule{{}}, "allowEgressTo[0]: a rule without 'to'"},
+		{"a private range that holds a public one", []v1alpha1.EgressRule{{To: []v1alpha1.EgressPeer{{IPBlock: &v1alpha1.EgressIPBlock{CIDR: "8.0.0.0/6"}}}}}, "ipBlock.cidr"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			va := loadVoiceAgent(t, "minimal.yaml")
+			va.Spec.Network = &v1alpha1.NetworkSpec{AllowEgressTo: tt.rules}
+			if _, err := Render(va, Inputs{GatewayImage: "img"}); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Render: %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+	va := loadVoiceAgent(t, "minimal.yaml")
+	va.Spec.Network = &v1alpha1.NetworkSpec{AllowEgressTo: []v1alpha1.EgressRule{{To: []v1alpha1.EgressPeer{{IPBlock: &v1alpha1.EgressIPBlock{CIDR: "100.64.0.0/10"}}}}}}
+	ch, err := Render(va, Inputs{GatewayImage: "img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := ch.NetworkPolicy.Spec.Egress
+	block := rules[len(rules)-1].To[0].IPBlock
+	if block == nil || strings.Join(block.Except, ",") != "100.100.100.200/32" {
+		t.Errorf("the user's 100.64.0.0/10 block: %+v, want the metadata address left out", block)
+	}
+	for _, name := range []string{"support-gateway", "support-gateway-ca", "x-agent-token"} {
+		va := loadVoiceAgent(t, "minimal.yaml")
+		va.Name = name
+		if _, err := Render(va, Inputs{GatewayImage: "img"}); err == nil || !strings.Contains(err.Error(), "metadata.name") {
+			t.Errorf("name %s: Render %v, want refused (another VoiceAgent's gateway children)", name, err)
+		}
+	}
+}
