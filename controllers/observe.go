@@ -28,9 +28,9 @@ type observed struct {
 	// the Secret's UID (a Secret deleted and made anew holds a new token).
 	agentTokenRotation, agentTokenAnnounced string
 	agentTokenUID                           string
-	certManagerInstalled bool
-	esoInstalled         bool
-	kedaInstalled        bool
+	certManagerInstalled                    bool
+	esoInstalled                            bool
+	kedaInstalled                           bool
 }
 
 func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAgent) (*observed, error) {
