@@ -65,6 +65,13 @@ func toUnstructured(obj client.Object) (*unstructured.Unstructured, error) {
 // It first compares desired with the cached live object and makes no request when
 // nothing differs: a steady-state reconcile writes nothing.
 func applyChild(ctx context.Context, c client.Client, desired client.Object) (applyResult, error) {
+	return applyChildWith(ctx, c, desired, false)
+}
+
+// applyChildWith is applyChild; force sends the apply even when the live object already
+// carries every field of desired, for a field the operator must stop owning (an apply
+// without it is what releases it).
+func applyChildWith(ctx context.Context, c client.Client, desired client.Object, force bool) (applyResult, error) {
 	want, err := toUnstructured(desired)
 	if err != nil {
 		return applyUnchanged, fmt.Errorf("convert %T: %w", desired, err)
@@ -84,7 +91,7 @@ func applyChild(ctx context.Context, c client.Client, desired client.Object) (ap
 		return applyUnchanged, fmt.Errorf("%s %s is controlled by another object (%s); the operator does not take it over: rename or delete one of them",
 			want.GetKind(), want.GetName(), metav1.GetControllerOf(live).Kind+"/"+metav1.GetControllerOf(live).Name)
 	}
-	if exists && contains(normalise(live.Object), normalise(want.Object)) {
+	if exists && !force && contains(normalise(live.Object), normalise(want.Object)) {
 		return applyUnchanged, nil
 	}
 	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(want),

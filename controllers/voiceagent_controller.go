@@ -175,10 +175,15 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 		}
 	}
 	core = append(core, ch.GatewayDeployment)
+	forceAgent := false
 	if render.Autoscaled(va) {
-		if err := r.handOffReplicas(ctx, ch.Deployment, va); err != nil {
+		handedOff, err := r.handOffReplicas(ctx, ch.Deployment, va)
+		if err != nil {
 			return err
 		}
+		// The operator owned the count: the Deployment is applied without it now, even if
+		// nothing else differs, which is what releases it.
+		forceAgent = handedOff
 	}
 	core = append(core, ch.Deployment)
 	switch {
@@ -202,7 +207,7 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 	}
 	var changed []string
 	for _, obj := range core {
-		res, err := applyChild(ctx, r.Client, obj)
+		res, err := applyChildWith(ctx, r.Client, obj, forceAgent && obj == client.Object(ch.Deployment))
 		if err != nil {
 			return err
 		}
@@ -516,20 +521,21 @@ const replicasHandOff = render.FieldOwner + "-autoscaling-handoff"
 
 // handOffReplicas gives the agent Deployment's replicas to replicasHandOff when the
 // operator still owns them or the Deployment is new; at rest it writes nothing.
-func (r *VoiceAgentReconciler) handOffReplicas(ctx context.Context, want *appsv1.Deployment, va *v1alpha1.VoiceAgent) error {
+func (r *VoiceAgentReconciler) handOffReplicas(ctx context.Context, want *appsv1.Deployment, va *v1alpha1.VoiceAgent) (bool, error) {
 	live := &appsv1.Deployment{}
 	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), live)
 	switch {
 	case isNotFound(err):
 		// Created below without replicas (so 1); the minimum follows at once.
-		return nil
+		return false, nil
 	case err != nil:
-		return fmt.Errorf("get Deployment %s: %w", want.Name, err)
+		return false, fmt.Errorf("get Deployment %s: %w", want.Name, err)
 	}
 	replicas := ptr.Deref(live.Spec.Replicas, 1)
-	if !render.OwnsField(live.ManagedFields, render.FieldOwner, "f:spec", "f:replicas") {
+	owned := render.OwnsField(live.ManagedFields, render.FieldOwner, "f:spec", "f:replicas")
+	if !owned {
 		if render.OwnsField(live.ManagedFields, "", "f:spec", "f:replicas") {
-			return nil // someone else (the autoscaler, or this hand-off) holds it
+			return false, nil // someone else (the autoscaler, or this hand-off) holds it
 		}
 		replicas = max(replicas, render.MinAgentReplicas(va))
 	}
@@ -540,9 +546,9 @@ func (r *VoiceAgentReconciler) handOffReplicas(ctx context.Context, want *appsv1
 	}}
 	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
 		client.FieldOwner(replicasHandOff), client.ForceOwnership); err != nil {
-		return fmt.Errorf("hand the replicas of Deployment %s to the autoscaler: %w", want.Name, err)
+		return false, fmt.Errorf("hand the replicas of Deployment %s to the autoscaler: %w", want.Name, err)
 	}
-	return nil
+	return owned, nil
 }
 
 // SetupWithManager registers the controller, its watches and field indexes.
