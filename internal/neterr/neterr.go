@@ -4,25 +4,40 @@ package neterr
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
-	"strings"
+	"syscall"
 )
 
 // Kind is a short, safe description of err: timeout, canceled, connection refused, TLS
-// verification failed, host not found, or connection failed.
+// verification failed, host not found, or connection failed. It goes by the error's
+// type (the standard library's wrapped errors), not its text, which carries addresses
+// and could be anything an upstream said.
 func Kind(err error) string {
-	var ne net.Error
+	var (
+		ne        net.Error
+		dnsErr    *net.DNSError
+		verifyErr *tls.CertificateVerificationError
+		unknownCA x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		recordErr tls.RecordHeaderError
+		alertErr  tls.AlertError
+	)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
 		return "timeout"
 	case errors.Is(err, context.Canceled):
 		return "canceled"
-	case strings.Contains(err.Error(), "connection refused"):
+	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
-	case strings.Contains(err.Error(), "certificate"):
+	case errors.As(err, &verifyErr), errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &invalid):
 		return "TLS verification failed"
-	case strings.Contains(err.Error(), "no such host"):
+	case errors.As(err, &recordErr), errors.As(err, &alertErr):
+		return "TLS handshake failed"
+	case errors.As(err, &dnsErr) && (dnsErr.IsNotFound || dnsErr.Err == "no such host"):
 		return "host not found"
 	}
 	return "connection failed"
