@@ -20,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/durable"
 )
 
 // ErrQueueFull is returned by Append and Reserve when the queue holds its maximum of
@@ -848,28 +850,7 @@ func (l *Log) release() {
 	}
 }
 
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
-}
+// writeFileSync and syncDir are internal/durable's.
+func writeFileSync(path string, data []byte) error { return durable.WriteFile(path, data, 0o600) }
 
-// syncDir makes a created or renamed directory entry durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = d.Close() }() // opened to be synced: the error that counts is Sync's
-	return d.Sync()
-}
+func syncDir(dir string) error { return durable.SyncDir(dir) }

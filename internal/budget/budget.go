@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/voiceagent-dev/voiceagent-operator/internal/durable"
 )
 
 // Clock returns the current time. Tests inject a fake one; nil means time.Now.
@@ -305,47 +307,14 @@ func (t *Tracker) save(st state) error {
 	return nil
 }
 
-// writeFileAtomic writes a temporary file in the target's directory (a rename is only
-// atomic within one filesystem), fsyncs it so the rename cannot expose an empty file
-// after a power loss, and renames it over the target.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
+// writeFileAtomic replaces the state file whole (internal/durable). A directory that
+// refuses fsync is no error here: the worst outcome is that a crash right now restores
+// the previous total, one call's cost behind.
+func writeFileAtomic(path string, data []byte) error {
+	err := durable.WriteFile(path, data, 0o600)
+	var pe *os.PathError
+	if errors.As(err, &pe) && pe.Op == "sync" && pe.Path == filepath.Dir(path) {
+		return nil
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	syncDir(dir)
-	return nil
-}
-
-// syncDir makes the rename itself durable. It is best effort: some filesystems refuse
-// to fsync a directory, and the worst outcome of skipping it is that a crash right now
-// restores the previous total, one call's cost behind.
-func syncDir(dir string) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return
-	}
-	_ = d.Sync()
-	_ = d.Close()
+	return err
 }
