@@ -8,7 +8,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/utils/ptr"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 )
@@ -208,12 +207,5 @@ func gatewayObjectMeta(va *v1alpha1.VoiceAgent, name string) metav1.ObjectMeta {
 }
 
 func ownerReference(va *v1alpha1.VoiceAgent) metav1.OwnerReference {
-	return metav1.OwnerReference{
-		APIVersion:         v1alpha1.GroupVersion.String(),
-		Kind:               "VoiceAgent",
-		Name:               va.Name,
-		UID:                va.UID,
-		Controller:         ptr.To(true),
-		BlockOwnerDeletion: ptr.To(true),
-	}
+	return *metav1.NewControllerRef(va, v1alpha1.GroupVersion.WithKind("VoiceAgent"))
 }
