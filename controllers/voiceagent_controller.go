@@ -47,9 +47,6 @@ import (
 const (
 	indexSecrets    = "voiceagent.dev/secrets"
 	indexAuditSinks = "voiceagent.dev/auditsinks"
-	// indexVoiceAgent indexes children by their VoiceAgent's label, so that listing one
-	// VoiceAgent's does not go through every one of the namespace.
-	indexVoiceAgent = "voiceagent.dev/voiceagent"
 )
 
 // RequeueWhileWaiting is how often a VoiceAgent waiting on something that has no watch
@@ -550,16 +547,14 @@ func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.Voic
 
 // listChildren lists va's children of one kind from the cache: the typed kinds
 // through the typed informers the controller's watches started (as unstructured, each
-// would be a second informer holding every PodDisruptionBudget and HPA again, as maps)
-// and their index by VoiceAgent.
+// would be a second informer holding every PodDisruptionBudget and HPA again, as maps).
 func (r *VoiceAgentReconciler) listChildren(ctx context.Context, va *v1alpha1.VoiceAgent, gvk schema.GroupVersionKind) ([]client.Object, error) {
 	opts := []client.ListOption{client.InNamespace(va.Namespace), client.MatchingLabels{render.LabelVoiceAgent: va.Name}}
-	indexed := []client.ListOption{client.InNamespace(va.Namespace), client.MatchingFields{indexVoiceAgent: va.Name}}
 	var out []client.Object
 	switch gvk {
 	case policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget"):
 		list := &policyv1.PodDisruptionBudgetList{}
-		if err := r.Client.List(ctx, list, indexed...); err != nil {
+		if err := r.Client.List(ctx, list, opts...); err != nil {
 			return nil, err
 		}
 		for i := range list.Items {
@@ -567,7 +562,7 @@ func (r *VoiceAgentReconciler) listChildren(ctx context.Context, va *v1alpha1.Vo
 		}
 	case autoscalingv2.SchemeGroupVersion.WithKind("HorizontalPodAutoscaler"):
 		list := &autoscalingv2.HorizontalPodAutoscalerList{}
-		if err := r.Client.List(ctx, list, indexed...); err != nil {
+		if err := r.Client.List(ctx, list, opts...); err != nil {
 			return nil, err
 		}
 		for i := range list.Items {
@@ -644,16 +639,6 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return referencedSinks(o.(*v1alpha1.VoiceAgent))
 	}); err != nil {
 		return fmt.Errorf("index VoiceAgents by referenced AuditSink: %w", err)
-	}
-	for _, obj := range []client.Object{&policyv1.PodDisruptionBudget{}, &autoscalingv2.HorizontalPodAutoscaler{}} {
-		if err := idx.IndexField(ctx, obj, indexVoiceAgent, func(o client.Object) []string {
-			if name := o.GetLabels()[render.LabelVoiceAgent]; name != "" {
-				return []string{name}
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("index %T by VoiceAgent: %w", obj, err)
-		}
 	}
 	r.optional = newOptionalAPIs(mgr.GetCache())
 

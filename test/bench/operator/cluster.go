@@ -41,8 +41,7 @@ func (c *cluster) kwokctl(ctx context.Context, args ...string) error {
 }
 
 // up starts the cluster: the API server with a /16 Service range (kwokctl's default /24
-// holds 254 Services, a bench of 1,000 VoiceAgents makes 2,000), kube-controller-manager
-// with a client limit of 500 requests/s. Unless workloads is
+// holds 254 Services, a bench of 1,000 VoiceAgents makes 2,000). Unless workloads is
 // set, kube-controller-manager runs without its deployment and replicaset controllers:
 // with client rate limits on, it turns 2,000 Deployments into pods at about 5 per
 // second for many minutes, and their status changes would then be what the operator
@@ -58,11 +57,6 @@ func (c *cluster) up(ctx context.Context, nodes int) error {
 		"--kube-scheduler-binary", filepath.Join(cp, "kube-scheduler"),
 		"--kwok-controller-binary", filepath.Join(c.bin, "kwok"),
 		"--extra-args", "kube-apiserver=service-cluster-ip-range=10.96.0.0/16",
-		// kube-controller-manager keeps up with each phase (Endpoints and EndpointSlices
-		// of its Services, the status of its PodDisruptionBudgets) instead of working
-		// through one phase's objects during the next, at its default 20 requests/s.
-		"--extra-args", "kube-controller-manager=kube-api-qps=500",
-		"--extra-args", "kube-controller-manager=kube-api-burst=1000",
 		"--wait", "2m"}
 	if !c.workloads {
 		args = append(args, "--extra-args", "kube-controller-manager=controllers=*,-deployment-controller,-replicaset-controller")

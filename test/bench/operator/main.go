@@ -263,9 +263,6 @@ func run(cfg config) (err error) {
 		return err
 	}
 	res.Children = len(objs)
-	if err := settleLogged(ctx, raw, "before the plain client"); err != nil {
-		return err
-	}
 	logf("plain client: %d workers create %d objects for each of %d VoiceAgents", cfg.workers, res.Children, cfg.n)
 	before, err := apiserverRequests(ctx, raw)
 	if err != nil {
@@ -289,9 +286,6 @@ func run(cfg config) (err error) {
 	logf("plain client: the API server's mean latency: %s", meanLatency(before, after))
 	logf("plain client: %d objects in %.1fs; CPU of the cluster: %s", created, d.Seconds(), cpuDelta(cpuBefore, clusterCPU(cfg.state)))
 	if cfg.plainApply {
-		if err := settleLogged(ctx, raw, "before the plain client with server-side apply"); err != nil {
-			return err
-		}
 		logf("plain client, server-side apply: %d workers apply the same objects in namespace %s", cfg.workers, applyNS)
 		if before, err = apiserverRequests(ctx, raw); err != nil {
 			return err
@@ -309,9 +303,6 @@ func run(cfg config) (err error) {
 		logf("plain client, server-side apply: %d objects in %.1fs; CPU of the cluster: %s", created, d.Seconds(), cpuDelta(cpuBefore, clusterCPU(cfg.state)))
 	}
 
-	if err := settleLogged(ctx, raw, "before the manager starts"); err != nil {
-		return err
-	}
 	logf("starting the manager %v", cfg.managerArgs)
 	if mgr, err = startManager(ctx, cl, 1, cfg.profileDir != "", cfg.managerArgs); err != nil {
 		return err
@@ -554,15 +545,6 @@ func profileAPIServer(ctx context.Context, rc rest.Interface, cfg config, name s
 		done <- err
 	}()
 	return func() error { return <-done }
-}
-
-func settleLogged(ctx context.Context, rc rest.Interface, when string) error {
-	d, err := settle(ctx, rc)
-	if err != nil {
-		return err
-	}
-	logf("cluster quiet %s after %.0fs", when, d.Seconds())
-	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"k8s.io/client-go/rest"
 )
@@ -140,42 +139,6 @@ func meanLatency(before, after reqCounts) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
-}
-
-// settle waits until the API server has served no write but leases' for 3 s in a row
-// (at most a minute): the reactions to one phase (Endpoints, EndpointSlices,
-// PodDisruptionBudget status, garbage collection) are not counted in the next.
-func settle(ctx context.Context, rc rest.Interface) (time.Duration, error) {
-	start := time.Now()
-	prev, err := apiserverRequests(ctx, rc)
-	if err != nil {
-		return 0, err
-	}
-	quiet := 0
-	for time.Since(start) < time.Minute && quiet < 3 {
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(time.Second):
-		}
-		cur, err := apiserverRequests(ctx, rc)
-		if err != nil {
-			return 0, err
-		}
-		writes := 0.0
-		for k, v := range cur {
-			if writeVerbs[k.verb] && k.resource != "leases" {
-				writes += v - prev[k]
-			}
-		}
-		if writes == 0 {
-			quiet++
-		} else {
-			quiet = 0
-		}
-		prev = cur
-	}
-	return time.Since(start), nil
 }
 
 // describeWrites lists every series, of any resource, with writes between the two
