@@ -112,8 +112,8 @@ func trimManagedFields(keep func(raw []byte) []byte) toolscache.TransformFunc {
 			if entries[i].FieldsV1 == nil {
 				continue
 			}
-			if kept := keep(entries[i].FieldsV1.GetRawBytes()); kept != nil {
-				entries[i].FieldsV1 = metav1.NewFieldsV1(string(kept))
+			if kept := keep(entries[i].FieldsV1.Raw); kept != nil {
+				entries[i].FieldsV1 = &metav1.FieldsV1{Raw: kept}
 			} else {
 				entries[i].FieldsV1 = nil
 			}
