@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,7 +20,6 @@ import (
 type cluster struct {
 	bin, state, name string
 	kubeconfig       string
-	managerBin       string
 	workloads        bool
 }
 
@@ -109,7 +107,7 @@ func startManager(ctx context.Context, c *cluster, run int, profile bool, extra 
 	if err != nil {
 		return nil, err
 	}
-	m.cmd = exec.Command(c.managerBin, args...)
+	m.cmd = exec.Command(filepath.Join(c.bin, "voiceagent-operator"), args...)
 	m.cmd.Stdout, m.cmd.Stderr = f, f
 	if err := m.cmd.Start(); err != nil {
 		_ = f.Close()
@@ -223,44 +221,6 @@ func procStats(pid int) (hwm int64, cpu float64) {
 		}
 	}
 	return hwm, cpu
-}
-
-// clusterCPU is the CPU seconds so far of each of the cluster's processes (those whose
-// command line names its state folder: etcd, kube-apiserver, kube-controller-manager,
-// kube-scheduler, kwok-controller), by binary name.
-func clusterCPU(state string) map[string]float64 {
-	out := map[string]float64{}
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !strings.Contains(string(cmd), state) {
-			continue
-		}
-		exe := filepath.Base(strings.SplitN(string(cmd), "\x00", 2)[0])
-		if strings.HasPrefix(exe, "bench-operator") || strings.HasPrefix(exe, "voiceagent-operator") {
-			continue
-		}
-		_, cpu := procStats(pid)
-		out[exe] += cpu
-	}
-	return out
-}
-
-func cpuDelta(before, after map[string]float64) string {
-	var parts []string
-	var names []string
-	for n := range after {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		parts = append(parts, fmt.Sprintf("%s %.1f s", n, after[n]-before[n]))
-	}
-	return strings.Join(parts, ", ")
 }
 
 // clockTicks is USER_HZ, 100 on Linux for every architecture this runs on.
