@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -47,9 +46,6 @@ import (
 const (
 	indexSecrets    = "voiceagent.dev/secrets"
 	indexAuditSinks = "voiceagent.dev/auditsinks"
-	// indexVoiceAgent indexes children by their VoiceAgent's label, so that listing one
-	// VoiceAgent's does not go through every one of the namespace.
-	indexVoiceAgent = "voiceagent.dev/voiceagent"
 )
 
 // RequeueWhileWaiting is how often a VoiceAgent waiting on something that has no watch
@@ -170,16 +166,15 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed, ch *render.Children) error {
 	// Policies before pods, so that no pod ever runs unrestricted; the gateway's
 	// certificates before the pods that mount them; the gateway before the agent that
-	// calls it. The children of one stage do not depend on each other and are applied
-	// at once: a new VoiceAgent takes five round trips, not thirteen.
-	stages := [][]client.Object{{ch.ServiceAccount, ch.GatewayServiceAccount, ch.ConfigMap,
-		ch.NetworkPolicy, ch.GatewayNetworkPolicy, ch.Service, ch.GatewayService}}
+	// calls it.
+	core := []client.Object{ch.ServiceAccount, ch.GatewayServiceAccount, ch.ConfigMap,
+		ch.NetworkPolicy, ch.GatewayNetworkPolicy, ch.Service, ch.GatewayService}
 	if obs.certManagerInstalled {
-		for _, o := range ch.GatewayTLS { // in dependency order, one at a time
-			stages = append(stages, []client.Object{o})
+		for _, o := range ch.GatewayTLS {
+			core = append(core, o)
 		}
 	}
-	stages = append(stages, []client.Object{ch.GatewayDeployment})
+	core = append(core, ch.GatewayDeployment)
 	forceAgent := false
 	if render.Autoscaled(va) {
 		handedOff, err := r.handOffReplicas(ctx, ch.Deployment, va)
@@ -190,80 +185,44 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 		// nothing else differs, which is what releases it.
 		forceAgent = handedOff
 	}
-	stages = append(stages, []client.Object{ch.Deployment})
-	var last []client.Object
+	core = append(core, ch.Deployment)
 	switch {
 	case ch.ScaledObject != nil && obs.kedaInstalled:
-		last = append(last, ch.ScaledObject)
+		core = append(core, ch.ScaledObject)
 	case ch.HorizontalPodAutoscaler != nil:
-		last = append(last, ch.HorizontalPodAutoscaler)
+		core = append(core, ch.HorizontalPodAutoscaler)
 	}
 	for _, pdb := range []*policyv1.PodDisruptionBudget{ch.PodDisruptionBudget, ch.GatewayPodDisruptionBudget} {
 		if pdb != nil {
-			last = append(last, pdb)
+			core = append(core, pdb)
 		}
 	}
 	if obs.esoInstalled {
 		for _, es := range ch.ExternalSecrets {
-			last = append(last, es)
+			core = append(core, es)
 		}
 	}
 	if obs.certManagerInstalled && ch.Certificate != nil {
-		last = append(last, ch.Certificate)
+		core = append(core, ch.Certificate)
 	}
-	stages = append(stages, last)
-	var changed, created, updated []string
-	for _, stage := range stages {
-		results := make([]applyResult, len(stage))
-		g, gctx := errgroup.WithContext(ctx)
-		for i, obj := range stage {
-			g.Go(func() error {
-				res, err := applyChildWith(gctx, r.Client, obj, forceAgent && obj == client.Object(ch.Deployment))
-				results[i] = res
-				return err
-			})
-		}
-		err := g.Wait()
-		for i, obj := range stage {
-			name := obj.GetObjectKind().GroupVersionKind().Kind + "/" + obj.GetName()
-			switch r.recordApply(va, obj, results[i]) {
-			case applyCreated:
-				created = append(created, name)
-			case applyUpdated:
-				updated = append(updated, name)
-			}
-			if results[i] == applyCreated || results[i] == applyUpdated {
-				changed = append(changed, name)
-			}
-		}
+	var changed []string
+	for _, obj := range core {
+		res, err := applyChildWith(ctx, r.Client, obj, forceAgent && obj == client.Object(ch.Deployment))
 		if err != nil {
-			r.recordApplied(va, created, updated)
 			return err
 		}
+		if res == applyCreated || res == applyUpdated {
+			changed = append(changed, obj.GetObjectKind().GroupVersionKind().Kind+"/"+obj.GetName())
+		}
+		r.recordApply(va, obj, res)
 	}
-	// One event for what was created and one for what was updated: the events library
-	// folds events of one reason into a series that keeps the first note only, so an
-	// event per child cost requests and said less.
-	r.recordApplied(va, created, updated)
 	if len(changed) > 0 && va.Status.ObservedGeneration != va.Generation {
 		r.recordSpecChange(ctx, va, changed)
 	}
 	return r.pruneStale(ctx, va, obs, ch)
 }
 
-func (r *VoiceAgentReconciler) recordApplied(va *v1alpha1.VoiceAgent, created, updated []string) {
-	if len(created) > 0 {
-		r.event(va, corev1.EventTypeNormal, "Created", "Create", "Created %s", strings.Join(created, ", "))
-	}
-	if len(updated) > 0 {
-		r.event(va, corev1.EventTypeNormal, "Updated", "Update", "Applied %s: what the VoiceAgent wants changed", strings.Join(updated, ", "))
-	}
-}
-
-// recordApply counts what an apply did and emits the drift events, one per child. It
-// returns applyCreated or applyUpdated for a child to name in the Created or Updated
-// event of the reconcile (recordApplied), applyUnchanged otherwise.
-func (r *VoiceAgentReconciler) recordApply(va *v1alpha1.VoiceAgent, obj client.Object, res applyResult) applyResult {
+func (r *VoiceAgentReconciler) recordApply(va *v1alpha1.VoiceAgent, obj client.Object, res applyResult) {
 	kind := obj.GetObjectKind().GroupVersionKind().Kind
 	switch res {
 	case applyCreated:
@@ -274,19 +233,18 @@ func (r *VoiceAgentReconciler) recordApply(va *v1alpha1.VoiceAgent, obj client.O
 			driftCorrections.WithLabelValues(kind).Inc()
 			r.event(va, corev1.EventTypeWarning, "DriftCorrected", "Create",
 				"Re-created %s %s: it was deleted by hand", kind, obj.GetName())
-			return applyUnchanged
+			return
 		}
-		return applyCreated
+		r.event(va, corev1.EventTypeNormal, "Created", "Create", "Created %s %s", kind, obj.GetName())
 	case applyUpdated:
 		childrenApplied.WithLabelValues(kind, "updated").Inc()
-		return applyUpdated
+		r.event(va, corev1.EventTypeNormal, "Updated", "Update", "Applied %s %s: what the VoiceAgent wants changed", kind, obj.GetName())
 	case applyDrifted:
 		childrenApplied.WithLabelValues(kind, "updated").Inc()
 		driftCorrections.WithLabelValues(kind).Inc()
 		r.event(va, corev1.EventTypeWarning, "DriftCorrected", "Update",
 			"Reverted a manual edit of %s %s: it differed from what the operator last applied", kind, obj.GetName())
 	}
-	return applyUnchanged
 }
 
 func alwaysWanted(kind string) bool {
@@ -531,11 +489,14 @@ func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.Voic
 		kinds = append(kinds, render.ExternalSecretGVK)
 	}
 	for _, gvk := range kinds {
-		items, err := r.listChildren(ctx, va, gvk)
-		if err != nil {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := r.Client.List(ctx, list, client.InNamespace(va.Namespace),
+			client.MatchingLabels{render.LabelVoiceAgent: va.Name}); err != nil {
 			return fmt.Errorf("list %s: %w", gvk.Kind, err)
 		}
-		for _, item := range items {
+		for i := range list.Items {
+			item := &list.Items[i]
 			if wanted[gvk.Kind+"/"+item.GetName()] || !metav1.IsControlledBy(item, va) {
 				continue
 			}
@@ -546,44 +507,6 @@ func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.Voic
 		}
 	}
 	return nil
-}
-
-// listChildren lists va's children of one kind from the cache: the typed kinds
-// through the typed informers the controller's watches started (as unstructured, each
-// would be a second informer holding every PodDisruptionBudget and HPA again, as maps)
-// and their index by VoiceAgent.
-func (r *VoiceAgentReconciler) listChildren(ctx context.Context, va *v1alpha1.VoiceAgent, gvk schema.GroupVersionKind) ([]client.Object, error) {
-	opts := []client.ListOption{client.InNamespace(va.Namespace), client.MatchingLabels{render.LabelVoiceAgent: va.Name}}
-	indexed := []client.ListOption{client.InNamespace(va.Namespace), client.MatchingFields{indexVoiceAgent: va.Name}}
-	var out []client.Object
-	switch gvk {
-	case policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget"):
-		list := &policyv1.PodDisruptionBudgetList{}
-		if err := r.Client.List(ctx, list, indexed...); err != nil {
-			return nil, err
-		}
-		for i := range list.Items {
-			out = append(out, &list.Items[i])
-		}
-	case autoscalingv2.SchemeGroupVersion.WithKind("HorizontalPodAutoscaler"):
-		list := &autoscalingv2.HorizontalPodAutoscalerList{}
-		if err := r.Client.List(ctx, list, indexed...); err != nil {
-			return nil, err
-		}
-		for i := range list.Items {
-			out = append(out, &list.Items[i])
-		}
-	default:
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := r.Client.List(ctx, list, opts...); err != nil {
-			return nil, err
-		}
-		for i := range list.Items {
-			out = append(out, &list.Items[i])
-		}
-	}
-	return out, nil
 }
 
 func ptrUID(u types.UID) *types.UID { return &u }
@@ -644,16 +567,6 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return referencedSinks(o.(*v1alpha1.VoiceAgent))
 	}); err != nil {
 		return fmt.Errorf("index VoiceAgents by referenced AuditSink: %w", err)
-	}
-	for _, obj := range []client.Object{&policyv1.PodDisruptionBudget{}, &autoscalingv2.HorizontalPodAutoscaler{}} {
-		if err := idx.IndexField(ctx, obj, indexVoiceAgent, func(o client.Object) []string {
-			if name := o.GetLabels()[render.LabelVoiceAgent]; name != "" {
-				return []string{name}
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("index %T by VoiceAgent: %w", obj, err)
-		}
 	}
 	r.optional = newOptionalAPIs(mgr.GetCache())
 
