@@ -28,6 +28,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -40,6 +41,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,11 +55,14 @@ import (
 const (
 	benchNS = "bench"
 	plainNS = "bench-plain"
+	applyNS = "bench-plain-apply"
 )
 
 type config struct {
 	n, workers     int
 	bin, state     string
+	managerBin     string
+	managerEnv     string
 	clusterName    string
 	managerArgs    []string
 	profileDir     string
@@ -66,6 +71,7 @@ type config struct {
 	timeout        time.Duration
 	specTimeout    time.Duration
 	workloads      bool
+	plainApply     bool
 	keep           bool
 	label, out     string
 }
@@ -79,8 +85,10 @@ func main() {
 	flag.IntVar(&cfg.n, "n", defN, "VoiceAgents (env N)")
 	flag.IntVar(&cfg.workers, "workers", 16, "workers of the plain client and of the bench's VoiceAgent creates and patches")
 	flag.StringVar(&cfg.bin, "bin", "bin", "folder of kwokctl, kwok, controlplane/ and voiceagent-operator")
+	flag.StringVar(&cfg.managerBin, "manager-bin", "", "the manager binary; default <bin>/voiceagent-operator (another build, to compare)")
 	flag.StringVar(&cfg.state, "state", "", "state folder (kwok's, logs, profiles); default: a new temporary folder, removed at the end unless -keep")
 	flag.StringVar(&cfg.clusterName, "cluster", "voiceagent-bench-operator", "kwok cluster name")
+	flag.StringVar(&cfg.managerEnv, "manager-env", os.Getenv("MANAGER_ENV"), "extra environment of the manager, space-separated NAME=value (env MANAGER_ENV), e.g. GODEBUG=gctrace=1")
 	managerArgs := flag.String("manager-args", os.Getenv("MANAGER_ARGS"), "extra flags of the manager, space-separated (env MANAGER_ARGS)")
 	flag.StringVar(&cfg.profileDir, "profile", os.Getenv("PROFILE"), "folder to write the manager's CPU profile (first -profile-seconds of the create phase) and heap profile (at convergence) into (env PROFILE)")
 	flag.IntVar(&cfg.profileSeconds, "profile-seconds", 20, "length of the CPU profile")
@@ -89,6 +97,7 @@ func main() {
 	flag.DurationVar(&cfg.timeout, "timeout", 15*time.Minute, "the longest any phase may take")
 	flag.DurationVar(&cfg.specTimeout, "spec-timeout", 0, "the longest the spec change may take; default -timeout")
 	flag.BoolVar(&cfg.workloads, "workloads", false, "keep kube-controller-manager's deployment and replicaset controllers (pods on kwok nodes); off by default, see cluster.up")
+	flag.BoolVar(&cfg.plainApply, "plain-apply", true, "also time the plain client with server-side apply instead of create (a second bound, for the operator's kind of request)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the state folder (logs) at the end; the cluster is deleted anyway")
 	flag.StringVar(&cfg.label, "label", os.Getenv("LABEL"), "a name for this run in the table (env LABEL)")
 	flag.StringVar(&cfg.out, "out", os.Getenv("OUT"), "append the results as one JSON line to this file (env OUT)")
@@ -110,37 +119,38 @@ func logf(format string, args ...any) {
 
 // results are the figures of one run.
 type results struct {
-	Label           string             `json:"label,omitempty"`
-	N               int                `json:"n"`
-	Children        int                `json:"childrenPerAgent"`
-	ManagerArgs     []string           `json:"managerArgs,omitempty"`
-	PlainSeconds    float64            `json:"plainSeconds"`
-	PlainRequests   map[string]float64 `json:"plainRequestsPerAgent"`
-	OperatorSeconds float64            `json:"operatorSeconds"`
-	ChildrenSeconds float64            `json:"childrenSeconds"`
-	CreateVerbs     map[string]float64 `json:"createRequestsPerAgent"`
-	CreateEvents    float64            `json:"createEventsPerAgent"`
-	CreateClient    float64            `json:"createClientRequestsPerAgent"`
-	CreateReconcile float64            `json:"createReconcilesPerAgent"`
-	P50             float64            `json:"reconcileP50Seconds"`
-	P99             float64            `json:"reconcileP99Seconds"`
-	CreateCPU       float64            `json:"createCPUSeconds"`
-	RestWrites      float64            `json:"restWrites"`
-	RestClient      float64            `json:"restClientWrites"`
-	RestReconciles  float64            `json:"restReconciles"`
-	SpecSeconds     float64            `json:"specConfigSeconds"`
-	SpecStatus      float64            `json:"specStatusSeconds"`
-	SpecVerbs       map[string]float64 `json:"specRequestsPerAgent"`
-	SpecEvents      float64            `json:"specEventsPerAgent"`
-	SpecReconcile   float64            `json:"specReconcilesPerAgent"`
-	RestartWrites   float64            `json:"restartWrites"`
-	RestartClient   float64            `json:"restartClientWrites"`
-	RestartGets     float64            `json:"restartClientGets"`
-	PeakRSS         int64              `json:"peakRSSBytes"`
-	RestartRSS      int64              `json:"restartPeakRSSBytes"`
-	TotalCPU        float64            `json:"firstManagerCPUSeconds"`
-	RestWindow      float64            `json:"restWindowSeconds"`
-	RestartWindow   float64            `json:"restartWindowSeconds"`
+	Label             string             `json:"label,omitempty"`
+	N                 int                `json:"n"`
+	Children          int                `json:"childrenPerAgent"`
+	ManagerArgs       []string           `json:"managerArgs,omitempty"`
+	PlainSeconds      float64            `json:"plainSeconds"`
+	PlainRequests     map[string]float64 `json:"plainRequestsPerAgent"`
+	PlainApplySeconds float64            `json:"plainApplySeconds,omitempty"`
+	OperatorSeconds   float64            `json:"operatorSeconds"`
+	ChildrenSeconds   float64            `json:"childrenSeconds"`
+	CreateVerbs       map[string]float64 `json:"createRequestsPerAgent"`
+	CreateEvents      float64            `json:"createEventsPerAgent"`
+	CreateClient      float64            `json:"createClientRequestsPerAgent"`
+	CreateReconcile   float64            `json:"createReconcilesPerAgent"`
+	P50               float64            `json:"reconcileP50Seconds"`
+	P99               float64            `json:"reconcileP99Seconds"`
+	CreateCPU         float64            `json:"createCPUSeconds"`
+	RestWrites        float64            `json:"restWrites"`
+	RestClient        float64            `json:"restClientWrites"`
+	RestReconciles    float64            `json:"restReconciles"`
+	SpecSeconds       float64            `json:"specConfigSeconds"`
+	SpecStatus        float64            `json:"specStatusSeconds"`
+	SpecVerbs         map[string]float64 `json:"specRequestsPerAgent"`
+	SpecEvents        float64            `json:"specEventsPerAgent"`
+	SpecReconcile     float64            `json:"specReconcilesPerAgent"`
+	RestartWrites     float64            `json:"restartWrites"`
+	RestartClient     float64            `json:"restartClientWrites"`
+	RestartGets       float64            `json:"restartClientGets"`
+	PeakRSS           int64              `json:"peakRSSBytes"`
+	RestartRSS        int64              `json:"restartPeakRSSBytes"`
+	TotalCPU          float64            `json:"firstManagerCPUSeconds"`
+	RestWindow        float64            `json:"restWindowSeconds"`
+	RestartWindow     float64            `json:"restartWindowSeconds"`
 }
 
 func run(cfg config) (err error) {
@@ -169,7 +179,14 @@ func run(cfg config) (err error) {
 			return err
 		}
 	}
-	cl := &cluster{bin: cfg.bin, state: cfg.state, name: cfg.clusterName, workloads: cfg.workloads}
+	if cfg.managerBin == "" {
+		cfg.managerBin = filepath.Join(cfg.bin, "voiceagent-operator")
+	}
+	if cfg.managerBin, err = filepath.Abs(cfg.managerBin); err != nil {
+		return err
+	}
+	cl := &cluster{bin: cfg.bin, state: cfg.state, name: cfg.clusterName, workloads: cfg.workloads, managerBin: cfg.managerBin,
+		managerEnv: strings.Fields(cfg.managerEnv)}
 	var mgr *managerProc
 	defer func() {
 		mgr.stop()
@@ -210,7 +227,7 @@ func run(cfg config) (err error) {
 		return err
 	}
 	raw := cs.CoreV1().RESTClient()
-	for _, ns := range []string{benchNS, plainNS} {
+	for _, ns := range []string{benchNS, plainNS, applyNS} {
 		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return err
 		}
@@ -224,36 +241,9 @@ func run(cfg config) (err error) {
 	res := results{Label: cfg.label, N: cfg.n, ManagerArgs: cfg.managerArgs,
 		RestWindow: cfg.rest.Seconds(), RestartWindow: cfg.restart.Seconds()}
 
-	// The bound: the same objects, created directly.
-	template := newAgent(plainNS, agentName(0))
-	if err := k8s.Create(ctx, template, client.DryRunAll); err != nil {
-		return fmt.Errorf("dry-run create of the template VoiceAgent: %w", err)
-	}
-	objs, err := childObjects(template)
-	if err != nil {
-		return err
-	}
-	res.Children = len(objs)
-	logf("plain client: %d workers create %d objects for each of %d VoiceAgents", cfg.workers, res.Children, cfg.n)
-	before, err := apiserverRequests(ctx, raw)
-	if err != nil {
-		return err
-	}
-	d, created, err := plainClient(ctx, k8s, template, cfg.n, cfg.workers)
-	if err != nil {
-		return fmt.Errorf("plain client: %w", err)
-	}
-	after, err := apiserverRequests(ctx, raw)
-	if err != nil {
-		return err
-	}
-	res.PlainSeconds = d.Seconds()
-	res.PlainRequests, _ = byVerb(before, after, nil)
-	logf("plain client: %d objects in %.1fs", created, d.Seconds())
-
-	// The bench's view of its namespace: informers, read without requests.
+	// The bench's view of both namespaces: informers, read without requests.
 	scheme := manager.Scheme()
-	benchCache, err := cache.New(rc, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{benchNS: {}}})
+	benchCache, err := cache.New(rc, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{benchNS: {}, plainNS: {}, applyNS: {}}})
 	if err != nil {
 		return err
 	}
@@ -266,6 +256,73 @@ func run(cfg config) (err error) {
 		return fmt.Errorf("the bench's cache did not sync")
 	}
 
+	// The bound: the same objects, created directly.
+	template := newAgent(plainNS, agentName(0))
+	if err := k8s.Create(ctx, template, client.DryRunAll); err != nil {
+		return fmt.Errorf("dry-run create of the template VoiceAgent: %w", err)
+	}
+	objs, err := childObjects(template)
+	if err != nil {
+		return err
+	}
+	res.Children = len(objs)
+	if err := settleLogged(ctx, raw, "before the plain client"); err != nil {
+		return err
+	}
+	logf("plain client: %d workers create %d objects for each of %d VoiceAgents", cfg.workers, res.Children, cfg.n)
+	before, err := apiserverRequests(ctx, raw)
+	if err != nil {
+		return err
+	}
+	cpuBefore := clusterCPU(cfg.state)
+	apiProfile := profileAPIServer(ctx, raw, cfg, "apiserver-plain.pprof")
+	d, created, err := plainClient(ctx, k8s, template, plainNS, cfg.n, cfg.workers, false)
+	if err := apiProfile(); err != nil {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("plain client: %w", err)
+	}
+	after, err := apiserverRequests(ctx, raw)
+	if err != nil {
+		return err
+	}
+	res.PlainSeconds = d.Seconds()
+	res.PlainRequests, _ = byVerb(before, after, nil)
+	logf("plain client: the API server's mean latency: %s", meanLatency(before, after))
+	logf("plain client: %d objects in %.1fs; CPU of the cluster: %s", created, d.Seconds(), cpuDelta(cpuBefore, clusterCPU(cfg.state)))
+	if cfg.plainApply {
+		if err := settleLogged(ctx, raw, "before the plain client with server-side apply"); err != nil {
+			return err
+		}
+		logf("plain client, server-side apply: %d workers apply the same objects in namespace %s", cfg.workers, applyNS)
+		if before, err = apiserverRequests(ctx, raw); err != nil {
+			return err
+		}
+		cpuBefore = clusterCPU(cfg.state)
+		d, created, err := plainClient(ctx, k8s, template, applyNS, cfg.n, cfg.workers, true)
+		if err != nil {
+			return fmt.Errorf("plain client, server-side apply: %w", err)
+		}
+		if after, err = apiserverRequests(ctx, raw); err != nil {
+			return err
+		}
+		res.PlainApplySeconds = d.Seconds()
+		logf("plain client, server-side apply: the API server's mean latency: %s", meanLatency(before, after))
+		logf("plain client, server-side apply: %d objects in %.1fs; CPU of the cluster: %s", created, d.Seconds(), cpuDelta(cpuBefore, clusterCPU(cfg.state)))
+	}
+
+	// The generated Secrets of the plain clients' namespaces go: the manager caches the
+	// metadata of every Secret in the cluster, and would otherwise start with three
+	// times the bench's own.
+	for _, ns := range []string{plainNS, applyNS} {
+		if err := k8s.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ns)); err != nil {
+			return fmt.Errorf("delete the Secrets of %s: %w", ns, err)
+		}
+	}
+	if err := settleLogged(ctx, raw, "before the manager starts"); err != nil {
+		return err
+	}
 	logf("starting the manager %v", cfg.managerArgs)
 	if mgr, err = startManager(ctx, cl, 1, cfg.profileDir != "", cfg.managerArgs); err != nil {
 		return err
@@ -274,7 +331,8 @@ func run(cfg config) (err error) {
 	if err != nil {
 		return err
 	}
-	_, cpu0 := procStats(mgr.pid())
+	rss0, cpu0 := procStats(mgr.pid())
+	logf("manager started: peak RSS so far %.0f MiB; %s", float64(rss0)/(1<<20), mBefore.memory())
 	if before, err = apiserverRequests(ctx, raw); err != nil {
 		return err
 	}
@@ -286,7 +344,9 @@ func run(cfg config) (err error) {
 				filepath.Join(cfg.profileDir, "cpu.pprof"))
 		}()
 	}
+	apiProfile = profileAPIServer(ctx, raw, cfg, "apiserver-operator.pprof")
 	logf("operator: %d workers create %d VoiceAgents", cfg.workers, cfg.n)
+	cpuBefore = clusterCPU(cfg.state)
 	t0 := time.Now()
 	err = runWorkers(ctx, cfg.n, cfg.workers, func(ctx context.Context, i int) error {
 		va := newAgent(benchNS, agentName(i))
@@ -322,7 +382,7 @@ func run(cfg config) (err error) {
 	}
 	res.OperatorSeconds = tEnd.Sub(t0).Seconds()
 	res.ChildrenSeconds = childrenAt.Sub(t0).Seconds()
-	logf("operator: converged in %.1fs (creates done after %.1fs, children after %.1fs)", res.OperatorSeconds, created1.Sub(t0).Seconds(), res.ChildrenSeconds)
+	logf("operator: converged in %.1fs (creates done after %.1fs, children after %.1fs); CPU of the cluster: %s", res.OperatorSeconds, created1.Sub(t0).Seconds(), res.ChildrenSeconds, cpuDelta(cpuBefore, clusterCPU(cfg.state)))
 	// Requests still in flight for the last agents (a second status read, events) land
 	// within a moment; the window closes 2 s after convergence.
 	if err := sleep(ctx, 2*time.Second); err != nil {
@@ -335,10 +395,13 @@ func run(cfg config) (err error) {
 	if err != nil {
 		return err
 	}
-	_, cpu1 := procStats(mgr.pid())
+	rss1, cpu1 := procStats(mgr.pid())
+	logf("operator: peak RSS so far %.0f MiB; %s", float64(rss1)/(1<<20), mAfter.memory())
 	own := map[reqKey]float64{{verb: "CREATE", group: "voiceagent.dev", resource: "voiceagents"}: float64(cfg.n)}
 	res.CreateVerbs, res.CreateEvents = byVerb(before, after, own)
 	logf("operator: writes of any client while converging: %s", describeWrites(before, after))
+	logf("operator: requests on the operator's resources (the bench's own included): %s", describeOperator(before, after))
+	logf("operator: the API server's mean latency: %s", meanLatency(before, after))
 	delta := mAfter.minus(mBefore)
 	res.CreateClient = delta.clientTotal() / float64(cfg.n)
 	res.CreateReconcile = delta.reconciles / float64(cfg.n)
@@ -352,6 +415,9 @@ func run(cfg config) (err error) {
 
 	// At rest.
 	logf("at rest: counting writes for %s", cfg.rest)
+	if err := apiProfile(); err != nil {
+		return err
+	}
 	mBefore = mAfter
 	before = after
 	if err := sleep(ctx, cfg.rest); err != nil {
@@ -423,6 +489,8 @@ func run(cfg config) (err error) {
 	}
 	own = map[reqKey]float64{{verb: "PATCH", group: "voiceagent.dev", resource: "voiceagents"}: float64(cfg.n)}
 	res.SpecVerbs, res.SpecEvents = byVerb(before, after, own)
+	logf("spec change: requests on the operator's resources (the bench's own included): %s", describeOperator(before, after))
+	logf("spec change: the API server's mean latency: %s", meanLatency(before, after))
 	res.SpecReconcile = mAfter.minus(mBefore).reconciles / float64(cfg.n)
 	res.PeakRSS, res.TotalCPU = procStats(mgr.pid())
 
@@ -432,7 +500,7 @@ func run(cfg config) (err error) {
 	if before, err = apiserverRequests(ctx, raw); err != nil {
 		return err
 	}
-	if mgr, err = startManager(ctx, cl, 2, false, cfg.managerArgs); err != nil {
+	if mgr, err = startManager(ctx, cl, 2, cfg.profileDir != "", cfg.managerArgs); err != nil {
 		return err
 	}
 	if err := sleep(ctx, cfg.restart); err != nil {
@@ -449,6 +517,12 @@ func run(cfg config) (err error) {
 	res.RestartClient = mAfter.clientWrites()
 	res.RestartGets = mAfter.clientRequests["GET"]
 	res.RestartRSS, _ = procStats(mgr.pid())
+	logf("restart: peak RSS %.0f MiB; %s", float64(res.RestartRSS)/(1<<20), mAfter.memory())
+	if cfg.profileDir != "" {
+		if err := fetch(fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", mgr.pprofAt), filepath.Join(cfg.profileDir, "heap-restart.pprof")); err != nil {
+			return err
+		}
+	}
 	logf("restart: %.0f writes at the API server, %.0f by the manager's client; all writes of any client: %s",
 		res.RestartWrites, res.RestartClient, describeWrites(before, after))
 	if cpuProfile != nil {
@@ -457,11 +531,48 @@ func run(cfg config) (err error) {
 		}
 	}
 
+	if cfg.keep {
+		// One VoiceAgent and its children as the API server has them, for their sizes.
+		for _, kind := range []string{"voiceagents", "serviceaccounts", "configmaps", "services", "networkpolicies", "deployments", "poddisruptionbudgets", "secrets", "events"} {
+			out, err := exec.CommandContext(ctx, filepath.Join(cfg.bin, "controlplane", "kubectl"), "--kubeconfig", cl.kubeconfig,
+				"get", kind, "-n", benchNS, "-o", "json", "--show-managed-fields").Output()
+			if err == nil {
+				_ = os.WriteFile(filepath.Join(cfg.state, "dump-"+kind+".json"), out, 0o644)
+			}
+		}
+	}
 	printTable(os.Stdout, res)
 	if cfg.out != "" {
 		b, _ := json.Marshal(res)
 		appendFile(cfg.out, append(b, '\n'))
 	}
+	return nil
+}
+
+// profileAPIServer starts a CPU profile of the API server (-profile-seconds) when
+// -profile is set; the function returned waits for it and writes it to name.
+func profileAPIServer(ctx context.Context, rc rest.Interface, cfg config, name string) func() error {
+	if cfg.profileDir == "" {
+		return func() error { return nil }
+	}
+	done := make(chan error, 1)
+	go func() {
+		b, err := rc.Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(cfg.profileSeconds)).
+			Timeout(time.Duration(cfg.profileSeconds+30) * time.Second).DoRaw(ctx)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(cfg.profileDir, name), b, 0o644)
+		}
+		done <- err
+	}()
+	return func() error { return <-done }
+}
+
+func settleLogged(ctx context.Context, rc rest.Interface, when string) error {
+	d, err := settle(ctx, rc)
+	if err != nil {
+		return err
+	}
+	logf("cluster quiet %s after %.0fs", when, d.Seconds())
 	return nil
 }
 
@@ -494,6 +605,13 @@ func fetch(url, path string) error {
 	return f.Close()
 }
 
+func applyRow(r results) string {
+	if r.PlainApplySeconds == 0 {
+		return "not run"
+	}
+	return fmt.Sprintf("%.1f s (%.2f×)", r.PlainApplySeconds, r.OperatorSeconds/r.PlainApplySeconds)
+}
+
 func printTable(out io.Writer, r results) {
 	n := float64(r.N)
 	mib := func(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
@@ -512,6 +630,7 @@ func printTable(out io.Writer, r results) {
 		{"plain client (16 workers): all children created", fmt.Sprintf("%.1f s (%s per agent)", r.PlainSeconds, formatVerbs(r.PlainRequests, r.N))},
 		{"operator: every child and status for the generation", fmt.Sprintf("%.1f s (children %.1f s)", r.OperatorSeconds, r.ChildrenSeconds)},
 		{"ratio to the plain client", fmt.Sprintf("%.2f×", r.OperatorSeconds/r.PlainSeconds)},
+		{"plain client, server-side apply instead of create (ratio of the operator to it)", applyRow(r)},
 		{"API requests per VoiceAgent, create (API server)", fmt.Sprintf("%.2f: %s; events %.2f", total(r.CreateVerbs), formatVerbs(r.CreateVerbs, r.N), r.CreateEvents/n)},
 		{"  the manager's own client, per VoiceAgent", fmt.Sprintf("%.2f", r.CreateClient)},
 		{"reconciles per VoiceAgent, create", fmt.Sprintf("%.2f", r.CreateReconcile)},

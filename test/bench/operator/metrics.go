@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/rest"
 )
@@ -88,7 +89,14 @@ func apiserverRequests(ctx context.Context, rc rest.Interface) (reqCounts, error
 	}
 	out := reqCounts{}
 	for _, s := range parseMetrics(string(b)) {
-		if s.name != "apiserver_request_total" {
+		suffix := ""
+		switch s.name {
+		case "apiserver_request_total":
+		case "apiserver_request_duration_seconds_sum":
+			suffix = "/sum"
+		case "apiserver_request_duration_seconds_count":
+			suffix = "/count"
+		default:
 			continue
 		}
 		verb := s.labels["verb"]
@@ -98,17 +106,95 @@ func apiserverRequests(ctx context.Context, rc rest.Interface) (reqCounts, error
 		case "PUT":
 			verb = "UPDATE"
 		}
-		out[reqKey{verb, s.labels["group"], s.labels["resource"], s.labels["subresource"]}] += s.value
+		out[reqKey{verb + suffix, s.labels["group"], s.labels["resource"], s.labels["subresource"]}] += s.value
 	}
 	return out, nil
+}
+
+// meanLatency is the API server's mean request duration between the scrapes, by verb,
+// over the operator's series (reads and writes, no watches).
+func meanLatency(before, after reqCounts) string {
+	sum, count := map[string]float64{}, map[string]float64{}
+	for k, v := range after {
+		verb, kind, ok := strings.Cut(k.verb, "/")
+		if !ok || verb == "WATCH" {
+			continue
+		}
+		base := k
+		base.verb = verb
+		if !isOperatorSeries(base) {
+			continue
+		}
+		d := v - before[k]
+		if kind == "sum" {
+			sum[verb] += d
+		} else {
+			count[verb] += d
+		}
+	}
+	var parts []string
+	for verb, c := range count {
+		if c > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.1f ms", verb, 1000*sum[verb]/c))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+// settle waits until the API server has served no write but leases' for 3 s in a row
+// (at most a minute): the reactions to one phase (Endpoints, EndpointSlices,
+// PodDisruptionBudget status, garbage collection) are not counted in the next.
+func settle(ctx context.Context, rc rest.Interface) (time.Duration, error) {
+	start := time.Now()
+	prev, err := apiserverRequests(ctx, rc)
+	if err != nil {
+		return 0, err
+	}
+	quiet := 0
+	for time.Since(start) < time.Minute && quiet < 3 {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Second):
+		}
+		cur, err := apiserverRequests(ctx, rc)
+		if err != nil {
+			return 0, err
+		}
+		writes := 0.0
+		for k, v := range cur {
+			if writeVerbs[k.verb] && k.resource != "leases" {
+				writes += v - prev[k]
+			}
+		}
+		if writes == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		prev = cur
+	}
+	return time.Since(start), nil
 }
 
 // describeWrites lists every series, of any resource, with writes between the two
 // scrapes: what a figure of "writes at rest" is made of.
 func describeWrites(before, after reqCounts) string {
+	return describe(before, after, func(k reqKey) bool { return writeVerbs[k.verb] })
+}
+
+// describeOperator lists the operator's series with requests, reads included.
+func describeOperator(before, after reqCounts) string {
+	return describe(before, after, func(k reqKey) bool {
+		return isOperatorSeries(k) && k.verb != "WATCH" && !strings.Contains(k.verb, "/")
+	})
+}
+
+func describe(before, after reqCounts, keep func(reqKey) bool) string {
 	var parts []string
 	for k, v := range after {
-		if d := v - before[k]; d != 0 && writeVerbs[k.verb] {
+		if d := v - before[k]; d != 0 && keep(k) {
 			r := k.resource
 			if k.subresource != "" {
 				r += "/" + k.subresource
@@ -141,6 +227,11 @@ func isOperatorSeries(k reqKey) bool {
 	if !operatorResources[k.resource] {
 		return false
 	}
+	// The manager reads VoiceAgents from its cache only; GETs of one come from the
+	// garbage collector, which looks up the owner of every new child.
+	if k.resource == "voiceagents" && k.subresource == "" && k.verb == "GET" {
+		return false
+	}
 	return k.subresource == "" || (k.subresource == "status" && (k.resource == "voiceagents" || k.resource == "auditsinks"))
 }
 
@@ -152,7 +243,7 @@ func byVerb(before, after reqCounts, own map[reqKey]float64) (verbs map[string]f
 	verbs = map[string]float64{}
 	for k, v := range after {
 		d := v - before[k]
-		if d == 0 || !isOperatorSeries(k) {
+		if d == 0 || strings.Contains(k.verb, "/") || !isOperatorSeries(k) {
 			continue
 		}
 		if k.resource == "events" {
@@ -204,10 +295,11 @@ type managerMetrics struct {
 	reconciles     float64            // controller_runtime_reconcile_total{controller="voiceagent"}
 	buckets        map[float64]float64
 	sum, count     float64
+	goMem          map[string]float64 // go_memstats_* gauges
 }
 
 func scrapeManager(url string) (managerMetrics, error) {
-	mm := managerMetrics{clientRequests: map[string]float64{}, buckets: map[float64]float64{}}
+	mm := managerMetrics{clientRequests: map[string]float64{}, buckets: map[float64]float64{}, goMem: map[string]float64{}}
 	resp, err := http.Get(url)
 	if err != nil {
 		return mm, err
@@ -219,6 +311,8 @@ func scrapeManager(url string) (managerMetrics, error) {
 	}
 	for _, s := range parseMetrics(string(b)) {
 		switch {
+		case strings.HasPrefix(s.name, "go_memstats_") || s.name == "go_goroutines":
+			mm.goMem[strings.TrimPrefix(s.name, "go_memstats_")] = s.value
 		case s.name == "rest_client_requests_total":
 			mm.clientRequests[s.labels["method"]] += s.value
 		case s.labels["controller"] != "voiceagent":
@@ -251,6 +345,12 @@ func (mm managerMetrics) minus(before managerMetrics) managerMetrics {
 		out.buckets[k] = v - before.buckets[k]
 	}
 	return out
+}
+
+func (mm managerMetrics) memory() string {
+	m := func(k string) float64 { return mm.goMem[k] / (1 << 20) }
+	return fmt.Sprintf("heap in use %.0f MiB, heap allocated %.0f MiB, next GC at %.0f MiB, from the OS %.0f MiB, goroutines %.0f",
+		m("heap_inuse_bytes"), m("heap_alloc_bytes"), m("next_gc_bytes"), m("sys_bytes"), mm.goMem["go_goroutines"])
 }
 
 func (mm managerMetrics) clientTotal() float64 {

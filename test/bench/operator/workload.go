@@ -15,6 +15,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -152,12 +153,16 @@ func runWorkers(ctx context.Context, n, w int, fn func(ctx context.Context, i in
 // without owner references (their owner does not exist: the garbage collector would
 // delete them) and with another managed-by label (so that the manager, started later,
 // does not cache them).
-func plainClient(ctx context.Context, c client.Client, template *v1alpha1.VoiceAgent, n, w int) (time.Duration, int64, error) {
+//
+// With apply, the children are server-side applied (as the operator does; the
+// generated Secrets are created, as the operator does): what the API server allows for
+// the operator's kind of request.
+func plainClient(ctx context.Context, c client.Client, template *v1alpha1.VoiceAgent, ns string, n, w int, apply bool) (time.Duration, int64, error) {
 	var created atomic.Int64
 	start := time.Now()
 	err := runWorkers(ctx, n, w, func(ctx context.Context, i int) error {
 		va := template.DeepCopy()
-		va.Name = agentName(i)
+		va.Name, va.Namespace = agentName(i), ns
 		va.UID = types.UID(fmt.Sprintf("00000000-0000-0000-0000-%012d", i))
 		objs, err := childObjects(va)
 		if err != nil {
@@ -171,7 +176,20 @@ func plainClient(ctx context.Context, c client.Client, template *v1alpha1.VoiceA
 			}
 			l[render.LabelManagedBy] = "voiceagent-bench-plain"
 			o.SetLabels(l)
-			if err := c.Create(ctx, o); err != nil {
+			if _, secret := o.(*corev1.Secret); apply && !secret {
+				u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+				if err != nil {
+					return err
+				}
+				delete(u, "status")
+				if m, ok := u["metadata"].(map[string]any); ok {
+					delete(m, "creationTimestamp")
+				}
+				if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
+					client.FieldOwner("voiceagent-bench-plain"), client.ForceOwnership); err != nil {
+					return fmt.Errorf("apply %s: %w", childKey(o), err)
+				}
+			} else if err := c.Create(ctx, o); err != nil {
 				return fmt.Errorf("create %s: %w", childKey(o), err)
 			}
 			created.Add(1)
@@ -181,7 +199,8 @@ func plainClient(ctx context.Context, c client.Client, template *v1alpha1.VoiceA
 	return time.Since(start), created.Load(), err
 }
 
-// watcher follows, from the bench's own informers on the bench namespace, which
+// watcher follows, from the bench's own informers on both namespaces (started before
+// the plain client, so that the API server serves the same watches to both), which
 // children exist, each VoiceAgent's generation and observedGeneration and each gateway
 // ConfigMap's data. Checks read its maps only: no request, no deep copy.
 type watcher struct {
@@ -217,7 +236,7 @@ func newWatcher(ctx context.Context, c cache.Cache, scheme *runtime.Scheme) (*wa
 			if !ok {
 				return
 			}
-			w.present[kind+"/"+m.Name] = !gone
+			w.present[m.Namespace+"/"+kind+"/"+m.Name] = !gone
 		})); err != nil {
 			return nil, err
 		}
@@ -231,7 +250,10 @@ func newWatcher(ctx context.Context, c cache.Cache, scheme *runtime.Scheme) (*wa
 		if !ok {
 			return
 		}
-		w.present["ConfigMap/"+cm.Name] = !gone
+		w.present[cm.Namespace+"/ConfigMap/"+cm.Name] = !gone
+		if cm.Namespace != benchNS {
+			return
+		}
 		if gone {
 			delete(w.cmData, cm.Name)
 		} else {
@@ -247,6 +269,9 @@ func newWatcher(ctx context.Context, c cache.Cache, scheme *runtime.Scheme) (*wa
 	if _, err := inf.AddEventHandler(w.handler(func(obj any, gone bool) {
 		va, ok := obj.(*v1alpha1.VoiceAgent)
 		if !ok {
+			return
+		}
+		if va.Namespace != benchNS {
 			return
 		}
 		if gone {
@@ -295,7 +320,7 @@ func (w *watcher) pending(minGen map[string]int64, wantCM map[string]map[string]
 	defer w.mu.Unlock()
 	for name, keys := range w.expected {
 		for _, k := range keys {
-			if !w.present[k] {
+			if !w.present[benchNS+"/"+k] {
 				children++
 				break
 			}
