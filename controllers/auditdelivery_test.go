@@ -38,7 +38,10 @@ func (g *gatewayAdminStub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(g.st)
 }
 
-func TestAuditSinkDeliveryStatusFromTheGateways(t *testing.T) {
+// voiceAgentWithStdoutSink creates, in a new namespace, AuditSink siem (stdout) and a
+// VoiceAgent named name that uses it, and waits until its audit is ready.
+func voiceAgentWithStdoutSink(t *testing.T, name string) (string, *v1alpha1.AuditSink) {
+	t.Helper()
 	ns := newNamespace(t)
 	createSecret(t, ns, "gemini-key", "api-key", "x")
 	sink := &v1alpha1.AuditSink{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "siem"},
@@ -46,12 +49,17 @@ func TestAuditSinkDeliveryStatusFromTheGateways(t *testing.T) {
 	if err := k8s.Create(ctx, sink); err != nil {
 		t.Fatal(err)
 	}
-	va := minimalVoiceAgent(ns, "reported")
+	va := minimalVoiceAgent(ns, name)
 	va.Spec.Audit = &v1alpha1.AuditSpec{SinkRefs: []v1alpha1.LocalObjectReference{{Name: "siem"}}}
 	if err := k8s.Create(ctx, va); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, conditionIs(ns, "reported", v1alpha1.ConditionAuditReady, metav1.ConditionTrue, v1alpha1.ReasonSinksReady))
+	eventually(t, waitFor, conditionIs(ns, name, v1alpha1.ConditionAuditReady, metav1.ConditionTrue, v1alpha1.ReasonSinksReady))
+	return ns, sink
+}
+
+func TestAuditSinkDeliveryStatusFromTheGateways(t *testing.T) {
+	ns, sink := voiceAgentWithStdoutSink(t, "reported")
 
 	stub := &gatewayAdminStub{}
 	stale := time.Now().Add(-10 * time.Minute).UTC()
@@ -110,19 +118,7 @@ func TestAuditSinkDeliveryStatusFromTheGateways(t *testing.T) {
 // AuditSink's status.delivery.recordsLostOnShutdown, counts them in a metric and tells
 // the VoiceAgent's readers in an Event.
 func TestRecordsLostAtShutdownAreReported(t *testing.T) {
-	ns := newNamespace(t)
-	createSecret(t, ns, "gemini-key", "api-key", "x")
-	sink := &v1alpha1.AuditSink{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "siem"},
-		Spec: v1alpha1.AuditSinkSpec{Type: v1alpha1.AuditSinkStdout}}
-	if err := k8s.Create(ctx, sink); err != nil {
-		t.Fatal(err)
-	}
-	va := minimalVoiceAgent(ns, "lossy")
-	va.Spec.Audit = &v1alpha1.AuditSpec{SinkRefs: []v1alpha1.LocalObjectReference{{Name: "siem"}}}
-	if err := k8s.Create(ctx, va); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, waitFor, conditionIs(ns, "lossy", v1alpha1.ConditionAuditReady, metav1.ConditionTrue, v1alpha1.ReasonSinksReady))
+	ns, sink := voiceAgentWithStdoutSink(t, "lossy")
 	stub := &gatewayAdminStub{}
 	stub.set(audit.Status{Instance: "lossy-0", Sinks: []audit.SinkStatus{{Name: "siem", Delivered: 3}}})
 	runningGatewayPod(t, ns, "lossy", "lossy-0", stub)

@@ -1,7 +1,6 @@
 package controllers_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 
@@ -15,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
-	"github.com/voiceagent-dev/voiceagent-operator/internal/manager"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
@@ -147,29 +145,7 @@ func TestAutoscalingFromFixedReplicasKeepsTheCount(t *testing.T) {
 // gets an HPA on CPU and a condition that says scaling on calls needs KEDA; once the
 // CRD is installed the VoiceAgent switches to a ScaledObject by itself.
 func TestAutoscalingWithoutKEDA(t *testing.T) {
-	env := newEnvironment(false)
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = env.Stop() }()
-	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgr, err := manager.New(cfg, manager.Options{MetricsAddr: "0", ProbeAddr: "0", GatewayImage: testImage, SkipNameValidation: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
+	c, cfg := bareClusterWithManager(t)
 	if err := c.Create(ctx, autoscaledVoiceAgent("default", "cpu")); err != nil {
 		t.Fatal(err)
 	}

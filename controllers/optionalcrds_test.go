@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -13,16 +14,16 @@ import (
 	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
-// TestMissingCertManagerAndExternalSecrets runs a second API server without the CRDs
-// of cert-manager and External Secrets: the manager still starts, the VoiceAgent says
-// why it waits, and recovers by itself once the CRDs are installed.
-func TestMissingCertManagerAndExternalSecrets(t *testing.T) {
+// bareClusterWithManager starts a second API server without any third-party CRD, and a
+// manager on it, both stopped when the test ends; it returns a client and the config.
+func bareClusterWithManager(t *testing.T) (client.Client, *rest.Config) {
+	t.Helper()
 	env := newEnvironment(false)
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = env.Stop() }()
+	t.Cleanup(func() { _ = env.Stop() })
 	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
 	if err != nil {
 		t.Fatal(err)
@@ -34,12 +35,20 @@ func TestMissingCertManagerAndExternalSecrets(t *testing.T) {
 	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mctx) }()
-	defer func() {
+	t.Cleanup(func() { // runs before env.Stop: cleanups run last-registered first
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("manager: %v", err)
 		}
-	}()
+	})
+	return c, cfg
+}
+
+// TestMissingCertManagerAndExternalSecrets runs a second API server without the CRDs
+// of cert-manager and External Secrets: the manager still starts, the VoiceAgent says
+// why it waits, and recovers by itself once the CRDs are installed.
+func TestMissingCertManagerAndExternalSecrets(t *testing.T) {
+	c, cfg := bareClusterWithManager(t)
 
 	va := fullVoiceAgent("default", "waiting")
 	if err := c.Create(ctx, va); err != nil {

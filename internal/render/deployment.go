@@ -297,14 +297,17 @@ func inboundContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Conta
 		Resources:       resources("10m", "32Mi", "128Mi", "16Mi", "64Mi"),
 		VolumeMounts:    []corev1.VolumeMount{{Name: "tls", MountPath: gw.TLSDir, ReadOnly: true}},
 		SecurityContext: restrictedContainerSecurity(ptr.To[int64](GatewayUID)),
-		LivenessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("admin")}},
-			PeriodSeconds: 10,
-		},
-		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("admin")}},
-			PeriodSeconds: 5,
-		},
+		LivenessProbe:   adminProbe("/healthz", 10),
+		ReadinessProbe:  adminProbe("/readyz", 5),
+	}
+}
+
+// adminProbe probes path on the admin port of the gateway binary (either role) every
+// period seconds.
+func adminProbe(path string, period int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("admin")}},
+		PeriodSeconds: period,
 	}
 }
 

@@ -82,14 +82,8 @@ func gatewayContainer(va *v1alpha1.VoiceAgent, in DeploymentInputs) corev1.Conta
 		Resources:       GatewayResources(va),
 		VolumeMounts:    mounts,
 		SecurityContext: restrictedContainerSecurity(ptr.To[int64](GatewayUID)),
-		LivenessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("admin")}},
-			PeriodSeconds: 10,
-		},
-		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("admin")}},
-			PeriodSeconds: 5,
-		},
+		LivenessProbe:   adminProbe("/healthz", 10),
+		ReadinessProbe:  adminProbe("/readyz", 5),
 	}
 }
 
