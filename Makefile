@@ -95,9 +95,13 @@ helm: ## Build the helm CLI for the chart tests into bin/ (once).
 	hack/build-helm.sh
 
 .PHONY: test
-test: controlplane thirdparty-crds helm kustomize vet npm-test-deps ## Unit and envtest integration tests against a real API server, chart and alert tests.
+test: controlplane thirdparty-crds helm kustomize vet npm-test-deps redis-server ## Unit and envtest integration tests against a real API server, chart and alert tests.
 	VOICEAGENT_REQUIRE_NPM=1 KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
 	cd test/promrules && $(GO) vet ./... && $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
+
+.PHONY: redis-server
+redis-server: ## Install the distribution's redis-server (the limit-store tests and benchmark run a real one).
+	hack/install-redis.sh
 
 .PHONY: e2e-tools
 e2e-tools: ## Build what the e2e cluster needs beyond envtest's binaries (kube-controller-manager, kube-scheduler, kubectl, kwok, External Secrets, cert-manager's controllers), once.

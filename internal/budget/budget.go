@@ -214,7 +214,6 @@ func (t *Tracker) Check() Decision {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.roll()
-	d := Decision{Allowed: true, DailySpent: t.st.Daily, MonthlySpent: t.st.Monthly}
 	daily, monthly := t.st.Daily, t.st.Monthly
 	if t.limits.CarriedDay == t.st.Day {
 		daily = addSat(daily, t.limits.CarriedDaily)
@@ -222,22 +221,33 @@ func (t *Tracker) Check() Decision {
 	if t.limits.CarriedMonth == t.st.Month {
 		monthly = addSat(monthly, t.limits.CarriedMonthly)
 	}
+	d := Decide(daily, monthly, t.limits, now)
+	d.DailySpent, d.MonthlySpent = t.st.Daily, t.st.Monthly
+	return d
+}
+
+// Decide is the decision for spend daily and monthly (everything that counts against
+// the budgets, carried spend included) under l at now. The limit store decides with
+// it too, on the VoiceAgent-wide totals.
+func Decide(daily, monthly Micros, l Limits, now time.Time) Decision {
+	now = now.UTC()
+	d := Decision{Allowed: true, DailySpent: daily, MonthlySpent: monthly}
 	var exceeded, alerts []string
-	if reached(daily, t.limits.Daily, 100) {
-		exceeded = append(exceeded, fmt.Sprintf("daily budget of %s USD spent", t.limits.Daily))
+	if reached(daily, l.Daily, 100) {
+		exceeded = append(exceeded, fmt.Sprintf("daily budget of %s USD spent", l.Daily))
 		d.ResetAt = nextDay(now)
-	} else if reached(daily, t.limits.Daily, t.limits.AlertAtPercent) {
-		alerts = append(alerts, alertText("daily", daily, t.limits.Daily, t.limits.AlertAtPercent))
+	} else if reached(daily, l.Daily, l.AlertAtPercent) {
+		alerts = append(alerts, alertText("daily", daily, l.Daily, l.AlertAtPercent))
 	}
-	if reached(monthly, t.limits.Monthly, 100) {
-		exceeded = append(exceeded, fmt.Sprintf("monthly budget of %s USD spent", t.limits.Monthly))
+	if reached(monthly, l.Monthly, 100) {
+		exceeded = append(exceeded, fmt.Sprintf("monthly budget of %s USD spent", l.Monthly))
 		d.ResetAt = nextMonth(now) // later than nextDay: the refusal lasts until then
-	} else if reached(monthly, t.limits.Monthly, t.limits.AlertAtPercent) {
-		alerts = append(alerts, alertText("monthly", monthly, t.limits.Monthly, t.limits.AlertAtPercent))
+	} else if reached(monthly, l.Monthly, l.AlertAtPercent) {
+		alerts = append(alerts, alertText("monthly", monthly, l.Monthly, l.AlertAtPercent))
 	}
 	d.Exceeded = len(exceeded) > 0
 	d.Alert = d.Exceeded || len(alerts) > 0
-	d.Allowed = !(d.Exceeded && t.limits.Block)
+	d.Allowed = !(d.Exceeded && l.Block)
 	d.Reason = strings.Join(append(exceeded, alerts...), "; ")
 	return d
 }

@@ -66,6 +66,61 @@ type Config struct {
 	Breaker      Breaker           `json:"circuitBreaker"`
 	Audit        Audit             `json:"audit"`
 	StateDir     string            `json:"stateDir"`
+	// LimitStore, when set, enforces the whole VoiceAgent's limits in a shared store;
+	// Limits, Voice and Budget above stay this replica's share, in force only while the
+	// store cannot be reached under FailurePolicy FailOpen.
+	LimitStore *LimitStore `json:"limitStore,omitempty"`
+}
+
+// Failure policies of a limit store.
+const (
+	LimitStoreFailOpen   = "FailOpen"   // fall back to this replica's shares
+	LimitStoreFailClosed = "FailClosed" // refuse calls with 503 until the store is back
+)
+
+// LimitStore is a shared store (Redis) that holds the VoiceAgent-wide counters, so
+// that every gateway replica enforces the same limits exactly.
+type LimitStore struct {
+	Redis         RedisStore `json:"redis"`
+	FailurePolicy string     `json:"failurePolicy"`
+	// KeyPrefix scopes this VoiceAgent's keys; it carries a Redis Cluster hash tag so
+	// that one script sees all of them.
+	KeyPrefix string `json:"keyPrefix"`
+	// Global are the whole VoiceAgent's limits, not a replica's share.
+	Global GlobalLimits `json:"global"`
+}
+
+// RedisStore is how a gateway reaches the Redis that holds the limits.
+type RedisStore struct {
+	Address string `json:"address"` // host:port
+	// UsernameFile and PasswordFile are mounted credential files (ACL user and
+	// password, or the password alone); re-read on every new connection.
+	UsernameFile string `json:"usernameFile,omitempty"`
+	PasswordFile string `json:"passwordFile,omitempty"`
+	// TLS is on unless Disabled; CAFile (PEM) replaces the system roots.
+	TLS RedisTLS `json:"tls"`
+	// Timeout bounds one round trip; zero means 250ms.
+	Timeout Duration `json:"timeout,omitzero"`
+}
+
+// RedisTLS configures TLS to Redis.
+type RedisTLS struct {
+	Disabled   bool   `json:"disabled,omitempty"`
+	ServerName string `json:"serverName,omitempty"`
+	CAFile     string `json:"caFile,omitempty"`
+}
+
+// GlobalLimits are the VoiceAgent's totals, enforced in the store; zero means
+// unlimited. Budgets are decimal US dollars like Budget's.
+type GlobalLimits struct {
+	RequestsPerSecond     float64 `json:"requestsPerSecond,omitempty"`
+	Burst                 int     `json:"burst,omitempty"`
+	TokensPerMinute       float64 `json:"tokensPerMinute,omitempty"`
+	MaxConcurrentCalls    int     `json:"maxConcurrentCalls,omitempty"`
+	MaxConcurrentSessions int     `json:"maxConcurrentSessions,omitempty"`
+	SessionsPerMinute     float64 `json:"sessionsPerMinute,omitempty"`
+	Daily                 string  `json:"daily,omitempty"`
+	Monthly               string  `json:"monthly,omitempty"`
 }
 
 // Listen holds the gateway's listen addresses.
@@ -411,6 +466,9 @@ func (c *Config) Validate() error {
 	if c.Audit.CheckpointEvery < 0 || c.Audit.CheckpointInterval.Duration < 0 || c.Audit.MaxQueueBytes < 0 || c.Audit.MaxQueueRecords < 0 {
 		add("audit: checkpoint and queue bounds must not be negative")
 	}
+	if ls := c.LimitStore; ls != nil {
+		errs = append(errs, ls.validate()...)
+	}
 	sinks := map[string]bool{}
 	for i, s := range c.Audit.Sinks {
 		if s.Name == "" || sinks[s.Name] {
@@ -422,6 +480,36 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (ls *LimitStore) validate() []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, port, err := net.SplitHostPort(ls.Redis.Address); err != nil || port == "" {
+		add("limitStore.redis.address: %q is not a host:port address", ls.Redis.Address)
+	}
+	if ls.FailurePolicy != LimitStoreFailOpen && ls.FailurePolicy != LimitStoreFailClosed {
+		add("limitStore.failurePolicy: %q must be FailOpen or FailClosed", ls.FailurePolicy)
+	}
+	if ls.KeyPrefix == "" {
+		add("limitStore.keyPrefix: required")
+	}
+	if ls.Redis.Timeout.Duration < 0 {
+		add("limitStore.redis.timeout: must not be negative")
+	}
+	g := ls.Global
+	if g.RequestsPerSecond < 0 || g.Burst < 0 || g.TokensPerMinute < 0 || g.MaxConcurrentCalls < 0 || g.MaxConcurrentSessions < 0 || g.SessionsPerMinute < 0 {
+		add("limitStore.global: limits must not be negative")
+	}
+	for name, v := range map[string]string{"daily": g.Daily, "monthly": g.Monthly} {
+		if v == "" {
+			continue
+		}
+		if _, err := budget.ParseMicros(v); err != nil {
+			add("limitStore.global.%s: %v", name, err)
+		}
+	}
+	return errs
 }
 
 var validMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true}
