@@ -94,6 +94,13 @@ type VoiceAgentSpec struct {
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 
+	// LimitStore, when set, makes the gateways enforce the whole VoiceAgent's limits
+	// exactly, in a shared Redis (spec.rateLimits, spec.voice's session limits and
+	// spec.costLimits' budgets), instead of each gateway replica its share. The shares
+	// stay the fallback while the store cannot be reached (failurePolicy FailOpen).
+	// +optional
+	LimitStore *LimitStore `json:"limitStore,omitempty"`
+
 	// Gateway is the gateway workload: the VoiceAgent's only pods that hold provider and
 	// integration credentials and may reach anything outside the cluster. The agent
 	// pods reach it over the pod network with the agent token as their API key.
@@ -694,6 +701,82 @@ type AutoscalingSpec struct {
 	// +kubebuilder:validation:Maximum=100
 	// +optional
 	TargetCPUUtilizationPercentage *int32 `json:"targetCPUUtilizationPercentage,omitempty"`
+}
+
+// LimitStoreFailurePolicy decides what the gateways do while the limit store cannot be
+// reached.
+// +kubebuilder:validation:Enum=FailOpen;FailClosed
+type LimitStoreFailurePolicy string
+
+const (
+	LimitStoreFailOpen   LimitStoreFailurePolicy = "FailOpen"
+	LimitStoreFailClosed LimitStoreFailurePolicy = "FailClosed"
+)
+
+// LimitStore is the shared store the gateways keep the VoiceAgent-wide counters in.
+type LimitStore struct {
+	// Redis that holds the counters: requests (sustained and burst), tokens per minute,
+	// concurrent calls and sessions (leases that expire), sessions per minute, and the
+	// daily and monthly spend.
+	Redis RedisLimitStore `json:"redis"`
+
+	// FailurePolicy while the store cannot be reached: FailOpen falls back to each
+	// gateway replica's share of the limits (the LimitStoreReady condition says so);
+	// FailClosed refuses calls and sessions with 503 until the store is back.
+	// +kubebuilder:default=FailOpen
+	// +optional
+	FailurePolicy LimitStoreFailurePolicy `json:"failurePolicy,omitempty"`
+}
+
+// RedisLimitStore is how the gateways reach the Redis that holds the limits.
+// +kubebuilder:validation:XValidation:rule="!has(self.username) || has(self.credentials)",message="spec.limitStore.redis.username: an ACL user needs its password: set spec.limitStore.redis.credentials too"
+type RedisLimitStore struct {
+	// Address is host:port, e.g. redis.limits.svc:6379 or [fd00::10]:6379: the host an
+	// in-cluster Service name (<service>.<namespace>.svc[.<cluster domain>]) or a private
+	// IP address, never a cloud metadata address; no scheme (TLS is spec.limitStore.redis.tls)
+	// and no user name or password (they are credentials). The gateways' NetworkPolicy
+	// opens egress to it and nothing else.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=262
+	// +kubebuilder:validation:XValidation:rule="!self.contains('://')",message="spec.limitStore.redis.address: give host:port without a scheme (no redis:// or rediss://): TLS is on by default, and spec.limitStore.redis.tls configures it"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('@')",message="spec.limitStore.redis.address: no user name or password in the address: put the ACL user in spec.limitStore.redis.username and the password in spec.limitStore.redis.credentials (secretRef or externalSecret)"
+	// +kubebuilder:validation:XValidation:rule="self.contains('://') || self.contains('@') || self.matches('^([a-zA-Z0-9]([-.a-zA-Z0-9]*[a-zA-Z0-9])?|\\\\[[0-9a-fA-F:]+\\\\]):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$')",message="spec.limitStore.redis.address: must be host:port with a port from 1 to 65535, e.g. redis.limits.svc:6379, 10.0.0.5:6379 or [fd00::10]:6379"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([a-zA-Z0-9]([-.a-zA-Z0-9]*[a-zA-Z0-9])?|\\\\[[0-9a-fA-F:]+\\\\]):[0-9]+$') || (isIP(self.startsWith('[') ? self.substring(1, self.lastIndexOf(']')) : self.substring(0, self.lastIndexOf(':'))) && ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', 'fc00::/7'].exists(c, cidr(c).containsIP(self.startsWith('[') ? self.substring(1, self.lastIndexOf(']')) : self.substring(0, self.lastIndexOf(':')))) && !['100.100.100.200/32', 'fd00:ec2::/120'].exists(c, cidr(c).containsIP(self.startsWith('[') ? self.substring(1, self.lastIndexOf(']')) : self.substring(0, self.lastIndexOf(':'))))) || self.substring(0, self.lastIndexOf(':')).lowerAscii().matches('^[^.]+[.][^.]+[.]svc([.].+)?[.]?$')",message="spec.limitStore.redis.address: the limit store must be inside the cluster: give an in-cluster Service name (<service>.<namespace>.svc) or a private IP address (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7), not a cloud metadata address; a public host name would open the gateways' egress to its port on every public address"
+	Address string `json:"address"`
+
+	// Username is the Redis ACL user (Redis 6+), when not the default user.
+	// +optional
+	Username *CredentialSource `json:"username,omitempty"`
+
+	// Credentials hold the password (of Username, or of the default user); omitted for
+	// a Redis without AUTH.
+	// +optional
+	Credentials *CredentialSource `json:"credentials,omitempty"`
+
+	// TLS to Redis, on unless disabled: the server certificate is verified against the
+	// system roots, or CA when set.
+	// +optional
+	TLS *RedisTLS `json:"tls,omitempty"`
+}
+
+// RedisTLS configures TLS to the limit store.
+// +kubebuilder:validation:XValidation:rule="!has(self.disabled) || !self.disabled || (!has(self.serverName) && !has(self.ca))",message="spec.limitStore.redis.tls: serverName and ca configure TLS, which disabled: true turns off; remove them, or remove disabled"
+type RedisTLS struct {
+	// Disabled turns TLS off: the counters and the password then cross the pod network
+	// in the clear. Only for a Redis that cannot serve TLS.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+
+	// ServerName the server certificate must be valid for; the address' host when empty.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-zA-Z0-9]([-.a-zA-Z0-9]*[a-zA-Z0-9])?$|^[0-9a-fA-F:]+$')",message="spec.limitStore.redis.tls.serverName: a DNS name or an IP address the Redis certificate is valid for, e.g. redis.limits.svc"
+	// +optional
+	ServerName string `json:"serverName,omitempty"`
+
+	// CA is a PEM bundle of the certificate authorities that sign the Redis server
+	// certificate (for example the store's own CA), instead of the system roots.
+	// +optional
+	CA *CredentialSource `json:"ca,omitempty"`
 }
 
 // GatewaySpec sizes the gateway workload.
