@@ -108,9 +108,10 @@ func DatabaseDestinations(va *v1alpha1.VoiceAgent, clusterDomain string) ([]Dest
 var agentPrivateRanges = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"}
 
 // metadataAddresses are cloud metadata and resolver addresses inside the private
-// ranges (Alibaba Cloud's 100.100.100.200; AWS's IPv6 IMDS and resolver): never the
-// agent's, whatever a rule says.
-var metadataAddresses = []string{"100.100.100.200/32", "fd00:ec2::/120"}
+// ranges (Alibaba Cloud's 100.100.100.200; AWS's IPv6 IMDS fd00:ec2::254, resolver
+// fd00:ec2::253 and time server fd00:ec2::123, all in fd00:ec2::/112, which a /120
+// would miss): never the agent's, whatever a rule says.
+var metadataAddresses = []string{"100.100.100.200/32", "fd00:ec2::/112"}
 
 func privateIP(host string) bool {
 	ip := net.ParseIP(host)

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	networkingv1 "k8s.io/api/networking/v1"
+
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 )
 
@@ -97,5 +99,23 @@ func TestDestinations(t *testing.T) {
 	want := "api.anthropic.com:443,llm.internal.svc:8000"
 	if strings.Join(got, ",") != want {
 		t.Errorf("destinations = %v, want %s", got, want)
+	}
+}
+
+// TestAWSIPv6MetadataIsNeverPrivate: AWS's IPv6 metadata, resolver and time addresses
+// sit inside fc00::/7; neither a database host nor the limit store may be one, and a
+// user's private block that holds them leaves them out.
+func TestAWSIPv6MetadataIsNeverPrivate(t *testing.T) {
+	for _, ip := range []string{"fd00:ec2::254", "fd00:ec2::253", "fd00:ec2::123"} {
+		if privateIP(ip) {
+			t.Errorf("privateIP(%s) = true", ip)
+		}
+	}
+	if !privateIP("fd00:ec3::254") {
+		t.Error("privateIP(fd00:ec3::254) = false, want a plain private address")
+	}
+	b := withoutMetadata(&networkingv1.IPBlock{CIDR: "fd00::/8"})
+	if len(b.Except) != 1 || b.Except[0] != "fd00:ec2::/112" {
+		t.Errorf("fd00::/8 except %v, want fd00:ec2::/112", b.Except)
 	}
 }
