@@ -77,6 +77,11 @@ type Gateway struct {
 	sessions    *ratelimit.Concurrency
 	sessionRate *ratelimit.Bucket
 	budget      *budget.Tracker
+	// shared is the limit store that enforces the VoiceAgent-wide limits, nil without
+	// one; limitStoreFallbackCalls counts calls admitted on this replica's shares
+	// because it could not answer.
+	shared                  atomic.Pointer[sharedLimits]
+	limitStoreFallbackCalls atomic.Int64
 
 	// bodyMemory bounds the bytes of request and answer bodies held in memory at once;
 	// integrationSlots the integration calls in flight.
@@ -246,6 +251,7 @@ func (g *Gateway) apply(cfg *gw.Config, raw []byte) {
 	g.sessions.SetMax(cfg.Voice.MaxConcurrentSessions)
 	g.sessionRate.Update(cfg.Voice.SessionsPerMinute/60, sessionBurst(cfg.Voice.SessionsPerMinute))
 	g.budget.SetLimits(budgetLimits(cfg.Budget))
+	g.applyLimitStore(cfg)
 	g.agentToken.configure(cfg.AgentAuth)
 	g.mu.Lock()
 	for _, m := range cfg.Models {
@@ -588,6 +594,11 @@ func (g *Gateway) Close() error {
 // is left stays queued for the next start) and closes the queue. Calls after Stop are
 // refused under FailClosed.
 func (g *Gateway) Stop(ctx context.Context) error {
+	if s := g.shared.Swap(nil); s != nil && s.store != nil {
+		if err := s.store.Close(); err != nil { // settles what it holds first
+			g.log.Error("limit store not closed cleanly", "error", err.Error())
+		}
+	}
 	return g.trail.Shutdown(ctx)
 }
 

@@ -8,26 +8,28 @@ import (
 
 // metrics of one gateway, on its own registry so that tests can run several.
 type metrics struct {
-	registry           *prometheus.Registry
-	requests           *prometheus.CounterVec
-	rejections         *prometheus.CounterVec
-	tokens             *prometheus.CounterVec
-	spendUSD           prometheus.Counter
-	budgetExceeded     prometheus.Gauge
-	budgetAlert        prometheus.Gauge
-	breakerState       *prometheus.GaugeVec
-	upstreamLatency    *prometheus.HistogramVec
-	configReloads      *prometheus.CounterVec
-	usageEstimated     prometheus.Counter
-	refusalsSummarized prometheus.Counter
-	activeSessions     prometheus.Gauge
-	sessionDuration    prometheus.Histogram
-	framesRelayed      *prometheus.CounterVec
-	framesFromAgent    prometheus.Counter // framesRelayed's two series, looked up once
-	framesToAgent      prometheus.Counter
-	sessionCloses      *prometheus.CounterVec
-	agentAuthFailures  *prometheus.CounterVec
-	audit              *audit.Metrics
+	registry            *prometheus.Registry
+	requests            *prometheus.CounterVec
+	rejections          *prometheus.CounterVec
+	tokens              *prometheus.CounterVec
+	spendUSD            prometheus.Counter
+	budgetExceeded      prometheus.Gauge
+	budgetAlert         prometheus.Gauge
+	breakerState        *prometheus.GaugeVec
+	upstreamLatency     *prometheus.HistogramVec
+	configReloads       *prometheus.CounterVec
+	usageEstimated      prometheus.Counter
+	refusalsSummarized  prometheus.Counter
+	activeSessions      prometheus.Gauge
+	sessionDuration     prometheus.Histogram
+	framesRelayed       *prometheus.CounterVec
+	framesFromAgent     prometheus.Counter // framesRelayed's two series, looked up once
+	framesToAgent       prometheus.Counter
+	sessionCloses       *prometheus.CounterVec
+	agentAuthFailures   *prometheus.CounterVec
+	limitStoreUp        *prometheus.GaugeVec
+	limitStoreFallbacks *prometheus.CounterVec
+	audit               *audit.Metrics
 }
 
 func newMetrics() *metrics {
@@ -84,6 +86,8 @@ func newMetrics() *metrics {
 			Name: "voiceagent_gateway_refusals_summarized_total", Help: "Refused calls recorded in a summary record instead of one record each.",
 		}),
 	}
+	m.limitStoreUp, m.limitStoreFallbacks = newLimitStoreMetrics()
+	m.registry.MustRegister(m.limitStoreUp, m.limitStoreFallbacks)
 	m.registry.MustRegister(m.requests, m.rejections, m.tokens, m.spendUSD, m.budgetExceeded, m.budgetAlert,
 		m.breakerState, m.upstreamLatency, m.configReloads, m.usageEstimated, m.refusalsSummarized,
 		m.activeSessions, m.sessionDuration, m.framesRelayed, m.sessionCloses, m.agentAuthFailures)

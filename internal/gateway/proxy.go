@@ -22,6 +22,7 @@ import (
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/limitstore"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/neterr"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/pii"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/translate"
@@ -46,12 +47,14 @@ type call struct {
 	// requestBytes is the size of the agent's request, for a usage estimate.
 	requestBytes int64
 	denyKind     string
+	// ctx is the agent's request's: a limit store round trip ends with it.
+	ctx context.Context
 }
 
 func (g *Gateway) newCall(r *http.Request, route, target string) *call {
 	cfg := g.cfg.Load()
 	now := g.opts.Now()
-	return &call{g: g, cfg: cfg, start: now, rec: auditRecord{
+	return &call{g: g, cfg: cfg, start: now, ctx: r.Context(), rec: auditRecord{
 		Time: now.UTC(), VoiceAgent: cfg.VoiceAgent, Namespace: cfg.Namespace, Pod: g.opts.PodName,
 		RequestID: requestID(r), Route: route, Target: target, Method: r.Method,
 	}}
@@ -99,7 +102,46 @@ func (c *call) finish() {
 	c.writeAudit()
 }
 
-// admitCommon applies the VoiceAgent-wide request bucket.
+// admitRequest applies the VoiceAgent-wide request limit: in the limit store, or this
+// replica's share of it.
+func (c *call) admitRequest(w http.ResponseWriter) bool {
+	if decided, ok := c.admitShared(w, limitstore.Request); decided {
+		return ok
+	}
+	return c.admitCommon(w)
+}
+
+// admitModelCall applies the limits of a model call: requests, tokens per minute,
+// concurrent calls and the budgets, in the limit store or on this replica's shares.
+func (c *call) admitModelCall(w http.ResponseWriter) bool {
+	if decided, ok := c.admitShared(w, limitstore.Call); decided {
+		return ok
+	}
+	g := c.g
+	if !c.admitCommon(w) {
+		return false
+	}
+	if ok, wait := g.tokens.AllowN(0); !ok {
+		c.deny(w, http.StatusTooManyRequests, "tokens_per_minute", "the VoiceAgent's tokens-per-minute limit is reached; retry later", wait)
+		return false
+	}
+	if !g.concurrency.TryAcquire() {
+		c.deny(w, http.StatusTooManyRequests, "concurrency", "too many model calls in flight for this VoiceAgent; retry shortly", time.Second)
+		return false
+	}
+	c.release = g.concurrency.Release
+	d := g.budget.Check()
+	g.setBudgetGauges(d)
+	if !d.Allowed {
+		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
+		return false
+	} else if d.Alert || d.Exceeded {
+		c.rec.BudgetAlert = true
+	}
+	return true
+}
+
+// admitCommon applies this replica's share of the VoiceAgent-wide request bucket.
 func (c *call) admitCommon(w http.ResponseWriter) bool {
 	if ok, wait := c.g.requests.Allow(); !ok {
 		c.deny(w, http.StatusTooManyRequests, "rate_limit", "the VoiceAgent's request rate limit is reached; retry later", wait)
@@ -130,25 +172,8 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		g.serveRealtime(w, r, c, op, suffix)
 		return
 	}
-	if !c.admitAudit(w) || !c.admitCommon(w) {
+	if !c.admitAudit(w) || !c.admitModelCall(w) {
 		return
-	}
-	if ok, wait := g.tokens.AllowN(0); !ok {
-		c.deny(w, http.StatusTooManyRequests, "tokens_per_minute", "the VoiceAgent's tokens-per-minute limit is reached; retry later", wait)
-		return
-	}
-	if !g.concurrency.TryAcquire() {
-		c.deny(w, http.StatusTooManyRequests, "concurrency", "too many model calls in flight for this VoiceAgent; retry shortly", time.Second)
-		return
-	}
-	c.release = g.concurrency.Release
-	d := g.budget.Check()
-	g.setBudgetGauges(d)
-	if !d.Allowed {
-		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
-		return
-	} else if d.Alert || d.Exceeded {
-		c.rec.BudgetAlert = true
 	}
 	body, releaseBody, status := g.readBody(r.Body, maxRequestBody)
 	if status != 0 {
@@ -585,6 +610,7 @@ func (c *call) account(u usage, m gw.Model, answerBytes int64, priced bool) {
 	if u.total() > 0 {
 		c.g.tokenCount.add(c.g.opts.Now(), u.total())
 		c.g.tokens.Charge(float64(u.total()))
+		c.g.chargeShared(u.total(), 0)
 		c.g.metrics.tokens.WithLabelValues("input").Add(float64(u.Input))
 		c.g.metrics.tokens.WithLabelValues("output").Add(float64(u.Output))
 	}
@@ -593,6 +619,7 @@ func (c *call) account(u usage, m gw.Model, answerBytes int64, priced bool) {
 	}
 	cost := usageCost(u, m.Pricing)
 	c.rec.CostUSD = cost.String()
+	c.g.chargeShared(0, cost)
 	if err := c.g.budget.Add(cost); err != nil {
 		c.g.log.Error("spend not persisted", "error", err.Error())
 	}
@@ -706,7 +733,7 @@ func (g *Gateway) serveIntegration(w http.ResponseWriter, r *http.Request) {
 		g.serveIntegrationSession(w, r, c, in, target)
 		return
 	}
-	if !c.admitAudit(w) || !c.admitCommon(w) {
+	if !c.admitAudit(w) || !c.admitRequest(w) {
 		return
 	}
 	g.mu.Lock()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/limitstore"
 )
 
 // Realtime sessions: a WebSocket carrying a call's audio both ways for its whole
@@ -218,7 +219,7 @@ func (a *agentSideWriter) Close() error {
 func (g *Gateway) serveRealtime(w http.ResponseWriter, r *http.Request, c *call, op operation, suffix string) {
 	cfg := c.cfg
 	primary := cfg.Models[0]
-	if !c.admitAudit(w) || !c.admitCommon(w) {
+	if !c.admitAudit(w) {
 		return
 	}
 	if op.Name == "realtime" {
@@ -227,20 +228,8 @@ func (g *Gateway) serveRealtime(w http.ResponseWriter, r *http.Request, c *call,
 			return
 		}
 	}
-	if ok, wait := g.tokens.AllowN(0); !ok {
-		c.deny(w, http.StatusTooManyRequests, "tokens_per_minute", "the VoiceAgent's tokens-per-minute limit is reached; retry later", wait)
+	if !c.admitModelSession(w) {
 		return
-	}
-	if !c.admitSession(w) {
-		return
-	}
-	d := g.budget.Check()
-	g.setBudgetGauges(d)
-	if !d.Allowed {
-		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
-		return
-	} else if d.Alert || d.Exceeded {
-		c.rec.BudgetAlert = true
 	}
 	family := wireFamily(primary.Provider)
 	protocols := agentSubprotocols(r.Header)
@@ -264,8 +253,62 @@ func (g *Gateway) serveRealtime(w http.ResponseWriter, r *http.Request, c *call,
 	writeError(w, http.StatusBadGateway, "upstream_unavailable", "no model upstream accepted the realtime session: "+lastErr, c.rec.RequestID)
 }
 
-// admitSession applies spec.voice's session limits to a handshake: 429 with
-// Retry-After over either, and the session's slot held until the call ends.
+// admitModelSession applies the limits of a realtime model session: requests, tokens
+// per minute, the session limits and the budgets, in the limit store or on this
+// replica's shares.
+func (c *call) admitModelSession(w http.ResponseWriter) bool {
+	if decided, ok := c.admitShared(w, limitstore.Session); decided {
+		return ok
+	}
+	g := c.g
+	if !c.admitCommon(w) {
+		return false
+	}
+	if ok, wait := g.tokens.AllowN(0); !ok {
+		c.deny(w, http.StatusTooManyRequests, "tokens_per_minute", "the VoiceAgent's tokens-per-minute limit is reached; retry later", wait)
+		return false
+	}
+	if !c.admitSession(w) {
+		return false
+	}
+	d := g.budget.Check()
+	g.setBudgetGauges(d)
+	if !d.Allowed {
+		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
+		return false
+	} else if d.Alert || d.Exceeded {
+		c.rec.BudgetAlert = true
+	}
+	return true
+}
+
+// admitIntegrationSession applies the limits of a streaming integration's session:
+// requests, the session limits and, when it is priced, the budgets.
+func (c *call) admitIntegrationSession(w http.ResponseWriter, priced bool) bool {
+	kind := limitstore.IntegrationSession
+	if priced {
+		kind = limitstore.PricedSession
+	}
+	if decided, ok := c.admitShared(w, kind); decided {
+		return ok
+	}
+	g := c.g
+	if !c.admitCommon(w) || !c.admitSession(w) {
+		return false
+	}
+	if priced {
+		if d := g.budget.Check(); !d.Allowed {
+			g.setBudgetGauges(d)
+			c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
+			return false
+		}
+	}
+	return true
+}
+
+// admitSession applies this replica's share of spec.voice's session limits to a
+// handshake: 429 with Retry-After over either, and the session's slot held until the
+// call ends.
 func (c *call) admitSession(w http.ResponseWriter) bool {
 	g := c.g
 	if ok, wait := g.sessionRate.Allow(); !ok {
@@ -754,6 +797,7 @@ func (s *session) charge(u usage) {
 	g := s.c.g
 	g.tokenCount.add(g.opts.Now(), u.total())
 	g.tokens.Charge(float64(u.total()))
+	g.chargeShared(u.total(), 0)
 	g.metrics.tokens.WithLabelValues("input").Add(float64(u.Input))
 	g.metrics.tokens.WithLabelValues("output").Add(float64(u.Output))
 	cost := usageCost(u, s.model.Pricing)
@@ -777,12 +821,13 @@ func (s *session) chargeCost(cost budget.Micros) {
 	s.cost += cost
 	s.mu.Unlock()
 	if cost > 0 {
+		g.chargeShared(0, cost)
 		if err := g.budget.Add(cost); err != nil {
 			g.log.Error("spend not persisted", "error", err.Error())
 		}
 		g.metrics.spendUSD.Add(float64(cost) / 1e6)
 	}
-	d := g.budget.Check()
+	d := g.budgetNow()
 	g.setBudgetGauges(d)
 	if !d.Allowed {
 		s.stop(closePolicyViolated, "budget exceeded: "+d.Reason)
@@ -807,7 +852,7 @@ func (g *Gateway) recordSessionOpened(c *call) {
 // speech-to-text or text-to-speech service) with its auth injected on the handshake,
 // under the session limits, charged by the minute when the integration is priced.
 func (g *Gateway) serveIntegrationSession(w http.ResponseWriter, r *http.Request, c *call, in *gw.HTTPIntegration, target *url.URL) {
-	if !c.admitAudit(w) || !c.admitCommon(w) {
+	if !c.admitAudit(w) {
 		return
 	}
 	g.mu.Lock()
@@ -817,16 +862,9 @@ func (g *Gateway) serveIntegrationSession(w http.ResponseWriter, r *http.Request
 		c.deny(w, http.StatusTooManyRequests, "integration_rate_limit", "the rate limit of integration "+in.Name+" is reached", wait)
 		return
 	}
-	if !c.admitSession(w) {
-		return
-	}
 	perMinute := priceOr(in.PerMinute, "")
-	if perMinute > 0 {
-		if d := g.budget.Check(); !d.Allowed {
-			g.setBudgetGauges(d)
-			c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
-			return
-		}
+	if !c.admitIntegrationSession(w, perMinute > 0) {
+		return
 	}
 	br := g.breaker(in.Endpoint)
 	ticket, ok := br.Allow()

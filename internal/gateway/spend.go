@@ -17,6 +17,8 @@ type SpendReport struct {
 	MonthMicros int64  `json:"monthMicros"`
 	DayTokens   int64  `json:"dayTokens"`
 	MonthTokens int64  `json:"monthTokens"`
+	// LimitStore is the limit store's state as this gateway sees it; absent without one.
+	LimitStore *limitStoreReport `json:"limitStore,omitempty"`
 }
 
 // tokenCounter counts this process's tokens in the current UTC day and month. Spend
@@ -57,7 +59,7 @@ func (g *Gateway) spendReport() SpendReport {
 	day, month, dayTokens, monthTokens := g.tokenCount.read(g.opts.Now())
 	daySpent, monthSpent := g.budget.Spent()
 	return SpendReport{Day: day, Month: month, DayMicros: int64(daySpent), MonthMicros: int64(monthSpent),
-		DayTokens: dayTokens, MonthTokens: monthTokens}
+		DayTokens: dayTokens, MonthTokens: monthTokens, LimitStore: g.limitStoreReport()}
 }
 
 func (g *Gateway) serveSpend(w http.ResponseWriter, _ *http.Request) {

@@ -300,16 +300,26 @@ func (s *Store) Health() Health {
 }
 
 // Spent is the VoiceAgent-wide spend of the current day and month as the store last
-// reported it (zero for a period it has not reported yet).
+// reported it, plus what this gateway spent since that the store has not acknowledged.
 func (s *Store) Spent() (day, month budget.Micros) {
-	now := s.now().UTC()
+	p := s.currentPeriod()
+	s.mu.Lock()
+	for q, o := range s.own { // this gateway's spend not yet acknowledged counts too
+		if q.month == p.month {
+			month += budget.Micros(o.total - o.acked)
+			if q.day == p.day {
+				day += budget.Micros(o.total - o.acked)
+			}
+		}
+	}
+	s.mu.Unlock()
 	s.spentMu.Lock()
 	defer s.spentMu.Unlock()
-	if s.spentDay == now.Format(time.DateOnly) {
-		day = s.daySpent
+	if s.spentDay == p.day {
+		day += s.daySpent
 	}
-	if s.spentMonth == now.Format("2006-01") {
-		month = s.monthSpent
+	if s.spentMonth == p.month {
+		month += s.monthSpent
 	}
 	return day, month
 }
