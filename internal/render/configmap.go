@@ -38,7 +38,8 @@ func durationOr(d *metav1.Duration, def time.Duration) gw.Duration {
 }
 
 // GatewayConfig renders va's gateway configuration, giving each gateway replica its
-// share of the VoiceAgent-wide limits and budgets. tls: the proxy port serves the
+// share of the VoiceAgent-wide limits and budgets (with spec.limitStore, the whole
+// VoiceAgent's limits go to the store, and the shares are the FailOpen fallback). tls: the proxy port serves the
 // certificate cert-manager issues for the gateway Service.
 func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []Credential, tls bool) (*gw.Config, error) {
 	replicas := GatewayReplicas(va)
@@ -166,6 +167,7 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 		}
 		cfg.Budget = b
 	}
+	cfg.LimitStore = limitStoreConfig(va, files)
 	cfg.Breaker = gw.Breaker{FailureThreshold: 5, OpenDuration: gw.Duration{Duration: 30 * time.Second}}
 	if cb := va.Spec.CircuitBreaker; cb != nil {
 		if cb.FailureThreshold > 0 {

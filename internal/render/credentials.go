@@ -69,6 +69,9 @@ func Credentials(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink) []Credenti
 	if enc := va.Spec.Encryption; enc != nil && enc.AtRest != nil && enc.AtRest.KeyFrom != nil {
 		add("session-key", *enc.AtRest.KeyFrom, true)
 	}
+	for _, c := range limitStoreCredentials(va) {
+		add(c.slot, *c.src, false)
+	}
 	for i := range sinks {
 		out = append(out, SinkCredentials(&sinks[i])...)
 	}
@@ -99,6 +102,9 @@ func checkSecretRefs(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink) error 
 	}
 	if enc := va.Spec.Encryption; enc != nil && enc.AtRest != nil {
 		errs = append(errs, check("spec.encryption.atRest.keyFrom", enc.AtRest.KeyFrom))
+	}
+	for _, c := range limitStoreCredentials(va) {
+		errs = append(errs, check(c.field, c.src))
 	}
 	for _, s := range sinks {
 		if w := s.Spec.Webhook; w != nil && w.Credentials != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -205,6 +206,22 @@ func buildObjects(ri renderInput) (vaObj, sinkObj map[string]any) {
 		}
 		// A second integration, so that two share the pod.
 		spec["integrations"] = []any{in, map[string]any{"name": "crm-" + integName, "type": "rest", "endpoint": "https://crm.example.com/"}}
+	}
+	// A limit store at the integration host when the integration is not a database
+	// (whose host it is): in-cluster names, private and public addresses alike.
+	if integHost != "" && types[int(integType)%len(types)] != "database" {
+		redis := map[string]any{"address": net.JoinHostPort(integHost, strconv.Itoa(int(integPort))), "credentials": cred("limit-store-password")}
+		if flag(14) {
+			redis["username"] = cred("limit-store-username")
+		}
+		if flag(13) {
+			redis["tls"] = map[string]any{"serverName": integHost, "ca": cred("limit-store-ca")}
+		}
+		ls := map[string]any{"redis": redis}
+		if flag(2) {
+			ls["failurePolicy"] = "FailClosed"
+		}
+		spec["limitStore"] = ls
 	}
 	if rps != 0 {
 		spec["rateLimits"] = map[string]any{"requestsPerSecond": int64(rps), "burst": int64(burst), "maxConcurrentCalls": int64(sessions), "tokensPerMinute": int64(rps) * 1000}
@@ -877,6 +894,16 @@ var renderEdgeCases = func() []renderEdgeCase {
 			func(r *renderInput) { r.duration = "0s" }, "spec.model.timeout", true},
 		{"a model endpoint that is not a URL", webhook,
 			func(r *renderInput) { r.modelEndpoint = "https://llm.internal.svc:8443v" }, "spec.model.endpoint", true},
+		{"a limit store in the cluster", webhook,
+			func(r *renderInput) { r.integHost, r.integPort = "redis.limits.svc", 6379 }, "", false},
+		{"a limit store at a private IPv6 address with its own CA", webhook,
+			func(r *renderInput) { r.integHost, r.integPort, r.flags = "fd00::10", 6380, r.flags|1<<13|1<<14 }, "", false},
+		{"a limit store on a public host", webhook,
+			func(r *renderInput) { r.integHost, r.integPort = "redis.example.com", 6379 }, "spec.limitStore.redis.address", true},
+		{"a limit store at AWS's IPv6 metadata address", webhook,
+			func(r *renderInput) { r.integHost, r.integPort = "fd00:ec2::254", 80 }, "spec.limitStore.redis.address", true},
+		{"a limit store in another cluster domain's .svc", webhook,
+			func(r *renderInput) { r.integHost, r.integPort = "redis.limits.svc.other.example", 6379 }, "spec.limitStore.redis.address", false},
 		{"a daily budget too small to share between the gateway replicas", syslog,
 			func(r *renderInput) { r.daily = "0.000001" }, "spec.costLimits.dailyBudget", false},
 	}

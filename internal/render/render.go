@@ -94,6 +94,13 @@ func Render(va *v1alpha1.VoiceAgent, in Inputs) (*Children, error) {
 	if err := checkAgentEgress(va); err != nil {
 		return nil, err
 	}
+	store, err := limitStoreDestination(va, in.ClusterDomain)
+	if err != nil {
+		return nil, err
+	}
+	if store != nil {
+		dests = dedupe(append(dests, *store))
+	}
 	creds := Credentials(va, in.Sinks)
 	cfg, err := GatewayConfig(va, in.Sinks, creds, in.CertManager)
 	if err != nil {

@@ -195,8 +195,8 @@ func TestCredentialsNeverInAgentExceptDatabaseAndSessionKey(t *testing.T) {
 	if !CredentialsInAgent(ch.Credentials) {
 		t.Error("CredentialsInAgent = false with a database integration")
 	}
-	if len(ch.Credentials) != 7 {
-		t.Errorf("got %d credentials, want 7 (model, fallback, 3 integrations, 2 sink)", len(ch.Credentials))
+	if len(ch.Credentials) != 10 {
+		t.Errorf("got %d credentials, want 10 (model, fallback, 3 integrations, 3 limit store, 2 sink)", len(ch.Credentials))
 	}
 }
 
@@ -291,8 +291,8 @@ func TestOptionalChildren(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch.Certificate == nil || ch.PodDisruptionBudget == nil || len(ch.ExternalSecrets) != 2 {
-		t.Errorf("full spec: cert %v pdb %v es %d (want the model's and crm's; the sink's belongs to the AuditSink)",
+	if ch.Certificate == nil || ch.PodDisruptionBudget == nil || len(ch.ExternalSecrets) != 3 {
+		t.Errorf("full spec: cert %v pdb %v es %d (want the model's, crm's and the limit store password's; the sink's belongs to the AuditSink)",
 			ch.Certificate != nil, ch.PodDisruptionBudget != nil, len(ch.ExternalSecrets))
 	}
 	if p := ch.Service.Spec.Ports; len(p) != 1 || p[0].Name != "https" || p[0].Port != 8443 {
