@@ -55,6 +55,7 @@ func main() {
 	reverseProxyUpstream := flag.String("reverseproxy-upstream", "", "internal: the upstream of -serve-go-reverseproxy")
 	gatewayBin := flag.String("gateway-bin", "bin/voiceagent-operator", "run the gateway as its own process from this binary, as in a pod and like nginx; empty runs it inside the bench process")
 	throughput := flag.Int("throughput", 0, "measure throughput instead: this many clients per target, each sending its next request as soon as the last is answered (closed loop)")
+	withStore := flag.Bool("limit-store", true, "also measure target gateway-store: the gateway with its limits in a redis-server on loopback over TLS (the distribution's package; with -gateway-bin), with Redis round trips and redis-server CPU per call")
 	podShape := flag.Bool("pod-shape", true, "also measure target gateway-pod: the gateway as it runs in its own pods, TLS on the proxy port and the agent token on every call (with -gateway-bin)")
 	compareBin := flag.String("compare-bin", "", "also run a gateway from this binary (another build) as target gateway-compare, measured in the same turns: an A/B test under the same noise")
 	slice := flag.Duration("slice", 100*time.Millisecond, "targets take turns of this length, so that the machine's noise falls on all of them alike")
@@ -119,6 +120,28 @@ func main() {
 		defer stop()
 		targets = append(targets, target{name: "gateway-pod", url: u + "/model/chat/completions", token: token})
 	}
+	var store *benchRedis
+	if *gatewayBin != "" && *withStore {
+		sdir := filepath.Join(dir, "store")
+		if err := os.Mkdir(sdir, 0o700); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		r, err := startBenchRedis(sdir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "gateway-store not measured:", err)
+		} else {
+			defer r.stop()
+			u, stop, err := startGatewayProcessShaped(*gatewayBin, sdir, upstream, float64(limit), *durability, "", r.configure(float64(limit)))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "gateway-store:", err)
+				os.Exit(1)
+			}
+			defer stop()
+			store = r
+			targets = append(targets, target{name: "gateway-store", url: u + "/model/chat/completions"})
+		}
+	}
 	if *compareBin != "" {
 		cdir := filepath.Join(dir, "compare")
 		if err := os.Mkdir(cdir, 0o700); err != nil {
@@ -165,7 +188,7 @@ func main() {
 	}}
 	var measured []target
 	for _, t := range targets {
-		if *only == "" || t.name == "direct" || t.name == *only || t.name == "gateway-compare" || (*only == "gateway" && t.name == "gateway-pod") {
+		if *only == "" || t.name == "direct" || t.name == *only || t.name == "gateway-compare" || (*only == "gateway" && (t.name == "gateway-pod" || t.name == "gateway-store")) {
 			measured = append(measured, t)
 		}
 	}
@@ -196,8 +219,16 @@ func main() {
 		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
 	}
 	cpuBefore := proxyCPU(measured)
+	var storeBefore redisCounters
+	if store != nil {
+		storeBefore = store.counters()
+	}
 	results := load(client, measured, *rate, *duration, *slice)
 	cpuAfter := proxyCPU(measured)
+	var storeAfter redisCounters
+	if store != nil {
+		storeAfter = store.counters()
+	}
 	if stopProfile != nil {
 		stopProfile()
 	}
@@ -225,10 +256,18 @@ func main() {
 	// served: scheduling noise moves it far less than a p99.
 	if g, ok := perCall["gateway"]; ok {
 		fmt.Println()
-		for _, other := range []string{"go-reverseproxy", "nginx", "haproxy"} {
+		for _, other := range []string{"gateway-store", "go-reverseproxy", "nginx", "haproxy"} {
 			if o, ok := perCall[other]; ok && o > 0 {
 				fmt.Printf("CPU per call, gateway / %s: %.2f\n", other, float64(g)/float64(o))
 			}
+		}
+	}
+	if r, ok := results["gateway-store"]; ok && store != nil && r.ok > 0 {
+		trips := storeAfter.roundTrips - storeBefore.roundTrips
+		fmt.Printf("\nlimit store: %d Redis round trips for %d calls of gateway-store (%.3f per call); redis-server CPU per call %s\n",
+			trips, r.ok, float64(trips)/float64(r.ok), (storeAfter.cpu-storeBefore.cpu)/time.Duration(r.ok))
+		if g, ok := results["gateway"]; ok {
+			fmt.Printf("gateway-store vs gateway (per-replica limits): added p50 %s, added p99 %s\n", r.p50-g.p50, r.p99-g.p99)
 		}
 	}
 }
@@ -354,7 +393,7 @@ func benchConfig(dir, endpoint, proxy, admin string, rps float64, durability str
 // startGatewayProcess runs `<bin> gateway --config FILE` with the upstream's test CA
 // trusted through SSL_CERT_FILE, and waits for /readyz.
 func startGatewayProcess(bin, dir string, upstream *benchUpstream, rps float64, durability string) (string, func(), error) {
-	return startGatewayProcessShaped(bin, dir, upstream, rps, durability, "")
+	return startGatewayProcessShaped(bin, dir, upstream, rps, durability, "", nil)
 }
 
 // startPodShapedGateway runs the gateway as it runs in its own pods: the agent token
@@ -362,16 +401,19 @@ func startGatewayProcess(bin, dir string, upstream *benchUpstream, rps float64, 
 // cert-manager's would be). It returns the base URL and the token.
 func startPodShapedGateway(bin, dir string, upstream *benchUpstream, rps float64, durability string) (string, string, func(), error) {
 	token := "vat_bench-agent-token-0123456789abcdef"
-	u, stop, err := startGatewayProcessShaped(bin, dir, upstream, rps, durability, token)
+	u, stop, err := startGatewayProcessShaped(bin, dir, upstream, rps, durability, token, nil)
 	return u, token, stop, err
 }
 
-func startGatewayProcessShaped(bin, dir string, upstream *benchUpstream, rps float64, durability, token string) (string, func(), error) {
+func startGatewayProcessShaped(bin, dir string, upstream *benchUpstream, rps float64, durability, token string, mutate func(*gw.Config)) (string, func(), error) {
 	if _, err := os.Stat(bin); err != nil {
 		return "", nil, fmt.Errorf("%w (make build)", err)
 	}
 	proxy, admin := freeAddr(), freeAddr()
 	cfg := benchConfig(dir, upstream.URL, proxy, admin, rps, durability)
+	if mutate != nil {
+		mutate(cfg)
+	}
 	scheme := "http://"
 	if token != "" {
 		tokenFile := filepath.Join(dir, "agent-token")
