@@ -242,6 +242,24 @@ func (g *specGen) objects() (va, sink *unstructured.Unstructured) {
 		sink = &unstructured.Unstructured{Object: map[string]any{"apiVersion": "voiceagent.dev/v1alpha1", "kind": "AuditSink",
 			"metadata": map[string]any{"name": sinkName, "namespace": g.ns}, "spec": sinkSpec}}
 	}
+	// The limit store draws from a stream of its own, so that the draws above stay
+	// those of the specs before it.
+	ls := &specGen{rng: rand.New(rand.NewPCG(uint64(g.i), 14)), ns: g.ns, i: g.i}
+	if ls.rng.IntN(4) == 0 {
+		redis := map[string]any{"address": pick(ls, "redis.limits.svc:6379", "10.0.0.7:6380", "[fd00::7]:6379",
+			"Redis.Limits.svc.cluster.local.:6379", "redis.limits.svc.other.example:6379", "redis.example.com:6379", "rediss://redis.limits.svc:6379")}
+		if ls.maybe() {
+			redis["credentials"] = ls.cred("limit-store-password")
+			if ls.maybe() {
+				redis["username"] = ls.cred("limit-store-username")
+			}
+		}
+		if ls.maybe() {
+			redis["tls"] = pick(ls, map[string]any{"ca": ls.cred("limit-store-ca")}, map[string]any{"disabled": true},
+				map[string]any{"serverName": "redis.limits.svc"})
+		}
+		spec["limitStore"] = map[string]any{"redis": redis, "failurePolicy": pick(ls, "FailOpen", "FailClosed")}
+	}
 	va = &unstructured.Unstructured{Object: map[string]any{"apiVersion": "voiceagent.dev/v1alpha1", "kind": "VoiceAgent",
 		"metadata": map[string]any{"name": name, "namespace": g.ns}, "spec": spec}}
 	return va, sink
