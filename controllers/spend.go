@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -32,6 +34,27 @@ type GatewaySpend struct {
 	MonthMicros int64  `json:"monthMicros"`
 	DayTokens   int64  `json:"dayTokens"`
 	MonthTokens int64  `json:"monthTokens"`
+	// LimitStore is the gateway's view of spec.limitStore; absent without one.
+	LimitStore *GatewayLimitStore `json:"limitStore,omitempty"`
+}
+
+// Limit store states a gateway reports.
+const (
+	LimitStoreStateReady       = "Ready"
+	LimitStoreStateUnavailable = "Unavailable"
+)
+
+// GatewayLimitStore is how a gateway finds its limit store (internal/gateway).
+type GatewayLimitStore struct {
+	// State is Ready or Unavailable.
+	State string `json:"state"`
+	// Reason is Connected, Unreachable, AuthenticationFailed, TLSFailed or Error.
+	Reason string `json:"reason"`
+	// Message says what failed, without a credential.
+	Message string `json:"message"`
+	// FallbackCalls counts the calls this gateway decided without the store (on its
+	// share under FailOpen, refused under FailClosed).
+	FallbackCalls int64 `json:"fallbackCalls"`
 }
 
 // SpendReader reads a gateway pod's spend.
@@ -126,26 +149,33 @@ func (s *SpendCollector) collect(ctx context.Context, va *v1alpha1.VoiceAgent) e
 		reports[pod.Name] = r
 	}
 	now := s.Now().UTC()
-	next := nextSpend(va.Status.Spend, reports, present, now)
-	if next == nil {
-		return nil // no gateway has ever answered
-	}
-	next.DailyBudget, next.MonthlyBudget = "", ""
-	if cl := va.Spec.CostLimits; cl != nil {
-		next.DailyBudget, next.MonthlyBudget = cl.DailyBudget, cl.MonthlyBudget
-	}
 	before := va.DeepCopy()
-	if prev := va.Status.Spend; prev != nil {
-		next.UpdatedAt = prev.UpdatedAt
+	exceeded, wasExceeded, msg := false, false, ""
+	if next := nextSpend(va.Status.Spend, reports, present, now); next != nil { // nil: no gateway has ever answered
+		next.DailyBudget, next.MonthlyBudget = "", ""
+		if cl := va.Spec.CostLimits; cl != nil {
+			next.DailyBudget, next.MonthlyBudget = cl.DailyBudget, cl.MonthlyBudget
+		}
+		if prev := va.Status.Spend; prev != nil {
+			next.UpdatedAt = prev.UpdatedAt
+		}
+		if !equality.Semantic.DeepEqual(va.Status.Spend, next) {
+			next.UpdatedAt = metav1.NewTime(now.Truncate(time.Second))
+			va.Status.Spend = next
+			wasExceeded = meta.IsStatusConditionTrue(va.Status.Conditions, v1alpha1.ConditionBudgetExceeded)
+			var reason string
+			exceeded, reason, msg = budgetCondition(next)
+			setCondition(va, v1alpha1.ConditionBudgetExceeded, exceeded, reason, msg)
+		}
 	}
-	if equality.Semantic.DeepEqual(va.Status.Spend, next) {
+	if va.Spec.LimitStore == nil {
+		meta.RemoveStatusCondition(&va.Status.Conditions, v1alpha1.ConditionLimitStoreReady)
+	} else if ok, reason, lsMsg, seen := limitStoreCondition(va, reports); seen {
+		setCondition(va, v1alpha1.ConditionLimitStoreReady, ok, reason, lsMsg)
+	}
+	if equality.Semantic.DeepEqual(before.Status, va.Status) {
 		return nil // nothing changed: no write
 	}
-	next.UpdatedAt = metav1.NewTime(now.Truncate(time.Second))
-	va.Status.Spend = next
-	wasExceeded := meta.IsStatusConditionTrue(va.Status.Conditions, v1alpha1.ConditionBudgetExceeded)
-	exceeded, reason, msg := budgetCondition(next)
-	setCondition(va, v1alpha1.ConditionBudgetExceeded, exceeded, reason, msg)
 	if err := s.Client.Status().Patch(ctx, va, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("write status.spend of %s/%s: %w", va.Namespace, va.Name, err)
 	}
@@ -153,6 +183,99 @@ func (s *SpendCollector) collect(ctx context.Context, va *v1alpha1.VoiceAgent) e
 		s.Recorder.Eventf(va, nil, corev1.EventTypeWarning, "BudgetExceeded", "Spend", "%s", msg)
 	}
 	return nil
+}
+
+// limitStoreCondition is LimitStoreReady from the gateways that answered: True while
+// every one that reports its limit store reaches it, else False with the reason of the
+// first (by pod name) that does not, what the failure policy does meanwhile, and the
+// fix. seen is false when no gateway reported a limit store (none answered, or none
+// has loaded the configuration with it yet): the condition is left as it is.
+func limitStoreCondition(va *v1alpha1.VoiceAgent, reports map[string]*GatewaySpend) (ok bool, reason, msg string, seen bool) {
+	pods := make([]string, 0, len(reports))
+	for pod, r := range reports {
+		if r.LimitStore != nil {
+			pods = append(pods, pod)
+		}
+	}
+	if len(pods) == 0 {
+		return false, "", "", false
+	}
+	sort.Strings(pods)
+	ls := va.Spec.LimitStore
+	addr := ls.Redis.Address
+	for _, pod := range pods {
+		r := reports[pod].LimitStore
+		if r.State == LimitStoreStateReady {
+			continue
+		}
+		reason = r.Reason
+		switch reason {
+		case v1alpha1.ReasonUnreachable, v1alpha1.ReasonAuthenticationFailed, v1alpha1.ReasonTLSFailed, v1alpha1.ReasonError:
+		default:
+			reason = v1alpha1.ReasonError
+		}
+		policy := "Failure policy FailOpen: limits fall back to each gateway replica's share of them until the store is back."
+		if ls.FailurePolicy == v1alpha1.LimitStoreFailClosed {
+			policy = "Failure policy FailClosed: calls and sessions are refused with 503 until the store is back."
+		}
+		more := ""
+		if n := len(pods); n > 1 {
+			more = fmt.Sprintf(" (%d gateway pods report their limit store)", n)
+		}
+		detail := "."
+		if m := strings.TrimSuffix(strings.TrimSpace(r.Message), "."); m != "" {
+			detail = ": " + bounded(m, 300) + "."
+		}
+		return false, reason, fmt.Sprintf("Gateway pod %s cannot use the limit store at %s (%s)%s%s %s %s",
+			pod, addr, reason, more, detail, policy, limitStoreFix(va, reason)), true
+	}
+	return true, v1alpha1.ReasonConnected, fmt.Sprintf("All %d gateway pods that report reach the limit store at %s; they enforce the whole VoiceAgent's limits there.", len(pods), addr), true
+}
+
+// limitStoreFix says what to check for a reason, naming the Secrets of the spec.
+func limitStoreFix(va *v1alpha1.VoiceAgent, reason string) string {
+	r := va.Spec.LimitStore.Redis
+	secret := func(slot string, src *v1alpha1.CredentialSource) string {
+		switch {
+		case src == nil:
+			return ""
+		case src.SecretRef != nil:
+			return fmt.Sprintf(" (Secret %s, key %s)", src.SecretRef.Name, src.SecretRef.Key)
+		default:
+			return fmt.Sprintf(" (Secret %s, synced by its ExternalSecret)", render.CredentialSecretName(va, slot))
+		}
+	}
+	switch reason {
+	case v1alpha1.ReasonUnreachable:
+		return fmt.Sprintf("Check that spec.limitStore.redis.address (%s) names the store's Service or address and port, that the store is up, and that it accepts connections from the gateway pods.", r.Address)
+	case v1alpha1.ReasonAuthenticationFailed:
+		if r.Credentials == nil {
+			return "The store requires a password: set spec.limitStore.redis.credentials (and username for an ACL user)."
+		}
+		msg := "Check that the Secret named in spec.limitStore.redis.credentials" + secret("limit-store-password", r.Credentials) + " holds the store's password"
+		if r.Username != nil {
+			msg += ", and spec.limitStore.redis.username" + secret("limit-store-username", r.Username) + " an ACL user allowed to run scripts"
+		}
+		return msg + "."
+	case v1alpha1.ReasonTLSFailed:
+		ca := ""
+		if r.TLS != nil && r.TLS.CA != nil {
+			ca = secret("limit-store-ca", r.TLS.CA)
+		}
+		return "Check that the store serves TLS on that port with a certificate for spec.limitStore.redis.tls.serverName (or the address' host), signed by the CA of spec.limitStore.redis.tls.ca" + ca + " or the system roots; a store without TLS needs spec.limitStore.redis.tls.disabled: true."
+	}
+	return "See the gateway pod's log."
+}
+
+// bounded cuts s to at most n bytes, on a rune boundary.
+func bounded(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // nextSpend folds the gateways' reports into the VoiceAgent's spend. A pod that is gone

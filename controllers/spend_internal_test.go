@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -65,5 +66,38 @@ func TestBudgetCondition(t *testing.T) {
 		if got, reason, _ := budgetCondition(&tt.s); got != tt.want || reason != tt.reason {
 			t.Errorf("%+v: %v %s, want %v %s", tt.s, got, reason, tt.want, tt.reason)
 		}
+	}
+}
+
+// TestLimitStoreCondition: LimitStoreReady from the gateways' reports, its reason one
+// of the API's, its message the policy in force and the fix.
+func TestLimitStoreCondition(t *testing.T) {
+	va := &v1alpha1.VoiceAgent{}
+	va.Name = "shared"
+	va.Spec.LimitStore = &v1alpha1.LimitStore{Redis: v1alpha1.RedisLimitStore{Address: "10.0.0.5:6379",
+		Credentials: &v1alpha1.CredentialSource{ExternalSecret: &v1alpha1.ExternalSecretSource{}},
+		TLS:         &v1alpha1.RedisTLS{CA: &v1alpha1.CredentialSource{SecretRef: &v1alpha1.SecretKeyReference{Name: "redis-ca", Key: "ca.crt"}}}}}
+	ready := &GatewayLimitStore{State: LimitStoreStateReady, Reason: v1alpha1.ReasonConnected}
+	if _, _, _, seen := limitStoreCondition(va, map[string]*GatewaySpend{"a": {}}); seen {
+		t.Error("a gateway without a limit store in its report decided the condition")
+	}
+	ok, reason, msg, seen := limitStoreCondition(va, map[string]*GatewaySpend{"a": {LimitStore: ready}, "b": {}})
+	if !seen || !ok || reason != v1alpha1.ReasonConnected || !strings.Contains(msg, "All 1 gateway pods") {
+		t.Errorf("ready: %v %s %q", ok, reason, msg)
+	}
+	tlsFailed := &GatewayLimitStore{State: LimitStoreStateUnavailable, Reason: v1alpha1.ReasonTLSFailed, Message: strings.Repeat("x", 1000)}
+	ok, reason, msg, _ = limitStoreCondition(va, map[string]*GatewaySpend{"a": {LimitStore: ready}, "c": {LimitStore: ready}, "b": {LimitStore: tlsFailed}})
+	if ok || reason != v1alpha1.ReasonTLSFailed || !strings.Contains(msg, "Gateway pod b ") || !strings.Contains(msg, "Secret redis-ca, key ca.crt") ||
+		!strings.Contains(msg, "FailOpen") || len(msg) > 1200 {
+		t.Errorf("tls: %v %s %q", ok, reason, msg)
+	}
+	auth := &GatewayLimitStore{State: LimitStoreStateUnavailable, Reason: v1alpha1.ReasonAuthenticationFailed}
+	_, _, msg, _ = limitStoreCondition(va, map[string]*GatewaySpend{"a": {LimitStore: auth}})
+	if !strings.Contains(msg, "Secret shared-limit-store-password, synced by its ExternalSecret") {
+		t.Errorf("auth: %q", msg)
+	}
+	odd := &GatewayLimitStore{State: "Degraded", Reason: "SomethingNew", Message: "?"}
+	if _, reason, _, _ := limitStoreCondition(va, map[string]*GatewaySpend{"a": {LimitStore: odd}}); reason != v1alpha1.ReasonError {
+		t.Errorf("an unknown reason became %s, want Error", reason)
 	}
 }

@@ -7,13 +7,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
@@ -173,4 +176,87 @@ func TestSpendOfGonePodsIsFedBack(t *testing.T) {
 	if s := got.Status.Spend; s.Today != "3.000001" || s.CarriedTodayMicros != 3_000_001 {
 		t.Errorf("status.spend after the pod went: %+v", s)
 	}
+}
+
+// TestLimitStoreReadyFromTheGateways: with spec.limitStore, what the gateways report
+// of their store becomes the LimitStoreReady condition, whose message says which
+// failure policy is in force and how to fix the cause; it recovers by itself, costs no
+// write at rest, and goes away with spec.limitStore. The store's credentials count in
+// CredentialsReady like the others.
+func TestLimitStoreReadyFromTheGateways(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	va := minimalVoiceAgent(ns, "shared")
+	va.Spec.LimitStore = &v1alpha1.LimitStore{
+		Redis: v1alpha1.RedisLimitStore{Address: "redis.limits.svc:6379",
+			Username: ptr.To(secretRef("redis-acl", "username")), Credentials: ptr.To(secretRef("redis-acl", "password"))},
+		FailurePolicy: v1alpha1.LimitStoreFailClosed,
+	}
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, conditionIs(ns, "shared", v1alpha1.ConditionCredentialsReady, metav1.ConditionFalse, v1alpha1.ReasonSecretNotFound))
+	if c := meta.FindStatusCondition(getVA(t, ns, "shared").Status.Conditions, v1alpha1.ConditionCredentialsReady); !strings.Contains(c.Message, "redis-acl") {
+		t.Errorf("CredentialsReady %q does not name the limit store's Secret", c.Message)
+	}
+	createSecret(t, ns, "redis-acl", "password", "x")
+	eventually(t, waitFor, conditionIs(ns, "shared", v1alpha1.ConditionCredentialsReady, metav1.ConditionTrue, v1alpha1.ReasonCredentialsSynced))
+
+	day := time.Now().UTC().Format(time.DateOnly)
+	report := func(ls *controllers.GatewayLimitStore) controllers.GatewaySpend {
+		return controllers.GatewaySpend{Day: day, Month: day[:7], LimitStore: ls}
+	}
+	stub := &spendStub{}
+	stub.set(report(&controllers.GatewayLimitStore{State: controllers.LimitStoreStateReady, Reason: v1alpha1.ReasonConnected}))
+	runningGatewayPod(t, ns, "shared", "shared-gw-0", stub)
+	eventually(t, waitFor, conditionIs(ns, "shared", v1alpha1.ConditionLimitStoreReady, metav1.ConditionTrue, v1alpha1.ReasonConnected))
+
+	// A wrong password: False, FailClosed's 503 and the Secret to check.
+	stub.set(report(&controllers.GatewayLimitStore{State: controllers.LimitStoreStateUnavailable, Reason: v1alpha1.ReasonAuthenticationFailed,
+		Message: "WRONGPASS invalid username-password pair", FallbackCalls: 3}))
+	eventually(t, waitFor, conditionIs(ns, "shared", v1alpha1.ConditionLimitStoreReady, metav1.ConditionFalse, v1alpha1.ReasonAuthenticationFailed))
+	c := meta.FindStatusCondition(getVA(t, ns, "shared").Status.Conditions, v1alpha1.ConditionLimitStoreReady)
+	for _, want := range []string{"shared-gw-0", "redis.limits.svc:6379", "FailClosed", "503", "spec.limitStore.redis.credentials", "Secret redis-acl"} {
+		if !strings.Contains(c.Message, want) {
+			t.Errorf("LimitStoreReady message %q lacks %q", c.Message, want)
+		}
+	}
+	// At rest (the same report, interval after interval), no write.
+	rv := getVA(t, ns, "shared").ResourceVersion
+	time.Sleep(2500 * time.Millisecond) // five collector intervals
+	if got := getVA(t, ns, "shared").ResourceVersion; got != rv {
+		t.Errorf("the VoiceAgent was written at rest: resourceVersion %s, then %s", rv, got)
+	}
+
+	// The store comes back: True again, by itself.
+	stub.set(report(&controllers.GatewayLimitStore{State: controllers.LimitStoreStateReady, Reason: v1alpha1.ReasonConnected, FallbackCalls: 3}))
+	eventually(t, waitFor, conditionIs(ns, "shared", v1alpha1.ConditionLimitStoreReady, metav1.ConditionTrue, v1alpha1.ReasonConnected))
+
+	// FailOpen: unreachable, and the shares are in force.
+	cur := getVA(t, ns, "shared")
+	cur.Spec.LimitStore.FailurePolicy = v1alpha1.LimitStoreFailOpen
+	if err := k8s.Update(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	stub.set(report(&controllers.GatewayLimitStore{State: controllers.LimitStoreStateUnavailable, Reason: v1alpha1.ReasonUnreachable,
+		Message: "the store cannot be reached (timeout)"}))
+	eventually(t, waitFor, conditionIs(ns, "shared", v1alpha1.ConditionLimitStoreReady, metav1.ConditionFalse, v1alpha1.ReasonUnreachable))
+	c = meta.FindStatusCondition(getVA(t, ns, "shared").Status.Conditions, v1alpha1.ConditionLimitStoreReady)
+	if !strings.Contains(c.Message, "FailOpen") || !strings.Contains(c.Message, "each gateway replica's share") {
+		t.Errorf("LimitStoreReady message %q does not say the shares are in force", c.Message)
+	}
+
+	// Without spec.limitStore the condition goes.
+	cur = getVA(t, ns, "shared")
+	cur.Spec.LimitStore = nil
+	if err := k8s.Update(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	stub.set(report(nil))
+	eventually(t, waitFor, func() error {
+		if c := meta.FindStatusCondition(getVA(t, ns, "shared").Status.Conditions, v1alpha1.ConditionLimitStoreReady); c != nil {
+			return fmt.Errorf("LimitStoreReady still there: %+v", c)
+		}
+		return nil
+	})
 }

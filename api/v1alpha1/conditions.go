@@ -19,6 +19,10 @@ const (
 	// ConditionAutoscaling says how the agent pods are scaled: on sessions (KEDA), on
 	// CPU only (no KEDA), or not at all. It does not make the VoiceAgent not Ready.
 	ConditionAutoscaling = "Autoscaling"
+	// ConditionLimitStoreReady, with spec.limitStore only, says whether every gateway
+	// that reports reaches the limit store. It does not make the VoiceAgent not Ready:
+	// its message says which failure policy is in force meanwhile.
+	ConditionLimitStoreReady = "LimitStoreReady"
 )
 
 // ConditionTypes lists every condition a VoiceAgent reports, Ready first.
@@ -26,6 +30,7 @@ var ConditionTypes = []string{
 	ConditionReady, ConditionCredentialsReady, ConditionCertificateReady,
 	ConditionNetworkIsolated, ConditionAuditReady, ConditionAvailable,
 	ConditionBudgetExceeded, ConditionAgentTrafficEncrypted, ConditionAutoscaling,
+	ConditionLimitStoreReady,
 }
 
 // Condition reasons. Each says what was observed; the message says what to do. The
@@ -62,4 +67,10 @@ const (
 	ReasonScalingOnSessions           = "ScalingOnSessions"
 	ReasonScalingOnCPU                = "ScalingOnCPU"
 	ReasonAutoscalingNotRequested     = "AutoscalingNotRequested"
+	// LimitStoreReady: the gateways' own reasons for their limit store.
+	ReasonConnected            = "Connected"
+	ReasonUnreachable          = "Unreachable"
+	ReasonAuthenticationFailed = "AuthenticationFailed"
+	ReasonTLSFailed            = "TLSFailed"
+	ReasonError                = "Error"
 )

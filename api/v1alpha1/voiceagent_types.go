@@ -863,7 +863,8 @@ type VoiceAgentStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// Conditions: Ready, CredentialsReady, CertificateReady, NetworkIsolated,
-	// AuditReady, Available.
+	// AuditReady, Available; and BudgetExceeded, AgentTrafficEncrypted, Autoscaling and
+	// (with spec.limitStore) LimitStoreReady, which do not make the VoiceAgent not Ready.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
