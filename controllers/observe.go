@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,13 +48,18 @@ func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAg
 			obs.sinks = append(obs.sinks, *sink)
 		}
 	}
-	secrets := &metav1.PartialObjectMetadataList{}
-	secrets.SetGroupVersionKind(secretListGVK)
-	if err := r.Client.List(ctx, secrets, client.InNamespace(va.Namespace)); err != nil {
-		return nil, fmt.Errorf("list Secret metadata: %w", err)
-	}
 	certSecrets := map[string]bool{render.TLSSecretName(va): true, render.GatewayTLSSecretName(va): true, render.GatewayCAName(va): true}
-	for _, s := range secrets.Items {
+	// The Secrets va names, each looked up by name: listing the namespace's read every
+	// Secret in it on every reconcile, O(N²) for N VoiceAgents in one namespace.
+	for _, name := range secretsOf(va, obs.sinks) {
+		s := &metav1.PartialObjectMetadata{}
+		s.SetGroupVersionKind(secretGVK)
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: va.Namespace, Name: name}, s); err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("get Secret metadata %s: %w", name, err)
+		}
 		obs.secrets[s.Name] = s.ResourceVersion
 		if certSecrets[s.Name] && len(s.OwnerReferences) == 0 && s.Labels[render.LabelVoiceAgent] == va.Name {
 			obs.unownedCertSecrets = append(obs.unownedCertSecrets, s.Name)
@@ -76,7 +82,17 @@ func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAg
 	return obs, nil
 }
 
-var secretListGVK = corev1.SchemeGroupVersion.WithKind("SecretList")
+var secretGVK = corev1.SchemeGroupVersion.WithKind("Secret")
+
+// secretsOf are the names of the Secrets a reconcile of va reads: those it references
+// (the index of Secret events) and those of its sinks' credentials.
+func secretsOf(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink) []string {
+	creds := render.Credentials(va, sinks)
+	names := append(referencedSecrets(va), render.SecretNames(creds)...)
+	names = append(names, render.AgentSecrets(va, creds)...)
+	slices.Sort(names)
+	return slices.Compact(names)
+}
 
 // carriedSpend is what gone gateway pods spent, from status.spend, which the spend
 // collector keeps: fed back to the gateways so that a replaced pod does not start the

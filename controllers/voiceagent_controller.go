@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -46,6 +47,9 @@ import (
 const (
 	indexSecrets    = "voiceagent.dev/secrets"
 	indexAuditSinks = "voiceagent.dev/auditsinks"
+	// indexVoiceAgent indexes children by their VoiceAgent's label, so that listing one
+	// VoiceAgent's does not go through every one of the namespace.
+	indexVoiceAgent = "voiceagent.dev/voiceagent"
 )
 
 // RequeueWhileWaiting is how often a VoiceAgent waiting on something that has no watch
@@ -81,7 +85,7 @@ type VoiceAgentReconciler struct {
 // +kubebuilder:rbac:groups=voiceagent.dev,resources=auditsinks,verbs=get;list;watch
 // +kubebuilder:rbac:groups=voiceagent.dev,resources=auditsinks/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=serviceaccounts;configmaps;services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
@@ -101,7 +105,9 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	va := &v1alpha1.VoiceAgent{}
 	if err := r.Client.Get(ctx, req.NamespacedName, va); err != nil {
 		if isNotFound(err) {
-			return ctrl.Result{}, nil // deleted; the garbage collector takes its children
+			// Deleted: the garbage collector takes its children, and this takes the
+			// cert-manager Secrets it had no time to adopt.
+			return ctrl.Result{}, r.removeUnadoptedCertSecrets(ctx, req.Namespace, req.Name)
 		}
 		return ctrl.Result{}, fmt.Errorf("get VoiceAgent %s: %w", req.NamespacedName, err)
 	}
@@ -166,15 +172,16 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed, ch *render.Children) error {
 	// Policies before pods, so that no pod ever runs unrestricted; the gateway's
 	// certificates before the pods that mount them; the gateway before the agent that
-	// calls it.
-	core := []client.Object{ch.ServiceAccount, ch.GatewayServiceAccount, ch.ConfigMap,
-		ch.NetworkPolicy, ch.GatewayNetworkPolicy, ch.Service, ch.GatewayService}
+	// calls it. The children of one stage do not depend on each other and are applied
+	// at once: a new VoiceAgent takes five round trips, not thirteen.
+	stages := [][]client.Object{{ch.ServiceAccount, ch.GatewayServiceAccount, ch.ConfigMap,
+		ch.NetworkPolicy, ch.GatewayNetworkPolicy, ch.Service, ch.GatewayService}}
 	if obs.certManagerInstalled {
-		for _, o := range ch.GatewayTLS {
-			core = append(core, o)
+		for _, o := range ch.GatewayTLS { // in dependency order, one at a time
+			stages = append(stages, []client.Object{o})
 		}
 	}
-	core = append(core, ch.GatewayDeployment)
+	stages = append(stages, []client.Object{ch.GatewayDeployment})
 	forceAgent := false
 	if render.Autoscaled(va) {
 		handedOff, err := r.handOffReplicas(ctx, ch.Deployment, va)
@@ -185,44 +192,80 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 		// nothing else differs, which is what releases it.
 		forceAgent = handedOff
 	}
-	core = append(core, ch.Deployment)
+	stages = append(stages, []client.Object{ch.Deployment})
+	var last []client.Object
 	switch {
 	case ch.ScaledObject != nil && obs.kedaInstalled:
-		core = append(core, ch.ScaledObject)
+		last = append(last, ch.ScaledObject)
 	case ch.HorizontalPodAutoscaler != nil:
-		core = append(core, ch.HorizontalPodAutoscaler)
+		last = append(last, ch.HorizontalPodAutoscaler)
 	}
 	for _, pdb := range []*policyv1.PodDisruptionBudget{ch.PodDisruptionBudget, ch.GatewayPodDisruptionBudget} {
 		if pdb != nil {
-			core = append(core, pdb)
+			last = append(last, pdb)
 		}
 	}
 	if obs.esoInstalled {
 		for _, es := range ch.ExternalSecrets {
-			core = append(core, es)
+			last = append(last, es)
 		}
 	}
 	if obs.certManagerInstalled && ch.Certificate != nil {
-		core = append(core, ch.Certificate)
+		last = append(last, ch.Certificate)
 	}
-	var changed []string
-	for _, obj := range core {
-		res, err := applyChildWith(ctx, r.Client, obj, forceAgent && obj == client.Object(ch.Deployment))
+	stages = append(stages, last)
+	var changed, created, updated []string
+	for _, stage := range stages {
+		results := make([]applyResult, len(stage))
+		g, gctx := errgroup.WithContext(ctx)
+		for i, obj := range stage {
+			g.Go(func() error {
+				res, err := applyChildWith(gctx, r.Client, obj, forceAgent && obj == client.Object(ch.Deployment))
+				results[i] = res
+				return err
+			})
+		}
+		err := g.Wait()
+		for i, obj := range stage {
+			name := obj.GetObjectKind().GroupVersionKind().Kind + "/" + obj.GetName()
+			switch r.recordApply(va, obj, results[i]) {
+			case applyCreated:
+				created = append(created, name)
+			case applyUpdated:
+				updated = append(updated, name)
+			}
+			if results[i] == applyCreated || results[i] == applyUpdated {
+				changed = append(changed, name)
+			}
+		}
 		if err != nil {
+			r.recordApplied(va, created, updated)
 			return err
 		}
-		if res == applyCreated || res == applyUpdated {
-			changed = append(changed, obj.GetObjectKind().GroupVersionKind().Kind+"/"+obj.GetName())
-		}
-		r.recordApply(va, obj, res)
 	}
+	// One event for what was created and one for what was updated: the events library
+	// folds events of one reason into a series that keeps the first note only, so an
+	// event per child cost requests and said less.
+	r.recordApplied(va, created, updated)
 	if len(changed) > 0 && va.Status.ObservedGeneration != va.Generation {
 		r.recordSpecChange(ctx, va, changed)
 	}
 	return r.pruneStale(ctx, va, obs, ch)
 }
 
-func (r *VoiceAgentReconciler) recordApply(va *v1alpha1.VoiceAgent, obj client.Object, res applyResult) {
+func (r *VoiceAgentReconciler) recordApplied(va *v1alpha1.VoiceAgent, created, updated []string) {
+	if len(created) > 0 {
+		r.event(va, corev1.EventTypeNormal, "Created", "Create", "Created %s", strings.Join(created, ", "))
+	}
+	if len(updated) > 0 {
+		r.event(va, corev1.EventTypeNormal, "Updated", "Update", "Applied %s: what the VoiceAgent wants changed", strings.Join(updated, ", "))
+	}
+}
+
+// recordApply counts what an apply did and emits the drift events, one per child. It
+// returns applyCreated or applyUpdated for a child to name in the Created or Updated
+// event of the reconcile (recordApplied), applyUnchanged otherwise.
+func (r *VoiceAgentReconciler) recordApply(va *v1alpha1.VoiceAgent, obj client.Object, res applyResult) applyResult {
 	kind := obj.GetObjectKind().GroupVersionKind().Kind
 	switch res {
 	case applyCreated:
@@ -233,18 +276,19 @@ func (r *VoiceAgentReconciler) recordApply(va *v1alpha1.VoiceAgent, obj client.O
 			driftCorrections.WithLabelValues(kind).Inc()
 			r.event(va, corev1.EventTypeWarning, "DriftCorrected", "Create",
 				"Re-created %s %s: it was deleted by hand", kind, obj.GetName())
-			return
+			return applyUnchanged
 		}
-		r.event(va, corev1.EventTypeNormal, "Created", "Create", "Created %s %s", kind, obj.GetName())
+		return applyCreated
 	case applyUpdated:
 		childrenApplied.WithLabelValues(kind, "updated").Inc()
-		r.event(va, corev1.EventTypeNormal, "Updated", "Update", "Applied %s %s: what the VoiceAgent wants changed", kind, obj.GetName())
+		return applyUpdated
 	case applyDrifted:
 		childrenApplied.WithLabelValues(kind, "updated").Inc()
 		driftCorrections.WithLabelValues(kind).Inc()
 		r.event(va, corev1.EventTypeWarning, "DriftCorrected", "Update",
 			"Reverted a manual edit of %s %s: it differed from what the operator last applied", kind, obj.GetName())
 	}
+	return applyUnchanged
 }
 
 func alwaysWanted(kind string) bool {
@@ -410,6 +454,58 @@ func (r *VoiceAgentReconciler) adoptCertificateSecrets(ctx context.Context, va *
 	return nil
 }
 
+// certSecretNames are the Secrets cert-manager writes for VoiceAgent name: they carry
+// its label (the Certificates' secretTemplate) but no owner until adopted.
+func certSecretNames(namespace, name string) []string {
+	va := &v1alpha1.VoiceAgent{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+	return []string{render.TLSSecretName(va), render.GatewayTLSSecretName(va), render.GatewayCAName(va)}
+}
+
+// unadoptedCertSecret reports whether s is a Secret cert-manager wrote for VoiceAgent
+// name that nothing owns yet.
+func unadoptedCertSecret(s client.Object, name string) bool {
+	if len(s.GetOwnerReferences()) > 0 || s.GetLabels()[render.LabelVoiceAgent] != name ||
+		s.GetAnnotations()["cert-manager.io/certificate-name"] == "" {
+		return false
+	}
+	return slices.Contains(certSecretNames(s.GetNamespace(), name), s.GetName())
+}
+
+// removeUnadoptedCertSecrets deletes the cert-manager Secrets of a VoiceAgent that is
+// gone and never adopted them (it was deleted between its Certificate's issue and the
+// reconcile that would have): nothing else would ever delete them.
+func (r *VoiceAgentReconciler) removeUnadoptedCertSecrets(ctx context.Context, namespace, name string) error {
+	for _, secretName := range certSecretNames(namespace, name) {
+		s := &metav1.PartialObjectMetadata{}
+		s.SetGroupVersionKind(secretGVK)
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: secretName}, s); err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("get Secret metadata %s: %w", secretName, err)
+		}
+		if !unadoptedCertSecret(s, name) {
+			continue
+		}
+		if err := r.Client.Delete(ctx, s, client.Preconditions{UID: ptrUID(s.UID), ResourceVersion: &s.ResourceVersion}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete cert-manager's Secret %s of deleted VoiceAgent %s: %w", secretName, name, err)
+		}
+		log.FromContext(ctx).Info("deleted a cert-manager Secret of a VoiceAgent that is gone", "secret", secretName)
+	}
+	return nil
+}
+
+// voiceAgentsForSecret maps a Secret event to the VoiceAgents that reference it, and
+// to the VoiceAgent a not-yet-adopted cert-manager Secret belongs to (which may be
+// gone: its reconcile then deletes the Secret).
+func (r *VoiceAgentReconciler) voiceAgentsForSecret(ctx context.Context, obj client.Object) []reconcile.Request {
+	reqs := r.voiceAgentsForIndex(indexSecrets)(ctx, obj)
+	if name := obj.GetLabels()[render.LabelVoiceAgent]; name != "" && unadoptedCertSecret(obj, name) {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}})
+	}
+	return reqs
+}
+
 func newAgentToken() (string, error) {
 	raw := make([]byte, render.AgentTokenSize)
 	if _, err := rand.Read(raw); err != nil {
@@ -489,14 +585,11 @@ func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.Voic
 		kinds = append(kinds, render.ExternalSecretGVK)
 	}
 	for _, gvk := range kinds {
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := r.Client.List(ctx, list, client.InNamespace(va.Namespace),
-			client.MatchingLabels{render.LabelVoiceAgent: va.Name}); err != nil {
+		items, err := r.listChildren(ctx, va, gvk)
+		if err != nil {
 			return fmt.Errorf("list %s: %w", gvk.Kind, err)
 		}
-		for i := range list.Items {
-			item := &list.Items[i]
+		for _, item := range items {
 			if wanted[gvk.Kind+"/"+item.GetName()] || !metav1.IsControlledBy(item, va) {
 				continue
 			}
@@ -507,6 +600,44 @@ func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.Voic
 		}
 	}
 	return nil
+}
+
+// listChildren lists va's children of one kind from the cache: the typed kinds
+// through the typed informers the controller's watches started (as unstructured, each
+// would be a second informer holding every PodDisruptionBudget and HPA again, as maps)
+// and their index by VoiceAgent.
+func (r *VoiceAgentReconciler) listChildren(ctx context.Context, va *v1alpha1.VoiceAgent, gvk schema.GroupVersionKind) ([]client.Object, error) {
+	opts := []client.ListOption{client.InNamespace(va.Namespace), client.MatchingLabels{render.LabelVoiceAgent: va.Name}}
+	indexed := []client.ListOption{client.InNamespace(va.Namespace), client.MatchingFields{indexVoiceAgent: va.Name}}
+	var out []client.Object
+	switch gvk {
+	case policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget"):
+		list := &policyv1.PodDisruptionBudgetList{}
+		if err := r.Client.List(ctx, list, indexed...); err != nil {
+			return nil, err
+		}
+		for i := range list.Items {
+			out = append(out, &list.Items[i])
+		}
+	case autoscalingv2.SchemeGroupVersion.WithKind("HorizontalPodAutoscaler"):
+		list := &autoscalingv2.HorizontalPodAutoscalerList{}
+		if err := r.Client.List(ctx, list, indexed...); err != nil {
+			return nil, err
+		}
+		for i := range list.Items {
+			out = append(out, &list.Items[i])
+		}
+	default:
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := r.Client.List(ctx, list, opts...); err != nil {
+			return nil, err
+		}
+		for i := range list.Items {
+			out = append(out, &list.Items[i])
+		}
+	}
+	return out, nil
 }
 
 func ptrUID(u types.UID) *types.UID { return &u }
@@ -568,6 +699,16 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("index VoiceAgents by referenced AuditSink: %w", err)
 	}
+	for _, obj := range []client.Object{&policyv1.PodDisruptionBudget{}, &autoscalingv2.HorizontalPodAutoscaler{}} {
+		if err := idx.IndexField(ctx, obj, indexVoiceAgent, func(o client.Object) []string {
+			if name := o.GetLabels()[render.LabelVoiceAgent]; name != "" {
+				return []string{name}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("index %T by VoiceAgent: %w", obj, err)
+		}
+	}
 	r.optional = newOptionalAPIs(mgr.GetCache())
 
 	// Status the reconciler neither reads nor writes starts no reconcile: its own status
@@ -585,7 +726,7 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&policyv1.PodDisruptionBudget{}, notStatusOnly).
 		Owns(&autoscalingv2.HorizontalPodAutoscaler{}, notStatusOnly).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexSecrets))).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForSecret)).
 		Watches(&v1alpha1.AuditSink{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexAuditSinks))).
 		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.allVoiceAgentsOnCRD)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).

@@ -11,6 +11,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
@@ -287,6 +288,56 @@ func TestCertManagersSecretsAreOwned(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestCertSecretsOfADeletedVoiceAgentAreRemoved: a VoiceAgent deleted before the
+// reconcile that would adopt its cert-manager Secrets (or whose Certificate is issued
+// while it is being deleted) leaves them without an owner; the operator deletes them.
+// Secrets that are not cert-manager's, or that someone owns, stay.
+func TestCertSecretsOfADeletedVoiceAgentAreRemoved(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	va := minimalVoiceAgent(ns, "gone")
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error { return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "gone"}, va) })
+	if err := k8s.Delete(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "gone"}, &v1alpha1.VoiceAgent{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("VoiceAgent still there: %w", err)
+		}
+		return nil
+	})
+	// Play cert-manager, late: Secrets with the secretTemplate's labels and its
+	// annotation, no owner.
+	certManagers := map[string]string{"cert-manager.io/certificate-name": "gone-gateway-ca"}
+	someoneElse := []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "keeper", UID: "0a0b0c0d-0000-0000-0000-000000000001"}}
+	for _, s := range []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Name: "gone-gateway-ca", Labels: render.Labels(va), Annotations: certManagers}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "gone-tls", Labels: render.Labels(va)}}, // not cert-manager's
+		{ObjectMeta: metav1.ObjectMeta{Name: "gone-gateway-tls", Labels: render.Labels(va), Annotations: certManagers, OwnerReferences: someoneElse}},
+	} {
+		s.Namespace = ns
+		s.Data = map[string][]byte{"tls.key": []byte("k")}
+		if err := k8s.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, waitFor, func() error {
+		err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "gone-gateway-ca"}, &corev1.Secret{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("gone-gateway-ca still there: %w", err)
+		}
+		return nil
+	})
+	for _, name := range []string{"gone-tls", "gone-gateway-tls"} {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.Secret{}); err != nil {
+			t.Errorf("%s: %v (it is not an unowned cert-manager Secret: it stays)", name, err)
+		}
 	}
 }
 
