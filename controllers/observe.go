@@ -32,6 +32,8 @@ type observed struct {
 	certManagerInstalled                    bool
 	esoInstalled                            bool
 	kedaInstalled                           bool
+	// generated are the Secrets this reconcile generated, for its Events (recordApplied).
+	generated []generatedSecret
 }
 
 func (r *VoiceAgentReconciler) observe(ctx context.Context, va *v1alpha1.VoiceAgent) (*observed, error) {

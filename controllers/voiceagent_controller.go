@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sync/errgroup"
 	appsv1 "k8s.io/api/apps/v1"
@@ -137,6 +138,7 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// The API server's validation lets nothing through that render rejects, short of a
 		// bug; say so in status rather than retrying forever.
 		log.FromContext(ctx).Error(err, "render failed")
+		r.recordGenerated(va, obs.takeGenerated())
 		// Fail closed: the agent pods keep DNS and their gateway, and lose whatever
 		// wider way out an older policy gave them.
 		if _, lockErr := applyChild(ctx, r.Client, render.LockdownNetworkPolicy(va)); lockErr != nil {
@@ -148,6 +150,7 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 
 	applyErr := r.applyAll(ctx, va, obs, children)
+	r.recordGenerated(va, obs.takeGenerated()) // what no Created event carried
 	if applyErr != nil {
 		log.FromContext(ctx).Error(applyErr, "apply failed")
 	}
@@ -214,7 +217,7 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 		last = append(last, ch.Certificate)
 	}
 	stages = append(stages, last)
-	var changed, created, updated []string
+	var created, updated []string
 	for _, stage := range stages {
 		results := make([]applyResult, len(stage))
 		g, gctx := errgroup.WithContext(ctx)
@@ -234,32 +237,129 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 			case applyUpdated:
 				updated = append(updated, name)
 			}
-			if results[i] == applyCreated || results[i] == applyUpdated {
-				changed = append(changed, name)
-			}
 		}
 		if err != nil {
-			r.recordApplied(va, created, updated)
+			r.recordApplied(ctx, va, obs, created, updated, false)
 			return err
 		}
 	}
-	// One event for what was created and one for what was updated: the events library
-	// folds events of one reason into a series that keeps the first note only, so an
-	// event per child cost requests and said less.
-	r.recordApplied(va, created, updated)
-	if len(changed) > 0 && va.Status.ObservedGeneration != va.Generation {
-		r.recordSpecChange(ctx, va, changed)
-	}
+	// Children re-created as drift are only counted in a generation already observed,
+	// so created and updated are all that changed for a new one.
+	r.recordApplied(ctx, va, obs, created, updated, len(created)+len(updated) > 0 && va.Status.ObservedGeneration != va.Generation)
 	return r.pruneStale(ctx, va, obs, ch)
 }
 
-func (r *VoiceAgentReconciler) recordApplied(va *v1alpha1.VoiceAgent, created, updated []string) {
+// generatedSecret is a Secret the reconcile generated (the session key, the agent
+// token): reason is the Event that says so when no Created event of the same reconcile
+// carries it, note what either says.
+type generatedSecret struct{ reason, note string }
+
+// recordApplied emits what a reconcile applied, in as few Events as say it all: the
+// events library folds events of one reason into a series that keeps the first note
+// only, so an event per child cost requests and said less, and at 1,000 VoiceAgents
+// every Event of a create is an API request per VoiceAgent.
+//
+//   - A new generation of the spec applied (specChange) is one Event: the operator's
+//     audit record of the change, naming the generation, who last changed the spec,
+//     what was created and what was updated, and the Secrets generated. It is
+//     SpecChangeApplied, or Created for the VoiceAgent's first generation (its creation:
+//     one Event per create).
+//   - Otherwise (an input changed, or a child was created with no new generation) a
+//     Created and an Updated Event, the generated Secrets folded into the Created one.
+//   - Secrets generated with nothing created beside them (the agent token's Secret
+//     deleted by hand) keep their own Events.
+//
+// DriftCorrected Warnings stay one per child (recordApply).
+func (r *VoiceAgentReconciler) recordApplied(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed, created, updated []string, specChange bool) {
+	generated := obs.takeGenerated()
+	if specChange {
+		children := slices.Concat(created, updated)
+		managers := render.SpecManagers(va.ManagedFields)
+		log.FromContext(ctx).Info("audit: applied a spec change",
+			"audit", true, "generation", va.Generation, "children", children, "created", created,
+			"updated", updated, "generatedSecrets", generatedNames(generated), "specManagers", managers)
+		who := "an unknown field manager"
+		if len(managers) > 0 {
+			who = strings.Join(managers, ", ")
+		}
+		reason, action := "SpecChangeApplied", "Apply"
+		if va.Status.ObservedGeneration == 0 {
+			reason, action = "Created", "Create"
+		}
+		var parts []string
+		if len(created) > 0 {
+			parts = append(parts, "created "+strings.Join(created, ", "))
+		}
+		if len(updated) > 0 {
+			parts = append(parts, "updated "+strings.Join(updated, ", "))
+		}
+		if len(generated) > 0 {
+			parts = append(parts, "generated "+joinGenerated(generated))
+		}
+		r.event(va, corev1.EventTypeNormal, reason, action, "%s", fitNote(fmt.Sprintf(
+			"Generation %d (spec last changed by %s): %s", va.Generation, who, strings.Join(parts, "; "))))
+		return
+	}
 	if len(created) > 0 {
-		r.event(va, corev1.EventTypeNormal, "Created", "Create", "Created %s", strings.Join(created, ", "))
+		note := "Created " + strings.Join(created, ", ")
+		if len(generated) > 0 {
+			note += "; generated " + joinGenerated(generated)
+			generated = nil
+		}
+		r.event(va, corev1.EventTypeNormal, "Created", "Create", "%s", fitNote(note))
 	}
 	if len(updated) > 0 {
-		r.event(va, corev1.EventTypeNormal, "Updated", "Update", "Applied %s: what the VoiceAgent wants changed", strings.Join(updated, ", "))
+		r.event(va, corev1.EventTypeNormal, "Updated", "Update", "%s", fitNote("Applied "+strings.Join(updated, ", ")+": what the VoiceAgent wants changed"))
 	}
+	r.recordGenerated(va, generated)
+}
+
+// recordGenerated emits an Event of its own for each generated Secret.
+func (r *VoiceAgentReconciler) recordGenerated(va *v1alpha1.VoiceAgent, generated []generatedSecret) {
+	for _, g := range generated {
+		r.event(va, corev1.EventTypeNormal, g.reason, "Create", "Generated %s", g.note)
+	}
+}
+
+// takeGenerated returns the generated Secrets not reported yet, and forgets them.
+func (o *observed) takeGenerated() []generatedSecret {
+	g := o.generated
+	o.generated = nil
+	return g
+}
+
+func joinGenerated(generated []generatedSecret) string {
+	notes := make([]string, len(generated))
+	for i, g := range generated {
+		notes[i] = g.note
+	}
+	return strings.Join(notes, " and ")
+}
+
+func generatedNames(generated []generatedSecret) []string {
+	names := make([]string, len(generated))
+	for i, g := range generated {
+		names[i] = g.reason
+	}
+	return names
+}
+
+// maxNoteLength is the API server's limit on an Event's note: a longer one is refused,
+// and the Event lost.
+const maxNoteLength = 1024
+
+// fitNote cuts a note to what the API server accepts; the operator's log line (for a
+// spec change) keeps the whole list.
+func fitNote(note string) string {
+	if len(note) <= maxNoteLength {
+		return note
+	}
+	const more = " … (cut: see the operator's log)"
+	cut := maxNoteLength - len(more)
+	for cut > 0 && !utf8.RuneStart(note[cut]) {
+		cut--
+	}
+	return note[:cut] + more
 }
 
 // recordApply counts what an apply did and emits the drift events, one per child. It
@@ -297,21 +397,6 @@ func alwaysWanted(kind string) bool {
 		return true
 	}
 	return false
-}
-
-// recordSpecChange is the operator's own audit record of a change it made because the
-// spec changed: which generation, which children, and who changed the spec, taken from
-// managedFields. It goes out as an Event and as a structured log line.
-func (r *VoiceAgentReconciler) recordSpecChange(ctx context.Context, va *v1alpha1.VoiceAgent, children []string) {
-	managers := render.SpecManagers(va.ManagedFields)
-	log.FromContext(ctx).Info("audit: applied a spec change",
-		"audit", true, "generation", va.Generation, "children", children, "specManagers", managers)
-	who := "an unknown field manager"
-	if len(managers) > 0 {
-		who = strings.Join(managers, ", ")
-	}
-	r.event(va, corev1.EventTypeNormal, "SpecChangeApplied", "Apply",
-		"Generation %d (spec last changed by %s): applied %s", va.Generation, who, strings.Join(children, ", "))
 }
 
 func (r *VoiceAgentReconciler) event(va *v1alpha1.VoiceAgent, typ, reason, action, format string, args ...any) {
@@ -362,8 +447,8 @@ func (r *VoiceAgentReconciler) ensureAgentToken(ctx context.Context, va *v1alpha
 		obs.secrets[secret.Name] = secret.ResourceVersion
 		obs.agentTokenRotation, obs.agentTokenUID = want, string(secret.UID)
 		r.rotations.Store(va.UID, want)
-		r.event(va, corev1.EventTypeNormal, "AgentTokenGenerated", "Create",
-			"Generated the agent token in Secret %s: the gateway accepts only calls that carry it", secret.Name)
+		obs.generated = append(obs.generated, generatedSecret{reason: "AgentTokenGenerated",
+			note: fmt.Sprintf("the agent token in Secret %s (the gateway accepts only calls that carry it)", secret.Name)})
 		return 0, nil
 	}
 	// The cache may not show what this process just wrote yet: never answer one
@@ -544,8 +629,8 @@ func (r *VoiceAgentReconciler) ensureSessionKey(ctx context.Context, va *v1alpha
 		return fmt.Errorf("create session key Secret: %w", err)
 	}
 	obs.secrets[secret.Name] = secret.ResourceVersion
-	r.event(va, corev1.EventTypeNormal, "SessionKeyGenerated", "Create",
-		"Generated the AES-256-GCM session key in Secret %s", secret.Name)
+	obs.generated = append(obs.generated, generatedSecret{reason: "SessionKeyGenerated",
+		note: fmt.Sprintf("the AES-256-GCM session key in Secret %s", secret.Name)})
 	return nil
 }
 

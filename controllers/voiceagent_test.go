@@ -112,13 +112,52 @@ func TestVoiceAgentCreatesHardenedChildrenAndBecomesReady(t *testing.T) {
 			return err
 		}
 		reasons := map[string]bool{}
+		var createdNote string
 		for _, e := range evs.Items {
 			reasons[e.Reason] = true
+			if e.Reason == "Created" {
+				createdNote = e.Note
+			}
 		}
-		if !reasons["Created"] || !reasons["Ready"] || !reasons["SessionKeyGenerated"] || !reasons["AgentTokenGenerated"] {
+		if !reasons["Created"] || !reasons["Ready"] {
 			return fmt.Errorf("events so far: %v", reasons)
 		}
+		// The create is one Event: the audit record of generation 1 (who wrote the spec),
+		// every child created, and the Secrets generated, which had an Event each before.
+		for _, r := range []string{"SessionKeyGenerated", "AgentTokenGenerated", "SpecChangeApplied"} {
+			if reasons[r] {
+				return fmt.Errorf("a %s event beside Created for a create: %v", r, reasons)
+			}
+		}
+		for _, want := range []string{"Generation 1 (spec last changed by ", "created ", "ServiceAccount/hello, ",
+			"ServiceAccount/hello-gateway", "ConfigMap/hello-gateway", "NetworkPolicy/hello,", "NetworkPolicy/hello-gateway",
+			"Service/hello,", "Service/hello-gateway", "Deployment/hello-gateway", "Deployment/hello,", "Certificate/hello-gateway",
+			"generated the AES-256-GCM session key in Secret hello-session-key",
+			"the agent token in Secret hello-agent-token (the gateway accepts only calls that carry it)"} {
+			if !strings.Contains(createdNote, want) {
+				return fmt.Errorf("the Created event's note %q lacks %q", createdNote, want)
+			}
+		}
 		return nil
+	})
+
+	// The agent token's Secret deleted by hand: a new token at once, and its own Event
+	// (nothing else is created beside it).
+	if err := k8s.Delete(ctx, token); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		evs := &eventsv1.EventList{}
+		if err := k8s.List(ctx, evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "AgentTokenGenerated" && e.Regarding.Name == "hello" &&
+				e.Note == "Generated the agent token in Secret hello-agent-token (the gateway accepts only calls that carry it)" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no AgentTokenGenerated event after the token's Secret was deleted")
 	})
 }
 
