@@ -182,6 +182,12 @@ func writeConfig(t *testing.T, dir string, cfg *gw.Config) string {
 // change the configuration before it is written.
 func startGateway(t *testing.T, provider string, mutate func(*gw.Config, *fakeProviderUpstream)) *testGateway {
 	t.Helper()
+	return startGatewayAt(t, time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC), provider, mutate)
+}
+
+// startGatewayAt is startGateway with its clock starting at now.
+func startGatewayAt(t *testing.T, now time.Time, provider string, mutate func(*gw.Config, *fakeProviderUpstream)) *testGateway {
+	t.Helper()
 	dir := t.TempDir()
 	up := newFakeProviderUpstream(t, mountedKey)
 	endpoint := up.URL
@@ -196,7 +202,7 @@ func startGateway(t *testing.T, provider string, mutate func(*gw.Config, *fakePr
 		t.Fatal(err)
 	}
 	path := writeConfig(t, dir, cfg)
-	clock := &testClock{now: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	clock := &testClock{now: now}
 	audit := &auditTap{}
 	g, err := New(Options{
 		ConfigPath: path, Now: clock.Now, AuditOut: audit, PodName: "support-line-0",

@@ -66,12 +66,25 @@ func (g *Gateway) applyLimitStore(cfg *gw.Config) {
 	}
 }
 
+// closeShared closes a store a reload replaced once the calls it admitted have ended
+// (it renews their leases and delivers their releases and charges until then), or
+// after drainLimit at most.
 func (g *Gateway) closeShared(s *sharedLimits) {
 	if s.store == nil {
 		return
 	}
-	go func() { _ = s.store.Close() }() // settles what it holds; not on a reload's path
+	go func() {
+		deadline := g.opts.Now().Add(drainLimit)
+		for !s.store.Idle() && g.opts.Now().Before(deadline) {
+			time.Sleep(time.Second) // polling interval
+		}
+		_ = s.store.Close()
+	}()
 }
+
+// drainLimit bounds how long a replaced limit store is kept for the calls it admitted:
+// the longest realtime session.
+const drainLimit = 2 * time.Hour
 
 func globalBudgets(l gw.GlobalLimits, b *gw.Budget) budget.Limits {
 	out := budget.Limits{Block: true}
@@ -108,7 +121,11 @@ func (c *call) admitShared(w http.ResponseWriter, kind limitstore.Kind) (decided
 			c.rec.BudgetAlert = true
 		}
 		if d.Code == limitstore.RefusedBudget {
-			c.deny(w, http.StatusTooManyRequests, "budget", bd.Reason, bd.ResetAt.Sub(g.opts.Now()))
+			reason, resetAt := bd.Reason, bd.ResetAt
+			if reason == "" { // the store's day ended between its answer and now
+				reason, resetAt = "the VoiceAgent's budget is spent", g.opts.Now().Add(time.Minute)
+			}
+			c.deny(w, http.StatusTooManyRequests, "budget", reason, resetAt.Sub(g.opts.Now()))
 			return true, false
 		}
 	}

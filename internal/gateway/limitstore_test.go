@@ -34,7 +34,9 @@ func TestLimitStoreBudgetIsTheWholeVoiceAgents(t *testing.T) {
 	prefix := "voiceagent:{callcenter/support-line-" + t.Name() + "}:"
 	var gws []*testGateway
 	for range 3 {
-		gws = append(gws, startGateway(t, "openai", withLimitStore(srv, gw.LimitStoreFailClosed, prefix)))
+		// The day a charge counts in is the store's: on the store's clock here, as
+		// replicas in one cluster are within seconds of it.
+		gws = append(gws, startGatewayAt(t, time.Now(), "openai", withLimitStore(srv, gw.LimitStoreFailClosed, prefix)))
 	}
 	for i := range 10 { // 10 × 0.002 = the whole 0.020; the replica's share is 0.007
 		if s := gws[0].post(t, "/model/chat/completions", openaiBody, nil).StatusCode; s != http.StatusOK {

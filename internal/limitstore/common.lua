@@ -2,8 +2,9 @@
 -- that the gateway replicas' clocks do not matter.
 --
 -- KEYS (both scripts): 1 requests bucket, 2 tokens-per-minute bucket, 3 call leases,
--- 4 session leases, 5 sessions-per-minute bucket, 6 day spend, 7 month spend, 8 day
--- spend by gateway, 9 month spend by gateway.
+-- 4 session leases, 5 sessions-per-minute bucket, 6 day spend, 7 month spend (hashes:
+-- each gateway's own figure by its id, and the VoiceAgent's total in field "=total", so
+-- that an evicted or lost hash goes all at once and is refilled as a whole).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 
@@ -23,20 +24,18 @@ local function keep(key, tokens, rate, burst)
   redis.call('PEXPIRE', key, math.ceil((burst - tokens) * 1000 / rate) + 1000)
 end
 
--- own records one gateway's own spend of a period as an absolute figure (KEYS[own]
--- holds it per gateway, KEYS[total] the VoiceAgent's total): re-sending it is
--- harmless, and a store that lost its data is refilled by every live gateway's next
--- settle. It returns the period's total.
-local function own(total, by, owner, abs, ttl)
-  local old = tonumber(redis.call('HGET', KEYS[by], owner) or '0')
+-- own records one gateway's own spend of a period as an absolute figure: re-sending
+-- it is harmless, and a store that lost its data is refilled by every live gateway's
+-- next settle. It returns the period's total.
+local function own(key, owner, abs, ttl)
+  local old = tonumber(redis.call('HGET', KEYS[key], owner) or '0')
   local sum
   if abs > old then
-    redis.call('HSET', KEYS[by], owner, abs)
-    sum = redis.call('INCRBY', KEYS[total], abs - old)
-    redis.call('EXPIRE', KEYS[by], ttl)
-    redis.call('EXPIRE', KEYS[total], ttl)
+    redis.call('HSET', KEYS[key], owner, abs)
+    sum = redis.call('HINCRBY', KEYS[key], '=total', abs - old)
+    redis.call('EXPIRE', KEYS[key], ttl)
   else
-    sum = tonumber(redis.call('GET', KEYS[total]) or '0')
+    sum = tonumber(redis.call('HGET', KEYS[key], '=total') or '0')
   end
   return sum
 end
@@ -53,8 +52,8 @@ local function settle(i)
     keep(KEYS[2], level(KEYS[2], tok_rate, tok_burst) - tokens, tok_rate, tok_burst)
   end
   local owner = ARGV[i + 3]
-  local day = own(6, 8, owner, tonumber(ARGV[i + 4]), ARGV[i + 6])
-  local month = own(7, 9, owner, tonumber(ARGV[i + 5]), ARGV[i + 7])
+  local day = own(6, owner, tonumber(ARGV[i + 4]), ARGV[i + 6])
+  local month = own(7, owner, tonumber(ARGV[i + 5]), ARGV[i + 7])
   local ttl = tonumber(ARGV[i + 8])
   local j = i + 13
   for k = 0, 1 do

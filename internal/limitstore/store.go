@@ -166,6 +166,14 @@ type Store struct {
 	spentDay, spentMonth string
 	daySpent, monthSpent budget.Micros
 
+	// clockOffset is the store's clock minus this gateway's, in seconds: the day and
+	// month a charge counts in are the store's, the same for every replica.
+	clockOffset atomic.Int64
+	// renewing is true while the settle loop has renewals in flight: a release of one
+	// of them must reach the store after them, so admissions leave releases alone.
+	renewing  bool
+	lastRenew time.Time
+
 	roundTrips atomic.Int64
 	done       chan struct{}
 	stop       context.CancelFunc
@@ -233,7 +241,7 @@ func clientOptions(r *gw.RedisStore) (*redis.Options, error) {
 		// A script re-sent after its reply was lost would take twice: no retries. The
 		// failure policy decides instead.
 		MaxRetries:      -1,
-		PoolSize:        32,
+		PoolSize:        64,
 		MinIdleConns:    2,
 		DisableIdentity: true,
 		Protocol:        2,
@@ -289,6 +297,23 @@ func (s *Store) Close() error {
 	return s.rdb.Close()
 }
 
+// Idle reports whether nothing of this gateway is held or pending in the store: no
+// lease in use, nothing to release, charge or acknowledge. A store replaced by a
+// reload is closed once idle, so that the calls it admitted keep their leases renewed.
+func (s *Store) Idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.active) > 0 || len(s.released) > 0 || s.tokens > 0 {
+		return false
+	}
+	for _, o := range s.own {
+		if o.total > o.acked {
+			return false
+		}
+	}
+	return true
+}
+
 // RoundTrips is the number of scripts sent to the store.
 func (s *Store) RoundTrips() int64 { return s.roundTrips.Load() }
 
@@ -324,19 +349,25 @@ func (s *Store) Spent() (day, month budget.Micros) {
 	return day, month
 }
 
-func (s *Store) noteSpent(p period, day, month int64) {
+// noteSpent keeps the totals a reply carried for p. Within a period spend only grows:
+// a reply that crossed a later one on another connection does not lower it.
+func (s *Store) noteSpent(p period, day, month, serverSecs int64) {
+	if serverSecs > 0 {
+		s.clockOffset.Store(serverSecs - s.now().Unix())
+	}
 	s.spentMu.Lock()
 	defer s.spentMu.Unlock()
-	if p.day >= s.spentDay {
+	if p.day > s.spentDay || (p.day == s.spentDay && budget.Micros(day) > s.daySpent) {
 		s.spentDay, s.daySpent = p.day, budget.Micros(day)
 	}
-	if p.month >= s.spentMonth {
+	if p.month > s.spentMonth || (p.month == s.spentMonth && budget.Micros(month) > s.monthSpent) {
 		s.spentMonth, s.monthSpent = p.month, budget.Micros(month)
 	}
 }
 
+// currentPeriod is the UTC day and month by the store's clock.
 func (s *Store) currentPeriod() period {
-	now := s.now().UTC()
+	now := s.now().Add(time.Duration(s.clockOffset.Load()) * time.Second).UTC()
 	return period{day: now.Format(time.DateOnly), month: now.Format("2006-01")}
 }
 
@@ -407,27 +438,39 @@ func (s *Store) Admit(ctx context.Context, kind Kind) (Decision, error) {
 		s.mu.Unlock()
 		return Decision{}, ErrUnavailable
 	}
-	tokens, released := s.tokens, s.released
-	s.tokens, s.released = 0, nil
+	tokens := s.tokens
+	s.tokens = 0
+	var released []*Lease
+	if !s.renewing {
+		released, s.released = s.released, nil
+	}
 	dayAbs, monthAbs := s.ownFigures(p)
 	s.mu.Unlock()
 	args = append(args, s.settleArgs(tokens, dayAbs, monthAbs, l, nil, released)...)
 
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	// The agent hanging up does not cut the round trip short: a script cut off may
+	// still run, and a cancelled call must not count as the store failing (an agent
+	// could otherwise switch shared enforcement off by hanging up).
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
 	s.roundTrips.Add(1)
-	res, err := admitScript.Run(ctx, s.rdb, s.keyList(p), args...).Int64Slice()
-	if err == nil && len(res) != 4 {
-		err = fmt.Errorf("limit store: admit answered %d values, want 4", len(res))
+	res, err := admitScript.Run(rctx, s.rdb, s.keyList(p), args...).Int64Slice()
+	if err == nil && len(res) != 5 {
+		err = fmt.Errorf("%w: admit answered %d values, want 5", errReply, len(res))
 	}
 	if err != nil {
-		s.failed(err)
+		s.failed(err, false)
+		// The script may have run: its lease is given back (ZREM of a lease that is not
+		// there does nothing), its tokens charged again at worst (never fewer).
+		if lease != nil {
+			released = append(released, lease)
+		}
 		s.putBack(tokens, released)
 		return Decision{}, err
 	}
 	s.succeeded()
+	s.noteSpent(p, res[2], res[3], res[4])
 	s.acked(p, dayAbs)
-	s.noteSpent(p, res[2], res[3])
 	d := Decision{Code: int(res[0]), RetryAfter: time.Duration(res[1]) * time.Millisecond}
 	d.DaySpent, d.MonthSpent = s.Spent()
 	if d.Code == Admitted && lease != nil {
@@ -441,8 +484,7 @@ func (s *Store) Admit(ctx context.Context, kind Kind) (Decision, error) {
 
 func (s *Store) keyList(p period) []string {
 	k := s.keys
-	day, month := k.spend+"day:"+p.day, k.spend+"month:"+p.month
-	return []string{k.requests, k.tokens, k.calls, k.sessions, k.sessionRate, day, month, day + ":by-gateway", month + ":by-gateway"}
+	return []string{k.requests, k.tokens, k.calls, k.sessions, k.sessionRate, k.spend + "day:" + p.day, k.spend + "month:" + p.month}
 }
 
 // ownFigures are this gateway's spend in p's day and month. The caller holds mu.
@@ -565,22 +607,42 @@ func (s *Store) wake() {
 // calls still running every LeaseTTL/3 and probes an unavailable store, until ctx ends.
 func (s *Store) run(ctx context.Context) {
 	defer close(s.done)
+	// Learn the store's clock before the first charge if it answers at once; every
+	// reply keeps it up to date afterwards.
+	tctx, cancel := context.WithTimeout(ctx, s.timeout)
+	if t, err := s.rdb.Time(tctx).Result(); err == nil {
+		s.clockOffset.Store(t.Unix() - s.now().Unix())
+	}
+	cancel()
 	renew := time.NewTicker(s.leaseTTL / 3)
 	defer renew.Stop()
 	probe := time.NewTicker(probeInterval)
 	defer probe.Stop()
 	delay := time.NewTimer(settleDelay)
 	delay.Stop()
+	waiting := false // the delay counts from the first thing pending, not the last
 	for {
 		select {
 		case <-ctx.Done():
-			final, cancel := context.WithTimeout(context.Background(), 4*s.timeout)
-			s.settle(final, false)
-			cancel()
+			for range 3 { // what is pending is sent if the store takes it at all
+				final, cancel := context.WithTimeout(context.Background(), 4*s.timeout)
+				s.mu.Lock()
+				s.downTill = time.Time{}
+				s.mu.Unlock()
+				sent := s.settle(final, false)
+				cancel()
+				if sent {
+					break
+				}
+			}
 			return
 		case <-s.kick:
-			delay.Reset(settleDelay)
+			if !waiting {
+				delay.Reset(settleDelay)
+				waiting = true
+			}
 		case <-delay.C:
+			waiting = false
 			s.settle(ctx, false)
 		case <-renew.C:
 			s.settle(ctx, true)
@@ -601,17 +663,20 @@ func (s *Store) probe(ctx context.Context) {
 	defer cancel()
 	s.roundTrips.Add(1)
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		s.failed(err)
+		s.failed(err, true)
 		return
 	}
 	s.succeeded()
-	s.wake() // send what waited for it
+	s.settle(ctx, false) // what waited for it, and the renewals it missed
 }
 
 // settle sends what is pending: one script per period whose spend the store has not
 // acknowledged (one in all but the moments around midnight), the first also carrying
-// tokens, releases and renewals.
-func (s *Store) settle(ctx context.Context, renewing bool) {
+// tokens, releases and renewals. Renewals go when asked or when due (a tick missed
+// while the store was down is made up), with the current period's figures, so that a
+// store that restarted empty is refilled even by an idle gateway. It reports whether
+// everything was sent.
+func (s *Store) settle(ctx context.Context, renewing bool) bool {
 	type figures struct {
 		p          period
 		day, month int64
@@ -619,8 +684,9 @@ func (s *Store) settle(ctx context.Context, renewing bool) {
 	s.mu.Lock()
 	if s.now().Before(s.downTill) {
 		s.mu.Unlock()
-		return // kept for when the probe sees the store back
+		return false // kept for when the probe sees the store back
 	}
+	renewing = renewing || s.now().Sub(s.lastRenew) >= s.leaseTTL/3
 	tokens, released := s.tokens, s.released
 	s.tokens, s.released = 0, nil
 	var renewed map[string]bool
@@ -629,43 +695,67 @@ func (s *Store) settle(ctx context.Context, renewing bool) {
 		for id, session := range s.active {
 			renewed[id] = session
 		}
+		s.renewing = true
 	}
+	cur := s.currentPeriod()
 	var sends []figures
 	for p, o := range s.own {
-		if o.total > o.acked {
+		if o.total > o.acked || (renewing && p == cur) {
 			d, m := s.ownFigures(p)
 			sends = append(sends, figures{p, d, m})
 		}
 	}
 	if len(sends) == 0 && (tokens > 0 || len(released) > 0 || len(renewed) > 0) {
-		p := s.currentPeriod()
-		d, m := s.ownFigures(p)
-		sends = append(sends, figures{p, d, m})
+		d, m := s.ownFigures(cur)
+		sends = append(sends, figures{cur, d, m})
 	}
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.renewing = false
+		s.mu.Unlock()
+	}()
 	l := s.limits.Load()
 	for _, f := range sends {
 		cctx, cancel := context.WithTimeout(ctx, 4*s.timeout)
 		s.roundTrips.Add(1)
 		res, err := settleScript.Run(cctx, s.rdb, s.keyList(f.p), s.settleArgs(tokens, f.day, f.month, l, renewed, released)...).Int64Slice()
 		cancel()
+		if err == nil && len(res) != 3 {
+			err = fmt.Errorf("%w: settle answered %d values, want 3", errReply, len(res))
+		}
 		if err != nil {
-			s.failed(err)
+			s.failed(err, false)
 			s.putBack(tokens, released)
-			return
+			return false
 		}
 		s.succeeded()
+		s.noteSpent(f.p, res[0], res[1], res[2])
 		s.acked(f.p, f.day)
-		if len(res) == 2 {
-			s.noteSpent(f.p, res[0], res[1])
+		if renewed != nil {
+			s.mu.Lock()
+			s.lastRenew = s.now()
+			s.mu.Unlock()
 		}
 		tokens, renewed, released = 0, nil, nil
 	}
+	if renewing && len(sends) == 0 {
+		s.mu.Lock()
+		s.lastRenew = s.now()
+		s.mu.Unlock()
+	}
+	return true
 }
 
-func (s *Store) failed(err error) {
+// errReply is a reply of a shape the scripts do not give: not the store's fault of
+// reach, but a store that is not what it should be.
+var errReply = errors.New("limit store: unexpected reply")
+
+// failed notes a failed round trip; diagnose (the probe's, off any call's path) also
+// tells a store that answers without TLS from one that is down.
+func (s *Store) failed(err error, diagnose bool) {
 	reason, msg := classify(err)
-	if reason == ReasonUnreachable && s.tlsOn && speaksPlaintext(s.addr, s.timeout) {
+	if diagnose && reason == ReasonUnreachable && s.tlsOn && speaksPlaintext(s.addr, s.timeout) {
 		reason, msg = ReasonTLSFailed, "the store answers without TLS on this port: enable TLS on the store (or, on a trusted network only, set spec.limitStore.redis.tls.disabled)"
 	}
 	now := s.now()
@@ -708,6 +798,9 @@ func (s *Store) succeeded() {
 // classify names a failure for the VoiceAgent's condition: the reason and a message
 // with the fix, never the server's own words (which could carry anything).
 func classify(err error) (reason, message string) {
+	if errors.Is(err, errReply) {
+		return ReasonError, "the store's reply is not the limit scripts' (a proxy or another server on that port?); check spec.limitStore.redis.address"
+	}
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
 		text := rerr.Error()

@@ -174,7 +174,7 @@ func TestBudgetOvershootAtMostOneCallPerGateway(t *testing.T) {
 	for _, g := range gws {
 		_ = g.Close()
 	}
-	total, err := srv.Client().Get(context.Background(), gws[0].keyList(gws[0].currentPeriod())[5]).Int64()
+	total, err := srv.Client().HGet(context.Background(), gws[0].keyList(gws[0].currentPeriod())[5], "=total").Int64()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +332,14 @@ func TestHealthNamesTheProblem(t *testing.T) {
 			}
 			defer s.Close()
 			_, err = s.Admit(context.Background(), Request)
+			// The probe (once a second, off the calls' path) tells a store that answers
+			// without TLS from one that is down.
+			deadline := time.Now().Add(15 * time.Second)
 			h := s.Health()
+			for h.Reason != tc.reason && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+				h = s.Health()
+			}
 			if h.Reason != tc.reason {
 				t.Fatalf("reason %q (%s; admit error %v), want %q", h.Reason, h.Message, err, tc.reason)
 			}
@@ -344,4 +351,79 @@ func TestHealthNamesTheProblem(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An agent that hangs up mid-admission does not make the store count as down (which
+// would switch every call to the failure policy for a second).
+func TestHangingUpDoesNotTakeTheStoreDown(t *testing.T) {
+	srv := testredis.Start(t, testredis.Options{})
+	g := gateways(t, 1, config(srv, gw.GlobalLimits{RequestsPerSecond: 1000, Burst: 100}), LeaseTTL)[0]
+	if _, err := g.Admit(context.Background(), Request); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := g.Admit(ctx, Request); err != nil {
+		t.Fatalf("admit for a caller that hung up: %v", err)
+	}
+	if h := g.Health(); !h.Ready {
+		t.Fatalf("health after a hang-up: %+v", h)
+	}
+	if _, err := g.Admit(context.Background(), Request); err != nil {
+		t.Fatalf("next admission: %v", err)
+	}
+}
+
+// A reply lost to a timeout after the script ran does not keep its lease: the slot
+// comes back at once, not after the lease's 30 s.
+func TestLeaseOfALostReplyComesBack(t *testing.T) {
+	srv := testredis.Start(t, testredis.Options{})
+	ls := config(srv, gw.GlobalLimits{MaxConcurrentSessions: 1})
+	ls.Redis.Timeout = gw.Duration{Duration: 100 * time.Millisecond}
+	g := gateways(t, 1, ls, LeaseTTL)[0]
+	admin := srv.Client()
+	defer func() { _ = admin.Close() }()
+	if err := admin.Do(context.Background(), "CLIENT", "PAUSE", "400", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Admit(context.Background(), Session); err == nil {
+		t.Fatal("admit while the store is paused past the timeout: no error")
+	}
+	// The script runs once the pause ends; the gateway gives its lease back.
+	waitFor(t, "the slot of the lost reply back", 5*time.Second, func() bool {
+		d, err := g.Admit(context.Background(), Session)
+		if err == nil && d.Code == Admitted {
+			g.Release(d.Lease)
+			return true
+		}
+		return false
+	})
+}
+
+// A gateway charging steadily without admitting (a realtime session streaming usage)
+// still settles within the settle delay: the others see its spend.
+func TestSteadyChargesSettleWithoutAdmissions(t *testing.T) {
+	srv := testredis.Start(t, testredis.Options{})
+	gws := gateways(t, 2, config(srv, gw.GlobalLimits{Daily: "100"}), LeaseTTL)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				gws[0].Charge(10, 1)
+			}
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+	start := time.Now()
+	waitFor(t, "the other gateway sees the spend", 2*time.Second, func() bool {
+		d, err := gws[1].Admit(context.Background(), Call)
+		return err == nil && d.DaySpent > 0
+	})
+	t.Logf("seen after %s", time.Since(start))
 }
