@@ -39,14 +39,37 @@ func durationOr(d *metav1.Duration, def time.Duration) gw.Duration {
 
 // GatewayConfig renders va's gateway configuration, giving each gateway replica its
 // share of the VoiceAgent-wide limits and budgets (with spec.limitStore, the whole
-// VoiceAgent's limits go to the store, and the shares are the FailOpen fallback). tls: the proxy port serves the
-// certificate cert-manager issues for the gateway Service.
+// VoiceAgent's limits go to the store, and the shares are the FailOpen fallback). tls:
+// the proxy port serves the certificate cert-manager issues for the gateway Service.
 func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []Credential, tls bool) (*gw.Config, error) {
 	replicas := GatewayReplicas(va)
 	files := map[string]string{}
 	for _, c := range creds {
 		files[c.Slot] = c.File()
 	}
+	cfg := gatewayBase(va, replicas, tls)
+	models, err := gatewayModels(va, files)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Models = models
+	cfg.Integrations = gatewayIntegrations(va, files, replicas)
+	cfg.Limits = limitShares(va.Spec.RateLimits, replicas)
+	cfg.Voice = voiceShares(va, replicas)
+	if cfg.Budget, err = budgetShares(va.Spec.CostLimits, replicas); err != nil {
+		return nil, err
+	}
+	cfg.LimitStore = limitStoreConfig(va, files)
+	cfg.Breaker = gatewayBreaker(va.Spec.CircuitBreaker)
+	cfg.Audit = gatewayAudit(va.Spec.Audit, sinks, files)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// gatewayBase is the configuration's identity, listeners and agent authentication.
+func gatewayBase(va *v1alpha1.VoiceAgent, replicas int32, tls bool) *gw.Config {
 	cfg := &gw.Config{
 		Version:    gw.ContentsVersion,
 		VoiceAgent: va.Name,
@@ -70,6 +93,12 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 	if tls {
 		cfg.Listen.ProxyTLS = &gw.TLSFiles{CertFile: gw.ProxyTLSDir + "/tls.crt", KeyFile: gw.ProxyTLSDir + "/tls.key"}
 	}
+	return cfg
+}
+
+// gatewayModels are the primary model (with the operations the VoiceAgent opens) and
+// its fallbacks, in order.
+func gatewayModels(va *v1alpha1.VoiceAgent, files map[string]string) ([]gw.Model, error) {
 	model := func(m v1alpha1.ModelTarget, slot string) gw.Model {
 		out := gw.Model{
 			Provider: string(m.Provider), Name: m.Name, Endpoint: ModelEndpoint(m),
@@ -96,10 +125,17 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 	for _, op := range va.Spec.Model.ExtraOperations {
 		primary.ExtraOperations = append(primary.ExtraOperations, gw.Operation{Method: op.Method, Path: op.Path})
 	}
-	cfg.Models = append(cfg.Models, primary)
+	models := []gw.Model{primary}
 	for i, fb := range va.Spec.Model.Fallbacks {
-		cfg.Models = append(cfg.Models, model(fb, fallbackSlot(i)))
+		models = append(models, model(fb, fallbackSlot(i)))
 	}
+	return models, nil
+}
+
+// gatewayIntegrations are the HTTP and streaming integrations the gateway proxies
+// (databases are reached directly), with each replica's share of their rate limits.
+func gatewayIntegrations(va *v1alpha1.VoiceAgent, files map[string]string, replicas int32) []gw.HTTPIntegration {
+	var out []gw.HTTPIntegration
 	for _, in := range va.Spec.Integrations {
 		if in.Type == v1alpha1.IntegrationDatabase {
 			continue
@@ -118,75 +154,104 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 			hi.RequestsPerMinute = float64(rl.RequestsPerMinute) / float64(replicas)
 			hi.Burst = shareInt(rl.Burst, replicas)
 		}
-		cfg.Integrations = append(cfg.Integrations, hi)
+		out = append(out, hi)
 	}
-	if rl := va.Spec.RateLimits; rl != nil {
-		if rl.RequestsPerSecond != nil {
-			cfg.Limits.RequestsPerSecond = float64(*rl.RequestsPerSecond) / float64(replicas)
-		}
-		if rl.Burst != nil {
-			cfg.Limits.Burst = shareInt(*rl.Burst, replicas)
-		}
-		if rl.MaxConcurrentCalls != nil {
-			cfg.Limits.MaxConcurrentCalls = shareInt(*rl.MaxConcurrentCalls, replicas)
-		}
-		if rl.TokensPerMinute != nil {
-			cfg.Limits.TokensPerMinute = float64(*rl.TokensPerMinute) / float64(replicas)
+	return out
+}
+
+// limitShares is one replica's share of spec.rateLimits.
+func limitShares(rl *v1alpha1.RateLimits, replicas int32) gw.Limits {
+	var l gw.Limits
+	if rl == nil {
+		return l
+	}
+	if rl.RequestsPerSecond != nil {
+		l.RequestsPerSecond = float64(*rl.RequestsPerSecond) / float64(replicas)
+	}
+	if rl.Burst != nil {
+		l.Burst = shareInt(*rl.Burst, replicas)
+	}
+	if rl.MaxConcurrentCalls != nil {
+		l.MaxConcurrentCalls = shareInt(*rl.MaxConcurrentCalls, replicas)
+	}
+	if rl.TokensPerMinute != nil {
+		l.TokensPerMinute = float64(*rl.TokensPerMinute) / float64(replicas)
+	}
+	return l
+}
+
+// voiceShares is one replica's share of spec.voice's session limits, with the
+// session caps and the drain timeout as they are.
+func voiceShares(va *v1alpha1.VoiceAgent, replicas int32) gw.Voice {
+	out := gw.Voice{DrainTimeout: gw.Duration{Duration: DrainTimeout(va)}}
+	v := va.Spec.Voice
+	if v == nil {
+		return out
+	}
+	if v.MaxSessionDuration != nil {
+		out.MaxSessionDuration = gw.Duration{Duration: v.MaxSessionDuration.Duration}
+	}
+	if v.MaxConcurrentSessions != nil {
+		out.MaxConcurrentSessions = shareInt(*v.MaxConcurrentSessions, replicas)
+	}
+	if v.SessionsPerMinute != nil {
+		out.SessionsPerMinute = float64(*v.SessionsPerMinute) / float64(replicas)
+	}
+	return out
+}
+
+// budgetShares is one replica's share of spec.costLimits, nil without it.
+func budgetShares(cl *v1alpha1.CostLimits, replicas int32) (*gw.Budget, error) {
+	if cl == nil {
+		return nil, nil
+	}
+	b := &gw.Budget{OnExceeded: string(cl.OnExceeded), AlertAtPercent: int(cl.AlertAtPercent)}
+	if b.OnExceeded == "" {
+		b.OnExceeded = string(v1alpha1.BudgetBlock)
+	}
+	if b.AlertAtPercent == 0 {
+		b.AlertAtPercent = 80
+	}
+	var err error
+	if cl.DailyBudget != "" {
+		if b.Daily, err = shareBudget(cl.DailyBudget, replicas); err != nil {
+			return nil, fmt.Errorf("spec.costLimits.dailyBudget: %w", err)
 		}
 	}
-	cfg.Voice.DrainTimeout = gw.Duration{Duration: DrainTimeout(va)}
-	if v := va.Spec.Voice; v != nil {
-		if v.MaxSessionDuration != nil {
-			cfg.Voice.MaxSessionDuration = gw.Duration{Duration: v.MaxSessionDuration.Duration}
-		}
-		if v.MaxConcurrentSessions != nil {
-			cfg.Voice.MaxConcurrentSessions = shareInt(*v.MaxConcurrentSessions, replicas)
-		}
-		if v.SessionsPerMinute != nil {
-			cfg.Voice.SessionsPerMinute = float64(*v.SessionsPerMinute) / float64(replicas)
+	if cl.MonthlyBudget != "" {
+		if b.Monthly, err = shareBudget(cl.MonthlyBudget, replicas); err != nil {
+			return nil, fmt.Errorf("spec.costLimits.monthlyBudget: %w", err)
 		}
 	}
-	if cl := va.Spec.CostLimits; cl != nil {
-		b := &gw.Budget{OnExceeded: string(cl.OnExceeded), AlertAtPercent: int(cl.AlertAtPercent)}
-		if b.OnExceeded == "" {
-			b.OnExceeded = string(v1alpha1.BudgetBlock)
-		}
-		if b.AlertAtPercent == 0 {
-			b.AlertAtPercent = 80
-		}
-		var err error
-		if cl.DailyBudget != "" {
-			if b.Daily, err = shareBudget(cl.DailyBudget, replicas); err != nil {
-				return nil, fmt.Errorf("spec.costLimits.dailyBudget: %w", err)
-			}
-		}
-		if cl.MonthlyBudget != "" {
-			if b.Monthly, err = shareBudget(cl.MonthlyBudget, replicas); err != nil {
-				return nil, fmt.Errorf("spec.costLimits.monthlyBudget: %w", err)
-			}
-		}
-		cfg.Budget = b
-	}
-	cfg.LimitStore = limitStoreConfig(va, files)
-	cfg.Breaker = gw.Breaker{FailureThreshold: 5, OpenDuration: gw.Duration{Duration: 30 * time.Second}}
-	if cb := va.Spec.CircuitBreaker; cb != nil {
+	return b, nil
+}
+
+// gatewayBreaker is spec.circuitBreaker with its defaults.
+func gatewayBreaker(cb *v1alpha1.CircuitBreaker) gw.Breaker {
+	out := gw.Breaker{FailureThreshold: 5, OpenDuration: gw.Duration{Duration: 30 * time.Second}}
+	if cb != nil {
 		if cb.FailureThreshold > 0 {
-			cfg.Breaker.FailureThreshold = int(cb.FailureThreshold)
+			out.FailureThreshold = int(cb.FailureThreshold)
 		}
-		cfg.Breaker.OpenDuration = durationOr(cb.OpenDuration, 30*time.Second)
+		out.OpenDuration = durationOr(cb.OpenDuration, 30*time.Second)
 	}
-	cfg.Audit = gw.Audit{RedactPII: true, FailurePolicy: string(v1alpha1.AuditFailClosed), QueueDir: gw.StateDir + "/audit"}
-	if a := va.Spec.Audit; a != nil {
+	return out
+}
+
+// gatewayAudit is spec.audit with its defaults and the sinks' delivery settings.
+func gatewayAudit(a *v1alpha1.AuditSpec, sinks []v1alpha1.AuditSink, files map[string]string) gw.Audit {
+	out := gw.Audit{RedactPII: true, FailurePolicy: string(v1alpha1.AuditFailClosed), QueueDir: gw.StateDir + "/audit"}
+	if a != nil {
 		if a.RedactPII != nil {
-			cfg.Audit.RedactPII = *a.RedactPII
+			out.RedactPII = *a.RedactPII
 		}
 		if a.FailurePolicy != "" {
-			cfg.Audit.FailurePolicy = string(a.FailurePolicy)
+			out.FailurePolicy = string(a.FailurePolicy)
 		}
 		if a.Durability != "" {
-			cfg.Audit.Durability = string(a.Durability)
+			out.Durability = string(a.Durability)
 		}
-		cfg.Audit.RecordContent = a.RecordContent
+		out.RecordContent = a.RecordContent
 	}
 	for _, s := range sinks {
 		sink := gw.Sink{Name: s.Name, Type: string(s.Spec.Type)}
@@ -198,19 +263,16 @@ func GatewayConfig(va *v1alpha1.VoiceAgent, sinks []v1alpha1.AuditSink, creds []
 		if s.Spec.Syslog != nil {
 			sink.Address = s.Spec.Syslog.Address
 		}
-		cfg.Audit.Sinks = append(cfg.Audit.Sinks, sink)
+		out.Sinks = append(out.Sinks, sink)
 		// The chain's checkpoints are signed with the first sink's HMAC key, so that
 		// whoever holds that sink's key can tell a rewritten stream from the real one
 		// (voiceagent-operator audit verify --hmac-key-file).
-		if cfg.Audit.CheckpointKeyFile == "" && sink.SigningKeyFile != "" {
-			cfg.Audit.CheckpointKeyFile = sink.SigningKeyFile
-			cfg.Audit.CheckpointKeyType = "HMAC-SHA256"
+		if out.CheckpointKeyFile == "" && sink.SigningKeyFile != "" {
+			out.CheckpointKeyFile = sink.SigningKeyFile
+			out.CheckpointKeyType = "HMAC-SHA256"
 		}
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	return out
 }
 
 // shareBudget is one replica's share of a budget. A budget too small to give each
