@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -31,8 +32,8 @@ type AuditSinkReconciler struct {
 	FailingAfter time.Duration
 	// PollInterval: DefaultDeliveryPollInterval when zero.
 	PollInterval time.Duration
-	// Now: time.Now when nil.
-	Now func() time.Time
+	// Clock: the real one when nil.
+	Clock clock.PassiveClock
 	// Recorder emits the Events of records lost at a gateway's shutdown; may be nil.
 	Recorder events.EventRecorder
 
@@ -119,8 +120,8 @@ func (r *AuditSinkReconciler) reconcileDelivery(ctx context.Context, sink *v1alp
 		return false, "", fmt.Errorf("read delivery status: %w", err)
 	}
 	now := time.Now()
-	if r.Now != nil {
-		now = r.Now()
+	if r.Clock != nil {
+		now = r.Clock.Now()
 	}
 	failingAfter := orDefault(r.FailingAfter, DefaultDeliveryFailingAfter)
 	var failingPod, detail string

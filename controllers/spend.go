@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -82,7 +83,8 @@ type SpendCollector struct {
 	Reader   SpendReader
 	Recorder events.EventRecorder
 	Interval time.Duration
-	Now      func() time.Time
+	// Clock: the real one when nil.
+	Clock clock.PassiveClock
 }
 
 // NeedLeaderElection: one writer of status.spend.
@@ -93,8 +95,8 @@ func (s *SpendCollector) Start(ctx context.Context) error {
 	if s.Interval <= 0 {
 		s.Interval = DefaultSpendInterval
 	}
-	if s.Now == nil {
-		s.Now = time.Now
+	if s.Clock == nil {
+		s.Clock = clock.RealClock{}
 	}
 	t := time.NewTicker(s.Interval)
 	defer t.Stop()
@@ -148,7 +150,7 @@ func (s *SpendCollector) collect(ctx context.Context, va *v1alpha1.VoiceAgent) e
 		}
 		reports[pod.Name] = r
 	}
-	now := s.Now().UTC()
+	now := s.Clock.Now().UTC()
 	before := va.DeepCopy()
 	exceeded, wasExceeded, msg := false, false, ""
 	if next := nextSpend(va.Status.Spend, reports, present, now); next != nil { // nil: no gateway has ever answered

@@ -36,7 +36,7 @@ func (l *Log) checkpointLocked() {
 		}
 		cp.Alg, cp.Sig = s.Alg(), hex.EncodeToString(sig)
 	}
-	line := l.encodeLocked(&envelope{kind: KindCheckpoint, time: l.opts.Now(), checkpoint: cp})
+	line := l.encodeLocked(&envelope{kind: KindCheckpoint, time: l.opts.Clock.Now(), checkpoint: cp})
 	if err := l.writeLocked(line); err != nil {
 		l.opts.Logger.Error("audit checkpoint not written", "error", err.Error())
 		return

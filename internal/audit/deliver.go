@@ -122,7 +122,7 @@ func (l *Log) deliver(ctx context.Context, d *deliverer) {
 		lines, next, err := l.read(d, pos)
 		if err == nil && len(lines) == 0 {
 			if d.saved < l.ackedOf(d) {
-				d.saveTimer.Reset(max(0, l.opts.CursorSaveInterval-l.opts.Now().Sub(d.savedAt)))
+				d.saveTimer.Reset(max(0, l.opts.CursorSaveInterval-l.opts.Clock.Now().Sub(d.savedAt)))
 			}
 			select {
 			case <-ctx.Done():
@@ -201,7 +201,7 @@ func (l *Log) saveCursor(d *deliverer) {
 		l.opts.Logger.Error("audit cursor not saved; records may be delivered again after a restart", "sink", d.name, "error", err.Error())
 		return
 	}
-	d.saved, d.savedAt = acked, l.opts.Now()
+	d.saved, d.savedAt = acked, l.opts.Clock.Now()
 }
 
 // ack records a delivered batch in memory, moves the queue floor and the metrics, and
@@ -209,7 +209,7 @@ func (l *Log) saveCursor(d *deliverer) {
 // may pass the saved cursor: a restart then starts at the oldest record kept, which
 // the sink has already taken, so nothing is skipped.
 func (l *Log) ack(d *deliverer, seq uint64, n int) {
-	now := l.opts.Now()
+	now := l.opts.Clock.Now()
 	l.mu.Lock()
 	d.acked, d.delivered, d.lastSuccess = seq, d.delivered+uint64(n), now
 	backlog := l.head - seq

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // ErrQueueFull is returned by Append and Reserve when the queue holds its maximum of
@@ -54,7 +56,7 @@ type Options struct {
 	// this often, and when delivery stops; default 1s. A crash can then only repeat up
 	// to this much delivery, never skip any.
 	CursorSaveInterval time.Duration
-	Now                func() time.Time
+	Clock              clock.PassiveClock
 	Logger             *slog.Logger
 	Metrics            *Metrics
 }
@@ -93,8 +95,8 @@ func (o *Options) defaults() {
 	if o.BackoffMax <= 0 {
 		o.BackoffMax = 30 * time.Second
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -270,7 +272,7 @@ func (l *Log) Append(payload []byte, reserved bool) (uint64, error) {
 		l.dropLocked()
 		return 0, err
 	}
-	e := envelope{kind: KindRecord, time: l.opts.Now(), droppedBefore: l.droppedPending, payload: payload}
+	e := envelope{kind: KindRecord, time: l.opts.Clock.Now(), droppedBefore: l.droppedPending, payload: payload}
 	line := l.encodeLocked(&e)
 	if !reserved && (int(l.head-l.floor)+l.reserved >= l.opts.MaxRecords || l.bytes+int64(len(line)) > l.opts.MaxBytes) {
 		l.dropLocked()

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/voiceagent-dev/voiceagent-operator/internal/neterr"
 )
 
@@ -46,7 +48,7 @@ type SinkConfig struct {
 	Stdout          io.Writer
 	Hostname        string // syslog HOSTNAME
 	Timeout         time.Duration
-	Now             func() time.Time
+	Clock           clock.PassiveClock
 }
 
 // NewSink builds a sink from its configuration.
@@ -54,8 +56,8 @@ func NewSink(c SinkConfig) (Sink, error) {
 	if c.Timeout <= 0 {
 		c.Timeout = 30 * time.Second
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
 	}
 	switch c.Type {
 	case SinkStdout:
@@ -113,7 +115,7 @@ type webhookSink struct {
 	client *http.Client
 	token  *secretFile
 	key    *secretFile
-	now    func() time.Time
+	clock  clock.PassiveClock
 }
 
 func newWebhookSink(c SinkConfig) (*webhookSink, error) {
@@ -129,7 +131,7 @@ func newWebhookSink(c SinkConfig) (*webhookSink, error) {
 		TLSClientConfig: tc, ForceAttemptHTTP2: true, MaxIdleConns: 4, IdleConnTimeout: 90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second, DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 	}
-	s := &webhookSink{url: c.URL, host: u.Host, now: c.Now, client: &http.Client{
+	s := &webhookSink{url: c.URL, host: u.Host, clock: c.Clock, client: &http.Client{
 		Transport: tr, Timeout: c.Timeout,
 		// A redirect could take records where the NetworkPolicy and the config never meant.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -176,7 +178,7 @@ func (s *webhookSink) Deliver(ctx context.Context, lines [][]byte) error {
 		if err != nil {
 			return fmt.Errorf("webhook %s: signing key: %w", s.host, err)
 		}
-		req.Header.Set(SignatureHeader, SignWebhook(key, s.now(), body))
+		req.Header.Set(SignatureHeader, SignWebhook(key, s.clock.Now(), body))
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

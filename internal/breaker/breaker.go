@@ -8,10 +8,9 @@ import (
 	"strconv"
 	"sync"
 	"time"
-)
 
-// Clock returns the current time. Tests inject a fake one; nil means time.Now.
-type Clock func() time.Time
+	"k8s.io/utils/clock"
+)
 
 // State is where a breaker is in its cycle. The numeric values are stable, so the
 // gateway can export them as a gauge: 0 closed, 1 open, 2 half-open.
@@ -47,7 +46,7 @@ func (s State) String() string {
 // probe's own answer can.
 type Breaker struct {
 	mu        sync.Mutex
-	now       Clock
+	clock     clock.PassiveClock
 	threshold int
 	openFor   time.Duration
 	state     State
@@ -63,11 +62,11 @@ type Ticket struct{ gen uint64 }
 // New returns a closed breaker that opens after failureThreshold consecutive failures
 // (a threshold below 1 acts as 1) and stays open for openDuration (0 or less: the
 // next Allow after a trip is already the half-open probe).
-func New(failureThreshold int, openDuration time.Duration, now Clock) *Breaker {
-	if now == nil {
-		now = time.Now
+func New(failureThreshold int, openDuration time.Duration, clk clock.PassiveClock) *Breaker {
+	if clk == nil {
+		clk = clock.RealClock{}
 	}
-	b := &Breaker{now: now}
+	b := &Breaker{clock: clk}
 	b.set(failureThreshold, openDuration)
 	return b
 }
@@ -90,7 +89,7 @@ func (b *Breaker) Allow() (Ticket, bool) {
 	case Closed:
 		return Ticket{b.gen}, true
 	case Open, HalfOpen:
-		now := b.now()
+		now := b.clock.Now()
 		if now.Sub(b.since) < b.openFor {
 			return Ticket{}, false
 		}
@@ -148,7 +147,7 @@ func (b *Breaker) Failure(t Ticket) {
 
 // trip opens the breaker; the caller holds mu.
 func (b *Breaker) trip() {
-	b.state, b.since, b.failures = Open, b.now(), 0
+	b.state, b.since, b.failures = Open, b.clock.Now(), 0
 	b.gen++
 }
 

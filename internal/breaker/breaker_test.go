@@ -5,27 +5,13 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newFakeClock is a clock that only moves when a test steps it.
+func newFakeClock() *clocktesting.FakeClock {
+	return clocktesting.NewFakeClock(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC))
 }
 
 // op is one step of a script: advance the clock, then do something and check the
@@ -179,7 +165,7 @@ func TestBreakerScripts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newFakeClock()
-			b := New(tt.threshold, tt.open, clk.Now)
+			b := New(tt.threshold, tt.open, clk)
 			// A report uses the ticket of the last Allow; one without an Allow of its
 			// own (plain traffic while closed) takes one first.
 			var last Ticket
@@ -194,7 +180,7 @@ func TestBreakerScripts(t *testing.T) {
 				have = false
 			}
 			for i, o := range tt.ops {
-				clk.Advance(o.advance)
+				clk.Step(o.advance)
 				switch o.do {
 				case "allow":
 					tk, got := b.Allow()
@@ -262,11 +248,11 @@ func TestOneProbeUnderContention(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newFakeClock()
-			b := New(1, time.Second, clk.Now)
+			b := New(1, time.Second, clk)
 			if tt.trip {
 				tk, _ := b.Allow()
 				b.Failure(tk)
-				clk.Advance(time.Second)
+				clk.Step(time.Second)
 			}
 			var admitted atomic.Int64
 			var start, done sync.WaitGroup
@@ -297,14 +283,14 @@ func TestOneProbeUnderContention(t *testing.T) {
 // end in a state its last report allows.
 func TestConcurrentReports(t *testing.T) {
 	clk := newFakeClock()
-	b := New(3, time.Millisecond, clk.Now)
+	b := New(3, time.Millisecond, clk)
 	var wg sync.WaitGroup
 	for g := 0; g < 50; g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 200; i++ {
-				clk.Advance(time.Microsecond * 100)
+				clk.Step(time.Microsecond * 100)
 				if tk, ok := b.Allow(); ok {
 					b.Report(tk, (g+i)%3 == 0)
 				}
@@ -316,7 +302,7 @@ func TestConcurrentReports(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	clk.Advance(time.Second)
+	clk.Step(time.Second)
 	tk, _ := b.Allow() // becomes the probe if not closed
 	b.Success(tk)      // a probe's success closes; a success while closed keeps it closed
 	if s := b.State(); s != Closed {
@@ -338,11 +324,11 @@ func TestReportsCountOnlyInTheirGeneration(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newFakeClock()
-			b := New(1, time.Second, clk.Now)
+			b := New(1, time.Second, clk)
 			stale, _ := b.Allow() // a call admitted while closed, still running
 			tk, _ := b.Allow()
 			b.Failure(tk) // trips
-			clk.Advance(time.Second)
+			clk.Step(time.Second)
 			probe, ok := b.Allow()
 			if !ok || b.State() != HalfOpen {
 				t.Fatalf("no half-open probe: ok %v, state %v", ok, b.State())

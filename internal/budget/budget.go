@@ -17,11 +17,10 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/voiceagent-dev/voiceagent-operator/internal/durable"
 )
-
-// Clock returns the current time. Tests inject a fake one; nil means time.Now.
-type Clock func() time.Time
 
 // Limits are the budgets in force. A zero Daily or Monthly means no such budget.
 type Limits struct {
@@ -83,7 +82,7 @@ type Tracker struct {
 	mu     sync.Mutex
 	saveMu sync.Mutex
 	path   string
-	now    Clock
+	clock  clock.PassiveClock
 	limits Limits
 	st     state
 	// writeBehind defers persisting to Flush; dirty says there is something to flush.
@@ -130,11 +129,11 @@ func (t *Tracker) Flush() error {
 // nothing has been spent yet; an unreadable or corrupt one is an error naming the path,
 // because starting from zero would silently hand out the budget a second time. The
 // directory must exist; the file is created by the first Add.
-func Open(path string, now Clock) (*Tracker, error) {
-	if now == nil {
-		now = time.Now
+func Open(path string, clk clock.PassiveClock) (*Tracker, error) {
+	if clk == nil {
+		clk = clock.RealClock{}
 	}
-	t := &Tracker{path: path, now: now, st: state{Version: stateVersion}, writeFile: writeFileAtomic}
+	t := &Tracker{path: path, clock: clk, st: state{Version: stateVersion}, writeFile: writeFileAtomic}
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -190,7 +189,7 @@ func (t *Tracker) SetLimits(l Limits) {
 // instead of resetting again when it steps forward, which would grant a second budget.
 // The caller holds mu.
 func (t *Tracker) roll() time.Time {
-	now := t.now().UTC()
+	now := t.clock.Now().UTC()
 	if month := now.Format(monthLayout); month > t.st.Month {
 		t.st.Month, t.st.Monthly = month, 0
 	}

@@ -9,26 +9,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func clockAt(t time.Time) *fakeClock { return &fakeClock{t: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
+func clockAt(t time.Time) *clocktesting.FakeClock { return clocktesting.NewFakeClock(t) }
 
 func utc(s string) time.Time {
 	t, err := time.Parse(time.RFC3339, s)
@@ -46,10 +31,10 @@ func usd(s string) Micros {
 	return m
 }
 
-func openTemp(t *testing.T, clk *fakeClock) (*Tracker, string) {
+func openTemp(t *testing.T, clk *clocktesting.FakeClock) (*Tracker, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "budget.json")
-	tr, err := Open(path, clk.Now)
+	tr, err := Open(path, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +238,7 @@ func TestPeriods(t *testing.T) {
 			clk := clockAt(tt.steps[0].at)
 			tr, _ := openTemp(t, clk)
 			for i, s := range tt.steps {
-				clk.Set(s.at)
+				clk.SetTime(s.at)
 				if s.add != "" {
 					if err := tr.Add(usd(s.add)); err != nil {
 						t.Fatal(err)
@@ -290,8 +275,8 @@ func TestRestartKeepsSpend(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			clk.Set(utc(tt.reopenAt))
-			again, err := Open(path, clk.Now)
+			clk.SetTime(utc(tt.reopenAt))
+			again, err := Open(path, clk)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -342,7 +327,7 @@ func TestOpenRefusesCorruptState(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.contents), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := Open(path, clockAt(utc("2026-11-24T10:00:00Z")).Now)
+			_, err := Open(path, clockAt(utc("2026-11-24T10:00:00Z")))
 			if err == nil {
 				t.Fatal("Open accepted a corrupt state file")
 			}
@@ -398,7 +383,7 @@ func TestAdd(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := tt.dir(t)
 			path := filepath.Join(dir, "budget.json")
-			tr, err := Open(path, clockAt(utc("2026-11-24T10:00:00Z")).Now)
+			tr, err := Open(path, clockAt(utc("2026-11-24T10:00:00Z")))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -466,7 +451,7 @@ func TestConcurrentAdd(t *testing.T) {
 	if day, month := tr.Spent(); day != want || month != want {
 		t.Fatalf("spent %s/%s, want %s", day, month, want)
 	}
-	again, err := Open(path, clk.Now)
+	again, err := Open(path, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +473,7 @@ func TestWriteBehindPersistsOnFlushOnly(t *testing.T) {
 	if err := tr.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	again, err := Open(path, clk.Now)
+	again, err := Open(path, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,7 +484,7 @@ func TestWriteBehindPersistsOnFlushOnly(t *testing.T) {
 
 // writeBehindWithSlowFirstWrite opens a write-behind tracker whose first state file
 // write signals writing and then waits for release; later writes go straight through.
-func writeBehindWithSlowFirstWrite(t *testing.T, clk *fakeClock) (tr *Tracker, path string, writing <-chan struct{}, release chan<- struct{}) {
+func writeBehindWithSlowFirstWrite(t *testing.T, clk *clocktesting.FakeClock) (tr *Tracker, path string, writing <-chan struct{}, release chan<- struct{}) {
 	tr, path = openTemp(t, clk)
 	tr.EnableWriteBehind()
 	started, done := make(chan struct{}), make(chan struct{})
@@ -548,7 +533,7 @@ func TestCallsDoNotWaitForAFlushInProgress(t *testing.T) {
 	if err := tr.Flush(); err != nil { // the spend added during the first flush
 		t.Fatal(err)
 	}
-	again, err := Open(path, clk.Now)
+	again, err := Open(path, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -587,7 +572,7 @@ func TestOverlappingFlushesNeverWriteAnOlderTotal(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	again, err := Open(path, clk.Now)
+	again, err := Open(path, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -632,7 +617,7 @@ func TestCarriedSpendCountsInItsPeriodOnly(t *testing.T) {
 	if tr.Check().Allowed {
 		t.Fatal("5 carried today against a budget of 5: want refused")
 	}
-	clk.Set(utc("2026-11-25T03:00:00Z"))
+	clk.SetTime(utc("2026-11-25T03:00:00Z"))
 	if !tr.Check().Allowed {
 		t.Error("the next day, yesterday's carried spend still counts")
 	}

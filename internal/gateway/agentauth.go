@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/ratelimit"
 )
@@ -128,7 +130,7 @@ type tokenDigest = [sha256.Size]byte
 // replaced for the grace period. Only digests are held, and compared in constant time:
 // comparing digests of equal length tells nothing of the token's length either.
 type agentToken struct {
-	now func() time.Time
+	clock clock.PassiveClock
 
 	mu        sync.Mutex
 	path      string
@@ -205,7 +207,7 @@ func (a *agentToken) readLocked() {
 		return
 	}
 	if d != a.current {
-		a.previous, a.prevUntil = a.current, a.now().Add(a.grace)
+		a.previous, a.prevUntil = a.current, a.clock.Now().Add(a.grace)
 		a.current = d
 	}
 }
@@ -247,7 +249,7 @@ func (a *agentToken) check(candidates []string) tokenVerdict {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	now := a.now()
+	now := a.clock.Now()
 	if !a.loaded {
 		if now.Sub(a.lastMismatchRead) >= tokenRereadInterval {
 			a.lastMismatchRead = now
@@ -291,7 +293,7 @@ func (a *agentToken) matchLocked(digests []tokenDigest, now time.Time) bool {
 func (a *agentToken) ready() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if now := a.now(); now.Sub(a.lastReadyRead) >= tokenRereadInterval {
+	if now := a.clock.Now(); now.Sub(a.lastReadyRead) >= tokenRereadInterval {
 		a.lastReadyRead = now
 		a.readLocked()
 	}
@@ -306,7 +308,7 @@ func (a *agentToken) ready() error {
 
 // authThrottle counts failed attempts per source address.
 type authThrottle struct {
-	now ratelimit.Clock
+	clock clock.PassiveClock
 
 	mu       sync.Mutex
 	bySource map[string]*list.Element
@@ -319,8 +321,8 @@ type authSource struct {
 	bucket *ratelimit.Bucket
 }
 
-func newAuthThrottle(now ratelimit.Clock, maxSources int) *authThrottle {
-	return &authThrottle{now: now, bySource: map[string]*list.Element{}, order: list.New(), max: maxSources}
+func newAuthThrottle(clk clock.PassiveClock, maxSources int) *authThrottle {
+	return &authThrottle{clock: clk, bySource: map[string]*list.Element{}, order: list.New(), max: maxSources}
 }
 
 // throttled reports whether addr has used up its failures, and when the next attempt
@@ -353,7 +355,7 @@ func (t *authThrottle) fail(addr string) {
 		t.order.Remove(oldest)
 		delete(t.bySource, oldest.Value.(*authSource).addr)
 	}
-	s := &authSource{addr: addr, bucket: ratelimit.NewBucket(1/authFailureRefill.Seconds(), authFailureBurst, t.now)}
+	s := &authSource{addr: addr, bucket: ratelimit.NewBucket(1/authFailureRefill.Seconds(), authFailureBurst, t.clock)}
 	_, _ = s.bucket.Allow()
 	t.bySource[addr] = t.order.PushBack(s)
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/gorilla/websocket"
 
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
@@ -252,11 +254,11 @@ func TestAgentTokenRotation(t *testing.T) {
 	if c := call(agentToken2); c != 200 {
 		t.Fatalf("new token right after the rewrite: %d", c)
 	}
-	tg.clock.Advance(59 * time.Second)
+	tg.clock.Step(59 * time.Second)
 	if c := call(agentToken1); c != 200 {
 		t.Fatalf("replaced token within the grace: %d", c)
 	}
-	tg.clock.Advance(2 * time.Second)
+	tg.clock.Step(2 * time.Second)
 	if c := call(agentToken1); c != 401 {
 		t.Fatalf("replaced token after the grace: %d, want 401", c)
 	}
@@ -265,7 +267,7 @@ func TestAgentTokenRotation(t *testing.T) {
 	}
 	// A file that is emptied or unreadable keeps the token in force, and readiness says
 	// which file is wrong.
-	tg.clock.Advance(time.Second)
+	tg.clock.Step(time.Second)
 	rewriteToken(t, tg, "\n")
 	if err := tg.checkReady(); err == nil || !strings.Contains(err.Error(), tg.cfg.AgentAuth.TokenFile) || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("readiness with an empty token file: %v", err)
@@ -292,7 +294,7 @@ func TestAgentTokenAnnouncedBeforeUse(t *testing.T) {
 	if c := call(agentToken2); c != 401 {
 		t.Fatalf("a token nobody announced: %d, want 401", c)
 	}
-	tg.clock.Advance(2 * time.Second) // past the re-read throttle
+	tg.clock.Step(2 * time.Second) // past the re-read throttle
 	if err := os.WriteFile(next, []byte(agentToken2+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +305,7 @@ func TestAgentTokenAnnouncedBeforeUse(t *testing.T) {
 		t.Fatalf("the current token while a rotation is announced: %d", c)
 	}
 	// Phase two: the announced token becomes the token, next goes.
-	tg.clock.Advance(2 * time.Second)
+	tg.clock.Step(2 * time.Second)
 	rewriteToken(t, tg, agentToken2+"\n")
 	if err := os.Remove(next); err != nil {
 		t.Fatal(err)
@@ -314,7 +316,7 @@ func TestAgentTokenAnnouncedBeforeUse(t *testing.T) {
 	if c := call(agentToken2); c != 200 {
 		t.Fatalf("the new token: %d", c)
 	}
-	tg.clock.Advance(61 * time.Second)
+	tg.clock.Step(61 * time.Second)
 	if c := call(agentToken1); c != 401 {
 		t.Fatalf("the old token after the grace: %d, want 401", c)
 	}
@@ -334,7 +336,7 @@ func TestAgentTokenFileMissing(t *testing.T) {
 		t.Fatalf("call without a token file: %d %s", rec.Code, rec.Body)
 	}
 	rewriteToken(t, tg, agentToken1)
-	tg.clock.Advance(time.Second)
+	tg.clock.Step(time.Second)
 	if err := tg.checkReady(); err != nil {
 		t.Fatalf("readiness once the file exists: %v", err)
 	}
@@ -355,7 +357,7 @@ func TestAgentAuthThrottlesASource(t *testing.T) {
 		if rec := tg.serve(http.MethodPost, "/model/chat/completions", attacker, bad); rec.Code != 401 {
 			t.Fatalf("failure %d: %d", i+1, rec.Code)
 		}
-		tg.clock.Advance(10 * time.Millisecond)
+		tg.clock.Step(10 * time.Millisecond)
 	}
 	for _, h := range []http.Header{bad, good, nil} {
 		rec := tg.serve(http.MethodPost, "/model/chat/completions", attacker, h)
@@ -373,7 +375,7 @@ func TestAgentAuthThrottlesASource(t *testing.T) {
 	if rec := tg.serve(http.MethodPost, "/model/chat/completions", agent, good); rec.Code != 200 {
 		t.Fatalf("another source: %d", rec.Code)
 	}
-	tg.clock.Advance(6 * time.Second)
+	tg.clock.Step(6 * time.Second)
 	if rec := tg.serve(http.MethodPost, "/model/chat/completions", attacker, good); rec.Code != 200 {
 		t.Fatalf("right token once one attempt refilled: %d %s", rec.Code, rec.Body)
 	}
@@ -397,14 +399,14 @@ func TestAgentAuthThrottlesASource(t *testing.T) {
 // TestAgentAuthThrottleIsBounded: a flood from more sources than the map holds keeps
 // it at its bound, forgetting the sources that failed longest ago.
 func TestAgentAuthThrottleIsBounded(t *testing.T) {
-	clock := &testClock{now: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
-	th := newAuthThrottle(clock.Now, maxAuthSources)
+	clock := clocktesting.NewFakeClock(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC))
+	th := newAuthThrottle(clock, maxAuthSources)
 	for i := range maxAuthSources + 1000 {
 		src := fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff)
 		for range authFailureBurst {
 			th.fail(src)
 		}
-		clock.Advance(time.Millisecond)
+		clock.Step(time.Millisecond)
 	}
 	if n := th.sources(); n != maxAuthSources {
 		t.Fatalf("%d sources held, want %d", n, maxAuthSources)

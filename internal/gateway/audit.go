@@ -85,7 +85,7 @@ func (g *Gateway) openAudit(cfg *gw.Config) (*audit.Log, error) {
 		CheckpointEvery: cfg.Audit.CheckpointEvery, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration,
 		SyncInterval: auditSyncInterval(cfg.Audit.Durability),
 		BackoffBase:  g.opts.AuditBackoffBase, BackoffMax: g.opts.AuditBackoffMax,
-		Now: g.opts.Now, Logger: g.log, Metrics: g.metrics.audit,
+		Clock: g.opts.Clock, Logger: g.log, Metrics: g.metrics.audit,
 	}, sinks)
 }
 
@@ -178,7 +178,7 @@ func auditSyncInterval(durability string) time.Duration {
 // the gateway, which holds them, records what it was told to enforce.
 func (g *Gateway) recordConfig(old, cfg *gw.Config, reason string) {
 	rec := auditRecord{
-		Time: g.opts.Now().UTC(), VoiceAgent: cfg.VoiceAgent, Namespace: cfg.Namespace, Pod: g.opts.PodName,
+		Time: g.opts.Clock.Now().UTC(), VoiceAgent: cfg.VoiceAgent, Namespace: cfg.Namespace, Pod: g.opts.PodName,
 		RequestID: newRequestID(), Route: "config", Target: cfg.VoiceAgent, Decision: "applied", Reason: reason,
 		Generation: cfg.Generation, SpecManagers: cfg.SpecManagers, Changed: changedSections(old, cfg),
 	}

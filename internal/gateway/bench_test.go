@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 )
 
@@ -46,7 +48,7 @@ func BenchmarkProxiedModelCall(b *testing.B) {
 	}
 	path := writeConfigB(b, dir, cfg)
 	g, err := New(Options{ConfigPath: path, AuditOut: io.Discard, Transport: inMemoryUpstream{},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Clock: clock.RealClock{}})
 	if err != nil {
 		b.Fatal(err)
 	}

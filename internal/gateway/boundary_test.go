@@ -195,7 +195,7 @@ func TestBudgetGaugesClear(t *testing.T) {
 	if m := getAdmin(t, tg.Gateway, "/metrics"); !strings.Contains(m, "voiceagent_gateway_budget_exceeded 1") {
 		t.Fatalf("gauge not set while the budget is spent")
 	}
-	tg.clock.Advance(24 * time.Hour)
+	tg.clock.Step(24 * time.Hour)
 	if s := tg.post(t, "/model/chat/completions", openaiBody, nil).StatusCode; s != http.StatusOK {
 		t.Fatalf("next day: %d", s)
 	}
@@ -557,7 +557,7 @@ func TestSpendReport(t *testing.T) {
 	if r.Day != "2026-11-24" || r.Month != "2026-11" || r.DayMicros != 4000 || r.MonthMicros != 4000 || r.DayTokens != 3000 || r.MonthTokens != 3000 {
 		t.Errorf("spend report %+v", r)
 	}
-	tg.clock.Advance(24 * time.Hour) // the next UTC day: the day starts again, the month does not
+	tg.clock.Step(24 * time.Hour) // the next UTC day: the day starts again, the month does not
 	_ = json.Unmarshal([]byte(getAdmin(t, tg.Gateway, "/spend")), &r)
 	if r.Day != "2026-11-25" || r.DayMicros != 0 || r.MonthMicros != 4000 || r.DayTokens != 0 || r.MonthTokens != 3000 {
 		t.Errorf("next day's report %+v", r)

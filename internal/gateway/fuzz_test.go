@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 // Native fuzz tests of what reads and rewrites the bytes passing through the gateway.
@@ -814,7 +816,7 @@ func FuzzAgentToken(f *testing.F) {
 		// Judged as membership, with the token as its file gives it.
 		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 		want := strings.TrimRight(token, " \t\r\n")
-		a := &agentToken{now: func() time.Time { return now }, current: sha256.Sum256([]byte(want)), loaded: true, lastMismatchRead: now}
+		a := &agentToken{clock: clocktesting.NewFakePassiveClock(now), current: sha256.Sum256([]byte(want)), loaded: true, lastMismatchRead: now}
 		if got := a.check(candidates) == tokenValid; got != (want != "" && slices.Contains(candidates, want)) {
 			t.Fatalf("token %q judged %v for candidates %q", want, got, candidates)
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/semaphore"
+	"k8s.io/utils/clock"
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/audit"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/breaker"
@@ -33,8 +34,8 @@ import (
 // comes from the configuration file.
 type Options struct {
 	ConfigPath string
-	// Now is the clock; tests inject one.
-	Now func() time.Time
+	// Clock is the gateway's clock; tests inject a fake one. Nil means the real one.
+	Clock clock.PassiveClock
 	// AuditOut receives the records of stdout audit sinks (and of the default sink when
 	// none is configured) as JSON lines; os.Stdout by default.
 	AuditOut io.Writer
@@ -116,8 +117,8 @@ type Gateway struct {
 // New loads the configuration and prepares the limiters. It fails on an invalid
 // configuration: a gateway must never run with controls it could not read.
 func New(opts Options) (*Gateway, error) {
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
 	}
 	if opts.AuditOut == nil {
 		opts.AuditOut = os.Stdout
@@ -141,7 +142,7 @@ func New(opts Options) (*Gateway, error) {
 		// The per-model timeout (the call's context) bounds every upstream call.
 		opts.Transport = newUpstreamTransport(nil)
 	}
-	now := ratelimit.Clock(opts.Now)
+	now := opts.Clock
 	g := &Gateway{
 		opts:         opts,
 		log:          opts.Logger,
@@ -158,8 +159,8 @@ func New(opts Options) (*Gateway, error) {
 
 		bodyMemory:       semaphore.NewWeighted(opts.MaxBufferedBodyBytes),
 		integrationSlots: semaphore.NewWeighted(maxIntegrationCalls),
-		refusals:         newRefusalSummary(opts.Now),
-		agentToken:       &agentToken{now: opts.Now},
+		refusals:         newRefusalSummary(opts.Clock),
+		agentToken:       &agentToken{clock: opts.Clock},
 		authThrottle:     newAuthThrottle(now, maxAuthSources),
 		liveSessions:     map[*session]struct{}{},
 	}
@@ -167,7 +168,7 @@ func New(opts Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	tracker, err := budget.Open(filepath.Join(cfg.StateDir, "budget.json"), budget.Clock(opts.Now))
+	tracker, err := budget.Open(filepath.Join(cfg.StateDir, "budget.json"), opts.Clock)
 	if err != nil {
 		return nil, fmt.Errorf("open budget state: %w", err)
 	}
@@ -261,7 +262,7 @@ func (g *Gateway) apply(cfg *gw.Config, raw []byte) {
 		g.breakerLocked(in.Endpoint).Update(cfg.Breaker.FailureThreshold, cfg.Breaker.OpenDuration.Duration)
 		b, ok := g.integBuckets[in.Name]
 		if !ok {
-			b = ratelimit.NewBucket(0, 0, ratelimit.Clock(g.opts.Now))
+			b = ratelimit.NewBucket(0, 0, g.opts.Clock)
 			g.integBuckets[in.Name] = b
 		}
 		b.Update(in.RequestsPerMinute/60, in.Burst)
@@ -306,7 +307,7 @@ func (g *Gateway) breakerLocked(upstream string) *breaker.Breaker {
 		if cfg != nil {
 			threshold, open = cfg.Breaker.FailureThreshold, cfg.Breaker.OpenDuration.Duration
 		}
-		b = breaker.New(threshold, open, breaker.Clock(g.opts.Now))
+		b = breaker.New(threshold, open, g.opts.Clock)
 		g.breakers[upstream] = b
 	}
 	return b

@@ -16,28 +16,12 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
 )
 
 const mountedKey = "mounted-provider-key-0001"
-
-// testClock is a settable clock for limiters and budgets.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -135,7 +119,7 @@ type testGateway struct {
 	dir      string
 	cfg      *gw.Config
 	audit    *auditTap
-	clock    *testClock
+	clock    *clocktesting.FakeClock
 	keyFile  string
 	upstream *fakeProviderUpstream
 }
@@ -202,10 +186,10 @@ func startGatewayAt(t *testing.T, now time.Time, provider string, mutate func(*g
 		t.Fatal(err)
 	}
 	path := writeConfig(t, dir, cfg)
-	clock := &testClock{now: now}
+	clock := clocktesting.NewFakeClock(now)
 	audit := &auditTap{}
 	g, err := New(Options{
-		ConfigPath: path, Now: clock.Now, AuditOut: audit, PodName: "support-line-0",
+		ConfigPath: path, Clock: clock, AuditOut: audit, PodName: "support-line-0",
 		Transport: upstreamTransport(up.Server), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		BackoffBase: time.Millisecond, AuditBackoffBase: time.Millisecond, AuditBackoffMax: 20 * time.Millisecond,
 	})

@@ -52,7 +52,7 @@ func (g *Gateway) applyLimitStore(cfg *gw.Config) {
 		g.shared.Store(next)
 		return
 	}
-	st, err := limitstore.Open(ls, g.opts.Now)
+	st, err := limitstore.Open(ls, g.opts.Clock)
 	if err != nil {
 		next.openErr = err.Error()
 		g.log.Error("limit store not opened; its failure policy applies", "error", err.Error(), "failurePolicy", ls.FailurePolicy)
@@ -74,8 +74,8 @@ func (g *Gateway) closeShared(s *sharedLimits) {
 		return
 	}
 	go func() {
-		deadline := g.opts.Now().Add(drainLimit)
-		for !s.store.Idle() && g.opts.Now().Before(deadline) {
+		deadline := g.opts.Clock.Now().Add(drainLimit)
+		for !s.store.Idle() && g.opts.Clock.Now().Before(deadline) {
 			time.Sleep(time.Second) // polling interval
 		}
 		_ = s.store.Close()
@@ -115,7 +115,7 @@ func (c *call) admitShared(w http.ResponseWriter, kind limitstore.Kind) (decided
 		return c.storeUnavailable(w, s)
 	}
 	if kind != limitstore.Request && kind != limitstore.IntegrationSession {
-		bd := budget.Decide(d.DaySpent, d.MonthSpent, s.budgets, g.opts.Now())
+		bd := budget.Decide(d.DaySpent, d.MonthSpent, s.budgets, g.opts.Clock.Now())
 		g.setBudgetGauges(bd)
 		if bd.Alert || bd.Exceeded {
 			c.rec.BudgetAlert = true
@@ -123,9 +123,9 @@ func (c *call) admitShared(w http.ResponseWriter, kind limitstore.Kind) (decided
 		if d.Code == limitstore.RefusedBudget {
 			reason, resetAt := bd.Reason, bd.ResetAt
 			if reason == "" { // the store's day ended between its answer and now
-				reason, resetAt = "the VoiceAgent's budget is spent", g.opts.Now().Add(time.Minute)
+				reason, resetAt = "the VoiceAgent's budget is spent", g.opts.Clock.Now().Add(time.Minute)
 			}
-			c.deny(w, http.StatusTooManyRequests, "budget", reason, resetAt.Sub(g.opts.Now()))
+			c.deny(w, http.StatusTooManyRequests, "budget", reason, resetAt.Sub(g.opts.Clock.Now()))
 			return true, false
 		}
 	}
@@ -183,7 +183,7 @@ func (g *Gateway) chargeShared(tokens int64, cost budget.Micros) {
 func (g *Gateway) budgetNow() budget.Decision {
 	if s := g.shared.Load(); s != nil && s.store != nil && s.store.Health().Ready {
 		day, month := s.store.Spent()
-		return budget.Decide(day, month, s.budgets, g.opts.Now())
+		return budget.Decide(day, month, s.budgets, g.opts.Clock.Now())
 	}
 	return g.budget.Check()
 }

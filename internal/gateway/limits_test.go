@@ -66,7 +66,7 @@ func TestRateLimitUnderTenfoldOverload(t *testing.T) {
 		t.Errorf("admitted %d refused %d, want %d and %d", admitted.Load(), refused.Load(), burst, burst*9)
 	}
 	// Two seconds later exactly four more are admitted (2/s sustained).
-	tg.clock.Advance(2 * time.Second)
+	tg.clock.Step(2 * time.Second)
 	ok := 0
 	for i := 0; i < 10; i++ {
 		if tg.post(t, "/model/chat/completions", openaiBody, nil).StatusCode == http.StatusOK {
@@ -111,7 +111,7 @@ func TestDailyBudgetBlocksSurvivesRestartAndResetsNextUTCDay(t *testing.T) {
 	if err := tg.Close(); err != nil {
 		t.Fatal(err)
 	}
-	g2, err := New(Options{ConfigPath: tg.opts.ConfigPath, Now: tg.clock.Now, AuditOut: io.Discard, Transport: upstreamTransport(tg.upstream.Server)})
+	g2, err := New(Options{ConfigPath: tg.opts.ConfigPath, Clock: tg.clock, AuditOut: io.Discard, Transport: upstreamTransport(tg.upstream.Server)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestDailyBudgetBlocksSurvivesRestartAndResetsNextUTCDay(t *testing.T) {
 		t.Errorf("after restart the spent budget allows calls: %+v", d)
 	}
 	// The next UTC day resets the daily budget, not the monthly spend.
-	tg.clock.Advance(12 * time.Hour)
+	tg.clock.Step(12 * time.Hour)
 	if s := tg.post(t, "/model/chat/completions", openaiBody, nil).StatusCode; s != http.StatusOK {
 		t.Errorf("next UTC day: status %d", s)
 	}
@@ -182,7 +182,7 @@ func TestBreakerOpensFailsOverAndRecovers(t *testing.T) {
 	}
 	// After openDuration one half-open probe goes to the healed primary and closes it.
 	tg.upstream.failNext.Store(0)
-	tg.clock.Advance(31 * time.Second)
+	tg.clock.Step(31 * time.Second)
 	if s := tg.post(t, "/model/chat/completions", openaiBody, nil).StatusCode; s != http.StatusOK {
 		t.Fatalf("probe: %d", s)
 	}
@@ -300,7 +300,7 @@ func TestConfigReloadChangesLimitsLive(t *testing.T) {
 	if err := tg.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	tg.clock.Advance(3 * time.Second)
+	tg.clock.Step(3 * time.Second)
 	if got := codes(4); got != "200 200 200 429 " {
 		t.Errorf("after reload: %s", got)
 	}

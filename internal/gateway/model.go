@@ -265,7 +265,7 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr 
 		writeError(w, resp.StatusCode, kind, "the model provider refused the call ("+kind+")", c.rec.RequestID)
 		return
 	}
-	now := c.g.opts.Now()
+	now := c.g.opts.Clock.Now()
 	flusher, _ := w.(http.Flusher)
 	aw := &agentWriter{w: w, flusher: flusher, scrub: scrub}
 	var total usage
@@ -448,7 +448,7 @@ func (c *call) account(u usage, m gw.Model, answerBytes int64, priced bool) {
 	c.rec.InputTokens, c.rec.OutputToks = u.Input, u.Output
 	c.rec.CachedInputTokens = u.CachedInput + u.CacheWrite
 	if u.total() > 0 {
-		c.g.tokenCount.add(c.g.opts.Now(), u.total())
+		c.g.tokenCount.add(c.g.opts.Clock.Now(), u.total())
 		c.g.tokens.Charge(float64(u.total()))
 		c.g.chargeShared(u.total(), 0)
 		c.g.metrics.tokens.WithLabelValues("input").Add(float64(u.Input))

@@ -42,7 +42,7 @@ type call struct {
 
 func (g *Gateway) newCall(r *http.Request, route, target string) *call {
 	cfg := g.cfg.Load()
-	now := g.opts.Now()
+	now := g.opts.Clock.Now()
 	return &call{g: g, cfg: cfg, start: now, ctx: r.Context(), rec: auditRecord{
 		Time: now.UTC(), VoiceAgent: cfg.VoiceAgent, Namespace: cfg.Namespace, Pod: g.opts.PodName,
 		RequestID: requestID(r), Route: route, Target: target, Method: r.Method,
@@ -75,7 +75,7 @@ func (c *call) finish() {
 	if c.release != nil {
 		c.release()
 	}
-	c.rec.LatencyMs = float64(c.g.opts.Now().Sub(c.start).Microseconds()) / 1000
+	c.rec.LatencyMs = float64(c.g.opts.Clock.Now().Sub(c.start).Microseconds()) / 1000
 	outcome := c.rec.Decision
 	if c.rec.Decision == "allowed" && c.rec.Status >= 400 {
 		outcome = "upstream_error"
@@ -122,7 +122,7 @@ func (c *call) admitModelCall(w http.ResponseWriter) bool {
 	d := g.budget.Check()
 	g.setBudgetGauges(d)
 	if !d.Allowed {
-		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
+		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Clock.Now()))
 		return false
 	} else if d.Alert || d.Exceeded {
 		c.rec.BudgetAlert = true

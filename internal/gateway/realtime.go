@@ -274,7 +274,7 @@ func (c *call) admitModelSession(w http.ResponseWriter) bool {
 	d := g.budget.Check()
 	g.setBudgetGauges(d)
 	if !d.Allowed {
-		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
+		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Clock.Now()))
 		return false
 	} else if d.Alert || d.Exceeded {
 		c.rec.BudgetAlert = true
@@ -299,7 +299,7 @@ func (c *call) admitIntegrationSession(w http.ResponseWriter, priced bool) bool 
 	if priced {
 		if d := g.budget.Check(); !d.Allowed {
 			g.setBudgetGauges(d)
-			c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Now()))
+			c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Clock.Now()))
 			return false
 		}
 	}
@@ -496,7 +496,7 @@ func (g *Gateway) relaySession(w http.ResponseWriter, r *http.Request, c *call, 
 	}()
 	g.recordSessionOpened(c)
 	g.metrics.activeSessions.Inc()
-	start := g.opts.Now()
+	start := g.opts.Clock.Now()
 	wallStart := time.Now()
 	defer func() {
 		g.metrics.activeSessions.Dec()
@@ -574,7 +574,7 @@ wait:
 	}
 	chargeTime(time.Now())
 	s.mu.Lock()
-	s.rec.DurationMs = float64(g.opts.Now().Sub(start).Microseconds()) / 1000
+	s.rec.DurationMs = float64(g.opts.Clock.Now().Sub(start).Microseconds()) / 1000
 	s.rec.FramesFromAgent, s.rec.FramesToAgent = s.fromAg.Load(), s.toAg.Load()
 	s.rec.BytesFromAgent, s.rec.BytesToAgent = s.bytesFromAgent.Load(), s.bytesToAgent.Load()
 	s.rec.AudioInTokens, s.rec.AudioOutTokens = s.total.AudioInput, s.total.AudioOutput
@@ -795,7 +795,7 @@ func (s *session) charge(u usage) {
 		return
 	}
 	g := s.c.g
-	g.tokenCount.add(g.opts.Now(), u.total())
+	g.tokenCount.add(g.opts.Clock.Now(), u.total())
 	g.tokens.Charge(float64(u.total()))
 	g.chargeShared(u.total(), 0)
 	g.metrics.tokens.WithLabelValues("input").Add(float64(u.Input))

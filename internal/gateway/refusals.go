@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/voiceagent-dev/voiceagent-operator/internal/ratelimit"
 )
 
@@ -22,7 +24,7 @@ const (
 )
 
 type refusalSummary struct {
-	now    func() time.Time
+	clock  clock.PassiveClock
 	bucket *ratelimit.Bucket
 
 	mu         sync.Mutex
@@ -30,8 +32,8 @@ type refusalSummary struct {
 	since      time.Time
 }
 
-func newRefusalSummary(now func() time.Time) *refusalSummary {
-	return &refusalSummary{now: now, bucket: ratelimit.NewBucket(refusalRecordsPerSecond, refusalRecordsBurst, ratelimit.Clock(now)),
+func newRefusalSummary(clk clock.PassiveClock) *refusalSummary {
+	return &refusalSummary{clock: clk, bucket: ratelimit.NewBucket(refusalRecordsPerSecond, refusalRecordsBurst, clk),
 		suppressed: map[string]int64{}}
 }
 
@@ -44,7 +46,7 @@ func (s *refusalSummary) admit(kind string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.suppressed) == 0 {
-		s.since = s.now()
+		s.since = s.clock.Now()
 	}
 	s.suppressed[kind]++
 	return false
@@ -70,7 +72,7 @@ func (g *Gateway) flushRefusals() {
 		return
 	}
 	cfg := g.cfg.Load()
-	now := g.opts.Now()
+	now := g.opts.Clock.Now()
 	for _, kind := range slices.Sorted(maps.Keys(counts)) {
 		n := counts[kind]
 		rec := auditRecord{

@@ -68,7 +68,7 @@ func (g *Gateway) doWithRetries(ctx context.Context, build func() (*http.Request
 		if !again || last {
 			return resp, attempt + 1, ""
 		}
-		wait := retryAfter(ra, g.opts.Now())
+		wait := retryAfter(ra, g.opts.Clock.Now())
 		drain(resp)
 		lastMsg = fmt.Sprintf("%s: status %d", host(upstream), resp.StatusCode)
 		if !g.backoff(ctx, attempt, wait) {

@@ -56,7 +56,7 @@ func (t *tokenCounter) read(now time.Time) (day, month string, dayN, monthN int6
 }
 
 func (g *Gateway) spendReport() SpendReport {
-	day, month, dayTokens, monthTokens := g.tokenCount.read(g.opts.Now())
+	day, month, dayTokens, monthTokens := g.tokenCount.read(g.opts.Clock.Now())
 	daySpent, monthSpent := g.budget.Spent()
 	return SpendReport{Day: day, Month: month, DayMicros: int64(daySpent), MonthMicros: int64(monthSpent),
 		DayTokens: dayTokens, MonthTokens: monthTokens, LimitStore: g.limitStoreReport()}

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"k8s.io/utils/clock"
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
 	gw "github.com/voiceagent-dev/voiceagent-operator/internal/gatewayconfig"
@@ -144,7 +145,7 @@ type Store struct {
 	block    atomic.Bool
 	owner    string
 	seq      atomic.Uint64
-	now      func() time.Time
+	clock    clock.PassiveClock
 	timeout  time.Duration
 	leaseTTL time.Duration
 	addr     string
@@ -189,13 +190,13 @@ type keys struct {
 
 // Open connects to the store in ls and starts its settle loop; Close stops it. It does
 // not wait for the store: an unreachable one shows in Health.
-func Open(ls *gw.LimitStore, now func() time.Time) (*Store, error) {
-	return open(ls, now, LeaseTTL)
+func Open(ls *gw.LimitStore, clk clock.PassiveClock) (*Store, error) {
+	return open(ls, clk, LeaseTTL)
 }
 
-func open(ls *gw.LimitStore, now func() time.Time, leaseTTL time.Duration) (*Store, error) {
-	if now == nil {
-		now = time.Now
+func open(ls *gw.LimitStore, clk clock.PassiveClock, leaseTTL time.Duration) (*Store, error) {
+	if clk == nil {
+		clk = clock.RealClock{}
 	}
 	opts, err := clientOptions(&ls.Redis)
 	if err != nil {
@@ -210,14 +211,14 @@ func open(ls *gw.LimitStore, now func() time.Time, leaseTTL time.Duration) (*Sto
 		rdb:      redis.NewClient(opts),
 		keys:     keys{requests: p + "requests", tokens: p + "tokens", calls: p + "calls", sessions: p + "sessions", sessionRate: p + "session-rate", spend: p + "spend:"},
 		owner:    hex.EncodeToString(owner),
-		now:      now,
+		clock:    clk,
 		timeout:  opts.ReadTimeout,
 		addr:     ls.Redis.Address,
 		tlsOn:    !ls.Redis.TLS.Disabled,
 		leaseTTL: leaseTTL,
 		own:      map[period]*ownSpend{},
 		active:   map[string]bool{},
-		health:   Health{Reason: ReasonUnreachable, Message: "not connected yet", Since: now()},
+		health:   Health{Reason: ReasonUnreachable, Message: "not connected yet", Since: clk.Now()},
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 	}
@@ -353,7 +354,7 @@ func (s *Store) Spent() (day, month budget.Micros) {
 // a reply that crossed a later one on another connection does not lower it.
 func (s *Store) noteSpent(p period, day, month, serverSecs int64) {
 	if serverSecs > 0 {
-		s.clockOffset.Store(serverSecs - s.now().Unix())
+		s.clockOffset.Store(serverSecs - s.clock.Now().Unix())
 	}
 	s.spentMu.Lock()
 	defer s.spentMu.Unlock()
@@ -367,7 +368,7 @@ func (s *Store) noteSpent(p period, day, month, serverSecs int64) {
 
 // currentPeriod is the UTC day and month by the store's clock.
 func (s *Store) currentPeriod() period {
-	now := s.now().Add(time.Duration(s.clockOffset.Load()) * time.Second).UTC()
+	now := s.clock.Now().Add(time.Duration(s.clockOffset.Load()) * time.Second).UTC()
 	return period{day: now.Format(time.DateOnly), month: now.Format("2006-01")}
 }
 
@@ -434,7 +435,7 @@ func (s *Store) Admit(ctx context.Context, kind Kind) (Decision, error) {
 	}
 
 	s.mu.Lock()
-	if s.now().Before(s.downTill) {
+	if s.clock.Now().Before(s.downTill) {
 		s.mu.Unlock()
 		return Decision{}, ErrUnavailable
 	}
@@ -611,7 +612,7 @@ func (s *Store) run(ctx context.Context) {
 	// reply keeps it up to date afterwards.
 	tctx, cancel := context.WithTimeout(ctx, s.timeout)
 	if t, err := s.rdb.Time(tctx).Result(); err == nil {
-		s.clockOffset.Store(t.Unix() - s.now().Unix())
+		s.clockOffset.Store(t.Unix() - s.clock.Now().Unix())
 	}
 	cancel()
 	renew := time.NewTicker(s.leaseTTL / 3)
@@ -682,11 +683,11 @@ func (s *Store) settle(ctx context.Context, renewing bool) bool {
 		day, month int64
 	}
 	s.mu.Lock()
-	if s.now().Before(s.downTill) {
+	if s.clock.Now().Before(s.downTill) {
 		s.mu.Unlock()
 		return false // kept for when the probe sees the store back
 	}
-	renewing = renewing || s.now().Sub(s.lastRenew) >= s.leaseTTL/3
+	renewing = renewing || s.clock.Now().Sub(s.lastRenew) >= s.leaseTTL/3
 	tokens, released := s.tokens, s.released
 	s.tokens, s.released = 0, nil
 	var renewed map[string]bool
@@ -734,14 +735,14 @@ func (s *Store) settle(ctx context.Context, renewing bool) bool {
 		s.acked(f.p, f.day)
 		if renewed != nil {
 			s.mu.Lock()
-			s.lastRenew = s.now()
+			s.lastRenew = s.clock.Now()
 			s.mu.Unlock()
 		}
 		tokens, renewed, released = 0, nil, nil
 	}
 	if renewing && len(sends) == 0 {
 		s.mu.Lock()
-		s.lastRenew = s.now()
+		s.lastRenew = s.clock.Now()
 		s.mu.Unlock()
 	}
 	return true
@@ -758,7 +759,7 @@ func (s *Store) failed(err error, diagnose bool) {
 	if diagnose && reason == ReasonUnreachable && s.tlsOn && speaksPlaintext(s.addr, s.timeout) {
 		reason, msg = ReasonTLSFailed, "the store answers without TLS on this port: enable TLS on the store (or, on a trusted network only, set spec.limitStore.redis.tls.disabled)"
 	}
-	now := s.now()
+	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.downTill = now.Add(probeInterval)
@@ -791,7 +792,7 @@ func (s *Store) succeeded() {
 	defer s.mu.Unlock()
 	s.downTill = time.Time{}
 	if !s.health.Ready {
-		s.health = Health{Ready: true, Reason: ReasonConnected, Message: "the limits are enforced in the store", Since: s.now()}
+		s.health = Health{Ready: true, Reason: ReasonConnected, Message: "the limits are enforced in the store", Since: s.clock.Now()}
 	}
 }
 

@@ -9,10 +9,9 @@ import (
 	"math"
 	"sync"
 	"time"
-)
 
-// Clock returns the current time. Tests inject a fake one; nil means time.Now.
-type Clock func() time.Time
+	"k8s.io/utils/clock"
+)
 
 // epsilon absorbs float64 rounding in the token level. Refill is computed as
 // elapsed seconds × rate, which is not exact for most rates; without a tolerance a
@@ -23,7 +22,7 @@ const epsilon = 1e-9
 // It is safe for concurrent use and does not allocate per call.
 type Bucket struct {
 	mu     sync.Mutex
-	now    Clock
+	clock  clock.PassiveClock
 	rate   float64 // tokens per second; <= 0 means unlimited
 	burst  float64 // capacity
 	tokens float64 // current level; negative while a large AllowN is paid back
@@ -35,14 +34,14 @@ type Bucket struct {
 // positive rate is raised to one second's worth of tokens (at least 1), because a
 // bucket that can never hold a token would refuse everything; an unset burst in the
 // configuration means "no particular burst", not "nothing at all".
-func NewBucket(ratePerSecond float64, burst int, now Clock) *Bucket {
-	if now == nil {
-		now = time.Now
+func NewBucket(ratePerSecond float64, burst int, clk clock.PassiveClock) *Bucket {
+	if clk == nil {
+		clk = clock.RealClock{}
 	}
-	b := &Bucket{now: now}
+	b := &Bucket{clock: clk}
 	b.set(ratePerSecond, burst)
 	b.tokens = b.burst
-	b.last = now()
+	b.last = clk.Now()
 	return b
 }
 
@@ -96,7 +95,7 @@ func (b *Bucket) AllowN(n float64) (bool, time.Duration) {
 	if b.rate <= 0 {
 		return true, 0
 	}
-	b.refill(b.now())
+	b.refill(b.clock.Now())
 	need := math.Min(n, b.burst)
 	if b.tokens+epsilon >= need {
 		b.tokens -= n
@@ -118,7 +117,7 @@ func (b *Bucket) Charge(n float64) {
 	if b.rate <= 0 {
 		return
 	}
-	b.refill(b.now())
+	b.refill(b.clock.Now())
 	b.tokens -= n
 }
 
@@ -150,7 +149,7 @@ func (b *Bucket) Tokens() float64 {
 	if b.rate <= 0 {
 		return 0
 	}
-	b.refill(b.now())
+	b.refill(b.clock.Now())
 	return b.tokens
 }
 
@@ -161,7 +160,7 @@ func (b *Bucket) Tokens() float64 {
 func (b *Bucket) Update(ratePerSecond float64, burst int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.now()
+	now := b.clock.Now()
 	wasUnlimited := b.rate <= 0
 	if !wasUnlimited {
 		b.refill(now)

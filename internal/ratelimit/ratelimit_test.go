@@ -5,28 +5,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
-// fakeClock is a settable clock; it only moves when a test says so.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newFakeClock is a clock that only moves when a test steps it.
+func newFakeClock() *clocktesting.FakeClock {
+	return clocktesting.NewFakeClock(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC))
 }
 
 // drain takes single tokens until refused and returns how many were admitted.
@@ -41,7 +27,7 @@ func drain(b *Bucket, max int) int {
 
 func TestBucketBurstThenSteadyRate(t *testing.T) {
 	clk := newFakeClock()
-	b := NewBucket(2, 200, clk.Now)
+	b := NewBucket(2, 200, clk)
 
 	if got := drain(b, 1000); got != 200 {
 		t.Fatalf("burst admitted %d, want 200", got)
@@ -55,7 +41,7 @@ func TestBucketBurstThenSteadyRate(t *testing.T) {
 	// per second, never three, never one.
 	perSecond := make([]int, 10)
 	for ms := 1; ms <= 10000; ms++ {
-		clk.Advance(time.Millisecond)
+		clk.Step(time.Millisecond)
 		perSecond[(ms-1)/1000] += drain(b, 10)
 	}
 	for i, n := range perSecond {
@@ -77,10 +63,10 @@ type step struct {
 
 func f(v float64) *float64 { return &v }
 
-func runSteps(t *testing.T, b *Bucket, clk *fakeClock, steps []step) {
+func runSteps(t *testing.T, b *Bucket, clk *clocktesting.FakeClock, steps []step) {
 	t.Helper()
 	for i, s := range steps {
-		clk.Advance(s.advance)
+		clk.Step(s.advance)
 		if s.update != nil {
 			b.Update(s.update[0], int(s.update[1]))
 		}
@@ -290,7 +276,7 @@ func TestBucketScripts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newFakeClock()
-			runSteps(t, NewBucket(tt.rate, tt.burst, clk.Now), clk, tt.steps)
+			runSteps(t, NewBucket(tt.rate, tt.burst, clk), clk, tt.steps)
 		})
 	}
 }
@@ -313,7 +299,7 @@ func TestBucketRetryAfterIsSufficient(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newFakeClock()
-			b := NewBucket(tt.rate, tt.burst, clk.Now)
+			b := NewBucket(tt.rate, tt.burst, clk)
 			for {
 				if ok, _ := b.AllowN(tt.n); !ok {
 					break
@@ -323,11 +309,11 @@ func TestBucketRetryAfterIsSufficient(t *testing.T) {
 			if ok || retry <= time.Millisecond {
 				t.Fatalf("refusal: ok=%v retry=%v", ok, retry)
 			}
-			clk.Advance(retry - time.Millisecond)
+			clk.Step(retry - time.Millisecond)
 			if ok, _ := b.AllowN(tt.n); ok {
 				t.Fatalf("admitted 1ms before retryAfter %v", retry)
 			}
-			clk.Advance(time.Millisecond)
+			clk.Step(time.Millisecond)
 			if ok, r := b.AllowN(tt.n); !ok {
 				t.Fatalf("refused at retryAfter %v (new retry %v)", retry, r)
 			}
@@ -345,7 +331,7 @@ func TestBucketUnlimited(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := NewBucket(tt.rate, 1, newFakeClock().Now)
+			b := NewBucket(tt.rate, 1, newFakeClock())
 			for i := 0; i < 10000; i++ {
 				if ok, retry := b.Allow(); !ok || retry != 0 {
 					t.Fatalf("call %d refused (retry %v)", i, retry)
@@ -373,7 +359,7 @@ func TestBucketConcurrentFrozenClock(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newFakeClock()
-			b := NewBucket(1, tt.burst, clk.Now)
+			b := NewBucket(1, tt.burst, clk)
 			var admitted atomic.Int64
 			var start, done sync.WaitGroup
 			start.Add(1)
@@ -401,7 +387,7 @@ func TestBucketConcurrentFrozenClock(t *testing.T) {
 
 func TestBucketDoesNotAllocate(t *testing.T) {
 	clk := newFakeClock()
-	b := NewBucket(1e9, 1<<30, clk.Now)
+	b := NewBucket(1e9, 1<<30, clk)
 	if allocs := testing.AllocsPerRun(1000, func() { b.Allow() }); allocs != 0 {
 		t.Fatalf("Allow allocates %v times per call", allocs)
 	}
@@ -411,7 +397,7 @@ func TestBucketDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkBucketAllow(b *testing.B) {
-	bucket := NewBucket(1e9, 1<<30, time.Now)
+	bucket := NewBucket(1e9, 1<<30, clock.RealClock{})
 	b.ReportAllocs()
 	for b.Loop() {
 		bucket.Allow()
@@ -419,7 +405,7 @@ func BenchmarkBucketAllow(b *testing.B) {
 }
 
 func BenchmarkBucketAllowParallel(b *testing.B) {
-	bucket := NewBucket(1e9, 1<<30, time.Now)
+	bucket := NewBucket(1e9, 1<<30, clock.RealClock{})
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
