@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sort"
@@ -81,7 +82,7 @@ func (r *AuditSinkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	switch {
 	case poll:
-		return ctrl.Result{RequeueAfter: orDefault(r.PollInterval, DefaultDeliveryPollInterval)}, nil
+		return ctrl.Result{RequeueAfter: cmp.Or(r.PollInterval, DefaultDeliveryPollInterval)}, nil
 	case reason == v1alpha1.ReasonExternalSecretsNotInstalled:
 		return ctrl.Result{RequeueAfter: RequeueWhileWaiting}, nil // no watch until the CRD appears
 	}
@@ -123,7 +124,7 @@ func (r *AuditSinkReconciler) reconcileDelivery(ctx context.Context, sink *v1alp
 	if r.Clock != nil {
 		now = r.Clock.Now()
 	}
-	failingAfter := orDefault(r.FailingAfter, DefaultDeliveryFailingAfter)
+	failingAfter := cmp.Or(r.FailingAfter, DefaultDeliveryFailingAfter)
 	var failingPod, detail string
 	sink.Status.Delivery, failingPod, detail = summariseDelivery(sink.Name, reports, now, failingAfter)
 	if failingPod == "" {
@@ -154,13 +155,6 @@ func (r *AuditSinkReconciler) foldShutdownLosses(key types.NamespacedName, sink,
 	}
 	sink.Status.Delivery.RecordsLostOnShutdown = prev + lost
 	return lost
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 // credentialsPresent checks by metadata that every credential's Secret exists.

@@ -572,7 +572,7 @@ func (r *VoiceAgentReconciler) removeUnadoptedCertSecrets(ctx context.Context, n
 		if !unadoptedCertSecret(s, name) {
 			continue
 		}
-		if err := r.Client.Delete(ctx, s, client.Preconditions{UID: ptrUID(s.UID), ResourceVersion: &s.ResourceVersion}); client.IgnoreNotFound(err) != nil {
+		if err := r.Client.Delete(ctx, s, client.Preconditions{UID: ptr.To(s.UID), ResourceVersion: &s.ResourceVersion}); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("delete cert-manager's Secret %s of deleted VoiceAgent %s: %w", secretName, name, err)
 		}
 		log.FromContext(ctx).Info("deleted a cert-manager Secret of a VoiceAgent that is gone", "secret", secretName)
@@ -678,7 +678,7 @@ func (r *VoiceAgentReconciler) pruneStale(ctx context.Context, va *v1alpha1.Voic
 			if wanted[gvk.Kind+"/"+item.GetName()] || !metav1.IsControlledBy(item, va) {
 				continue
 			}
-			if err := r.Client.Delete(ctx, item, client.Preconditions{UID: ptrUID(item.GetUID())}); client.IgnoreNotFound(err) != nil {
+			if err := r.Client.Delete(ctx, item, client.Preconditions{UID: ptr.To(item.GetUID())}); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("delete %s %s: %w", gvk.Kind, item.GetName(), err)
 			}
 			r.event(va, corev1.EventTypeNormal, "Deleted", "Delete", "Deleted %s %s: no longer wanted by the spec", gvk.Kind, item.GetName())
@@ -724,8 +724,6 @@ func (r *VoiceAgentReconciler) listChildren(ctx context.Context, va *v1alpha1.Vo
 	}
 	return out, nil
 }
-
-func ptrUID(u types.UID) *types.UID { return &u }
 
 // replicasHandOff is the field manager that holds the agent Deployment's replicas while
 // an autoscaler owns the count. Applying the Deployment without replicas would

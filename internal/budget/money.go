@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/bits"
 	"strconv"
+	"strings"
 )
 
 // Micros is an amount of US dollars in millionths of a dollar. Spend is summed over
@@ -37,7 +38,7 @@ var (
 )
 
 func parseMicros(s string) (Micros, error) {
-	whole, frac, hasDot := cut(s, '.')
+	whole, frac, hasDot := strings.Cut(s, ".")
 	if whole == "" || (hasDot && frac == "") || !allDigits(whole) || !allDigits(frac) {
 		return 0, errSyntax
 	}
@@ -60,15 +61,6 @@ func parseMicros(s string) (Micros, error) {
 		return 0, errRange
 	}
 	return Micros(total), nil
-}
-
-func cut(s string, sep byte) (before, after string, found bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == sep {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 func allDigits(s string) bool {
