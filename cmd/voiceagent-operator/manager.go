@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -39,6 +40,7 @@ func runManager(args []string) error {
 		}
 		return nil
 	})
+	goMemLimit := fs.String("go-memory-limit", manager.DefaultGoMemoryLimit, "the Go heap's soft memory limit (runtime/debug.SetMemoryLimit): a percentage of the container's memory limit (env "+manager.MemoryLimitEnv+", bytes, from the downward API), a quantity (200Mi), or off; the default gives way to GOMEMLIMIT when that is set")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file; default: $KUBECONFIG, then in-cluster")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -47,6 +49,14 @@ func runManager(args []string) error {
 	}
 	opts.KubeAPIQPS = float32(qps)
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	limit, why, err := manager.GoMemoryLimit(*goMemLimit, os.Getenv(manager.MemoryLimitEnv), os.Getenv("GOMEMLIMIT"))
+	if err != nil {
+		return err
+	}
+	if limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
+	ctrl.Log.WithName("setup").Info("Go memory limit", "bytes", debug.SetMemoryLimit(-1), "from", why)
 	if *kubeconfig != "" {
 		if err := os.Setenv("KUBECONFIG", *kubeconfig); err != nil {
 			return err
