@@ -148,6 +148,31 @@ func replicasOnly(raw []byte) []byte {
 	return nil
 }
 
+// trimPod keeps of a gateway or agent pod what the operator reads (the pods' audit
+// delivery and spend readers, the shutdown-loss watch): its metadata, its containers'
+// names and ports (the admin port), its phase and IPs, and its containers' states
+// (termination messages). Four pods per VoiceAgent, each carrying its whole pod spec
+// and status, would otherwise outweigh the Deployments that make them. The operator
+// never writes a pod.
+func trimPod(in any) (any, error) {
+	pod, ok := in.(*corev1.Pod)
+	if !ok {
+		return in, nil
+	}
+	pod.ManagedFields = nil
+	containers := make([]corev1.Container, len(pod.Spec.Containers))
+	for i, c := range pod.Spec.Containers {
+		containers[i] = corev1.Container{Name: c.Name, Ports: c.Ports}
+	}
+	statuses := make([]corev1.ContainerStatus, len(pod.Status.ContainerStatuses))
+	for i, c := range pod.Status.ContainerStatuses {
+		statuses[i] = corev1.ContainerStatus{Name: c.Name, State: c.State, LastTerminationState: c.LastTerminationState}
+	}
+	pod.Spec = corev1.PodSpec{Containers: containers}
+	pod.Status = corev1.PodStatus{Phase: pod.Status.Phase, PodIP: pod.Status.PodIP, PodIPs: pod.Status.PodIPs, ContainerStatuses: statuses}
+	return pod, nil
+}
+
 // Scheme knows every type the operator reads or writes.
 func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
@@ -184,10 +209,11 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		// reading them allows.
 		&corev1.Secret{}: {Transform: strip, UnsafeDisableDeepCopy: ptr.To(true)},
 	}
-	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &corev1.ConfigMap{}, &corev1.Service{}, &corev1.Pod{},
+	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &corev1.ConfigMap{}, &corev1.Service{},
 		&networkingv1.NetworkPolicy{}, &policyv1.PodDisruptionBudget{}, &autoscalingv2.HorizontalPodAutoscaler{}} {
 		byObject[obj] = cache.ByObject{Label: ours, Transform: strip}
 	}
+	byObject[&corev1.Pod{}] = cache.ByObject{Label: ours, Transform: trimPod}
 	// Leader election keeps its own client, never held up by the limit below.
 	electionCfg := cfg
 	if opts.KubeAPIQPS != 0 {
