@@ -13,7 +13,8 @@ import (
 	"net/url"
 	"path"
 	"strings"
-	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
 )
@@ -303,25 +304,9 @@ type ShutdownReport struct {
 	AuditRecordsLost map[string]uint64 `json:"auditRecordsLost"`
 }
 
-// Duration is a time.Duration written as a Go duration string.
-type Duration struct{ time.Duration }
-
-// MarshalJSON writes the duration as a string such as "30s".
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
-
-// UnmarshalJSON reads a duration string.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"30s\": %w", err)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	d.Duration = v
-	return nil
-}
+// Duration is a time.Duration written as a Go duration string ("30s"): the API's own
+// metav1.Duration, so that the configuration reads its durations as the CRD does.
+type Duration = metav1.Duration
 
 // Parse decodes and validates a configuration file's contents. Unknown fields are
 // errors, so that a gateway older than its operator fails loudly rather than ignoring

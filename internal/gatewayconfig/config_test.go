@@ -10,8 +10,8 @@ func validConfig() *Config {
 	return &Config{
 		Version: ContentsVersion, VoiceAgent: "a", Namespace: "n", Replicas: 1,
 		Listen:  Listen{Proxy: "127.0.0.1:15001", Admin: ":15020"},
-		Models:  []Model{{Provider: "openai", Name: "m", Endpoint: "https://api.openai.com/v1", Timeout: Duration{time.Second}, CredentialFile: "/k"}},
-		Breaker: Breaker{FailureThreshold: 1, OpenDuration: Duration{time.Second}},
+		Models:  []Model{{Provider: "openai", Name: "m", Endpoint: "https://api.openai.com/v1", Timeout: Duration{Duration: time.Second}, CredentialFile: "/k"}},
+		Breaker: Breaker{FailureThreshold: 1, OpenDuration: Duration{Duration: time.Second}},
 		Audit:   Audit{FailurePolicy: "FailClosed"},
 	}
 }
@@ -39,7 +39,7 @@ func TestValidateNamesTheField(t *testing.T) {
 			c.AgentAuth = &AgentAuth{}
 		}, "agentAuth.tokenFile: required"},
 		{"negative grace", func(c *Config) {
-			c.AgentAuth = &AgentAuth{TokenFile: AgentTokenFile, PreviousTokenGrace: Duration{-time.Second}}
+			c.AgentAuth = &AgentAuth{TokenFile: AgentTokenFile, PreviousTokenGrace: Duration{Duration: -time.Second}}
 		}, "agentAuth.previousTokenGrace"},
 		{"proxy TLS without key", func(c *Config) { c.Listen.ProxyTLS = &TLSFiles{CertFile: ProxyTLSDir + "/tls.crt"} }, "listen.proxyTLS"},
 		{"no model", func(c *Config) { c.Models = nil }, "models: at least one"},
@@ -146,7 +146,7 @@ func TestAgentAuthAndProxyTLSRoundTrip(t *testing.T) {
 		got.Listen.ProxyTLS.KeyFile != ProxyTLSDir+"/tls.key" || got.Listen.Proxy != ":15001" {
 		t.Errorf("round trip lost fields: %+v, %+v", got.AgentAuth, got.Listen)
 	}
-	c.AgentAuth.PreviousTokenGrace = Duration{5 * time.Minute}
+	c.AgentAuth.PreviousTokenGrace = Duration{Duration: 5 * time.Minute}
 	data, _ = c.Marshal()
 	if got, err := Parse(data); err != nil || got.AgentAuth.PreviousTokenGrace.Duration != 5*time.Minute {
 		t.Errorf("grace round trip: %v, %v", err, got)
