@@ -138,16 +138,16 @@ func (c *call) admitShared(w http.ResponseWriter, kind limitstore.Kind) (decided
 		}
 		return true, true
 	case limitstore.RefusedRequests:
-		c.deny(w, http.StatusTooManyRequests, "rate_limit", "the VoiceAgent's request rate limit is reached; retry later", d.RetryAfter)
+		c.deny(w, http.StatusTooManyRequests, "rate_limit", msgRateLimit, d.RetryAfter)
 	case limitstore.RefusedTokens:
-		c.deny(w, http.StatusTooManyRequests, "tokens_per_minute", "the VoiceAgent's tokens-per-minute limit is reached; retry later", d.RetryAfter)
+		c.deny(w, http.StatusTooManyRequests, "tokens_per_minute", msgTokensPerMinute, d.RetryAfter)
 	case limitstore.RefusedSessionRate:
-		c.deny(w, http.StatusTooManyRequests, "sessions_per_minute", "the VoiceAgent's realtime sessions-per-minute limit is reached (spec.voice.sessionsPerMinute); retry later", d.RetryAfter)
+		c.deny(w, http.StatusTooManyRequests, "sessions_per_minute", msgSessionsPerMinute, d.RetryAfter)
 	case limitstore.RefusedLeases:
 		if session {
-			c.deny(w, http.StatusTooManyRequests, "concurrent_sessions", "the VoiceAgent's concurrent realtime sessions are all in use (spec.voice.maxConcurrentSessions); retry shortly", d.RetryAfter)
+			c.deny(w, http.StatusTooManyRequests, "concurrent_sessions", msgConcurrentSessions, d.RetryAfter)
 		} else {
-			c.deny(w, http.StatusTooManyRequests, "concurrency", "too many model calls in flight for this VoiceAgent; retry shortly", d.RetryAfter)
+			c.deny(w, http.StatusTooManyRequests, "concurrency", msgConcurrency, d.RetryAfter)
 		}
 	default:
 		c.deny(w, http.StatusServiceUnavailable, "limit_store", "the VoiceAgent's limit store gave an answer the gateway does not know; retry later", time.Second)

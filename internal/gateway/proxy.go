@@ -106,35 +106,56 @@ func (c *call) admitModelCall(w http.ResponseWriter) bool {
 	if decided, ok := c.admitShared(w, limitstore.Call); decided {
 		return ok
 	}
+	if !c.admitCommon(w) || !c.admitTokensShare(w) {
+		return false
+	}
+	if !c.g.concurrency.TryAcquire() {
+		c.deny(w, http.StatusTooManyRequests, "concurrency", msgConcurrency, time.Second)
+		return false
+	}
+	c.release = c.g.concurrency.Release
+	return c.admitBudgetShare(w)
+}
+
+// The refusals of a limit, the same whether the store or this replica's share decided.
+const (
+	msgRateLimit          = "the VoiceAgent's request rate limit is reached; retry later"
+	msgTokensPerMinute    = "the VoiceAgent's tokens-per-minute limit is reached; retry later"
+	msgConcurrency        = "too many model calls in flight for this VoiceAgent; retry shortly"
+	msgSessionsPerMinute  = "the VoiceAgent's realtime sessions-per-minute limit is reached (spec.voice.sessionsPerMinute); retry later"
+	msgConcurrentSessions = "the VoiceAgent's concurrent realtime sessions are all in use (spec.voice.maxConcurrentSessions); retry shortly"
+)
+
+// admitCommon applies this replica's share of the VoiceAgent-wide request bucket.
+func (c *call) admitCommon(w http.ResponseWriter) bool {
+	if ok, wait := c.g.requests.Allow(); !ok {
+		c.deny(w, http.StatusTooManyRequests, "rate_limit", msgRateLimit, wait)
+		return false
+	}
+	return true
+}
+
+// admitTokensShare applies this replica's share of the tokens-per-minute limit.
+func (c *call) admitTokensShare(w http.ResponseWriter) bool {
+	if ok, wait := c.g.tokens.AllowN(0); !ok {
+		c.deny(w, http.StatusTooManyRequests, "tokens_per_minute", msgTokensPerMinute, wait)
+		return false
+	}
+	return true
+}
+
+// admitBudgetShare applies this replica's share of the budgets, and flags the record
+// once spend passed the alert threshold.
+func (c *call) admitBudgetShare(w http.ResponseWriter) bool {
 	g := c.g
-	if !c.admitCommon(w) {
-		return false
-	}
-	if ok, wait := g.tokens.AllowN(0); !ok {
-		c.deny(w, http.StatusTooManyRequests, "tokens_per_minute", "the VoiceAgent's tokens-per-minute limit is reached; retry later", wait)
-		return false
-	}
-	if !g.concurrency.TryAcquire() {
-		c.deny(w, http.StatusTooManyRequests, "concurrency", "too many model calls in flight for this VoiceAgent; retry shortly", time.Second)
-		return false
-	}
-	c.release = g.concurrency.Release
 	d := g.budget.Check()
 	g.setBudgetGauges(d)
 	if !d.Allowed {
 		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Clock.Now()))
 		return false
-	} else if d.Alert || d.Exceeded {
-		c.rec.BudgetAlert = true
 	}
-	return true
-}
-
-// admitCommon applies this replica's share of the VoiceAgent-wide request bucket.
-func (c *call) admitCommon(w http.ResponseWriter) bool {
-	if ok, wait := c.g.requests.Allow(); !ok {
-		c.deny(w, http.StatusTooManyRequests, "rate_limit", "the VoiceAgent's request rate limit is reached; retry later", wait)
-		return false
+	if d.Alert || d.Exceeded {
+		c.rec.BudgetAlert = true
 	}
 	return true
 }

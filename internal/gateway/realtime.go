@@ -260,26 +260,7 @@ func (c *call) admitModelSession(w http.ResponseWriter) bool {
 	if decided, ok := c.admitShared(w, limitstore.Session); decided {
 		return ok
 	}
-	g := c.g
-	if !c.admitCommon(w) {
-		return false
-	}
-	if ok, wait := g.tokens.AllowN(0); !ok {
-		c.deny(w, http.StatusTooManyRequests, "tokens_per_minute", "the VoiceAgent's tokens-per-minute limit is reached; retry later", wait)
-		return false
-	}
-	if !c.admitSession(w) {
-		return false
-	}
-	d := g.budget.Check()
-	g.setBudgetGauges(d)
-	if !d.Allowed {
-		c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Clock.Now()))
-		return false
-	} else if d.Alert || d.Exceeded {
-		c.rec.BudgetAlert = true
-	}
-	return true
+	return c.admitCommon(w) && c.admitTokensShare(w) && c.admitSession(w) && c.admitBudgetShare(w)
 }
 
 // admitIntegrationSession applies the limits of a streaming integration's session:
@@ -292,18 +273,7 @@ func (c *call) admitIntegrationSession(w http.ResponseWriter, priced bool) bool 
 	if decided, ok := c.admitShared(w, kind); decided {
 		return ok
 	}
-	g := c.g
-	if !c.admitCommon(w) || !c.admitSession(w) {
-		return false
-	}
-	if priced {
-		if d := g.budget.Check(); !d.Allowed {
-			g.setBudgetGauges(d)
-			c.deny(w, http.StatusTooManyRequests, "budget", d.Reason, d.ResetAt.Sub(g.opts.Clock.Now()))
-			return false
-		}
-	}
-	return true
+	return c.admitCommon(w) && c.admitSession(w) && (!priced || c.admitBudgetShare(w))
 }
 
 // admitSession applies this replica's share of spec.voice's session limits to a
@@ -312,11 +282,11 @@ func (c *call) admitIntegrationSession(w http.ResponseWriter, priced bool) bool 
 func (c *call) admitSession(w http.ResponseWriter) bool {
 	g := c.g
 	if ok, wait := g.sessionRate.Allow(); !ok {
-		c.deny(w, http.StatusTooManyRequests, "sessions_per_minute", "the VoiceAgent's realtime sessions-per-minute limit is reached (spec.voice.sessionsPerMinute); retry later", wait)
+		c.deny(w, http.StatusTooManyRequests, "sessions_per_minute", msgSessionsPerMinute, wait)
 		return false
 	}
 	if !g.sessions.TryAcquire() {
-		c.deny(w, http.StatusTooManyRequests, "concurrent_sessions", "the VoiceAgent's concurrent realtime sessions are all in use (spec.voice.maxConcurrentSessions); retry shortly", time.Second)
+		c.deny(w, http.StatusTooManyRequests, "concurrent_sessions", msgConcurrentSessions, time.Second)
 		return false
 	}
 	c.release = g.sessions.Release

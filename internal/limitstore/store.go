@@ -141,8 +141,7 @@ type Health struct {
 type Store struct {
 	rdb      *redis.Client
 	keys     keys
-	limits   atomic.Pointer[gw.GlobalLimits]
-	block    atomic.Bool
+	limits   atomic.Pointer[limits]
 	owner    string
 	seq      atomic.Uint64
 	clock    clock.PassiveClock
@@ -287,8 +286,17 @@ func readCredential(path string) string {
 
 // SetLimits puts new VoiceAgent-wide limits in force for the next admission.
 func (s *Store) SetLimits(l gw.GlobalLimits, block bool) {
-	s.limits.Store(&l)
-	s.block.Store(block)
+	d, _ := budget.ParseMicros(l.Daily) // validated with the configuration
+	m, _ := budget.ParseMicros(l.Monthly)
+	s.limits.Store(&limits{GlobalLimits: l, daily: int64(d), monthly: int64(m), block: block})
+}
+
+// limits are the VoiceAgent-wide limits in force, with the budgets parsed once and
+// the blocking choice, swapped as one.
+type limits struct {
+	gw.GlobalLimits
+	daily, monthly int64
+	block          bool
 }
 
 // Close stops the settle loop after one last settle of what is pending.
@@ -408,10 +416,8 @@ func (s *Store) Admit(ctx context.Context, kind Kind) (Decision, error) {
 		}
 	}
 	withBudget := func() {
-		d, _ := budget.ParseMicros(l.Daily) // validated with the configuration
-		m, _ := budget.ParseMicros(l.Monthly)
-		args[10], args[11] = int64(d), int64(m)
-		if s.block.Load() {
+		args[10], args[11] = l.daily, l.monthly
+		if l.block {
 			args[12] = 1
 		}
 	}
@@ -447,7 +453,7 @@ func (s *Store) Admit(ctx context.Context, kind Kind) (Decision, error) {
 	}
 	dayAbs, monthAbs := s.ownFigures(p)
 	s.mu.Unlock()
-	args = append(args, s.settleArgs(tokens, dayAbs, monthAbs, l, nil, released)...)
+	args = append(args, s.settleArgs(tokens, dayAbs, monthAbs, &l.GlobalLimits, nil, released)...)
 
 	// The agent hanging up does not cut the round trip short: a script cut off may
 	// still run, and a cancelled call must not count as the store failing (an agent
@@ -720,7 +726,7 @@ func (s *Store) settle(ctx context.Context, renewing bool) bool {
 	for _, f := range sends {
 		cctx, cancel := context.WithTimeout(ctx, 4*s.timeout)
 		s.roundTrips.Add(1)
-		res, err := settleScript.Run(cctx, s.rdb, s.keyList(f.p), s.settleArgs(tokens, f.day, f.month, l, renewed, released)...).Int64Slice()
+		res, err := settleScript.Run(cctx, s.rdb, s.keyList(f.p), s.settleArgs(tokens, f.day, f.month, &l.GlobalLimits, renewed, released)...).Int64Slice()
 		cancel()
 		if err == nil && len(res) != 3 {
 			err = fmt.Errorf("%w: settle answered %d values, want 3", errReply, len(res))
