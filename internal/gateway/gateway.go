@@ -327,7 +327,7 @@ func (g *Gateway) credential(path string) *credentialFile {
 	defer g.mu.Unlock()
 	c, ok := g.credentials[path]
 	if !ok {
-		c = newCredentialFile(path)
+		c = newCredentialFile(path, g.opts.Clock)
 		g.credentials[path] = c
 	}
 	return c

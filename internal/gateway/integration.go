@@ -122,6 +122,9 @@ func (g *Gateway) serveIntegration(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer func() { _ = resp.Body.Close() }()
+	if refusedKey(resp.StatusCode) {
+		g.credential(in.CredentialFile).invalidate()
+	}
 	br.Report(ticket, !retryable(resp.StatusCode))
 	c.rec.Decision, c.rec.Status, c.rec.Upstream = "allowed", resp.StatusCode, name
 	scrub := newScrubber(secret)

@@ -209,6 +209,7 @@ func TestRetriesHonourRetryAfterAndErrorsAreSanitised(t *testing.T) {
 	if err := os.WriteFile(tg.keyFile, []byte("wrong-key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	tg.clock.Step(credentialRecheck) // the file is looked at again
 	resp := tg.post(t, "/model/chat/completions", openaiBody, nil)
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusUnauthorized {
@@ -243,12 +244,43 @@ func TestCredentialRotationWithoutRestart(t *testing.T) {
 	if err := os.Rename(tg.keyFile+".new", tg.keyFile); err != nil {
 		t.Fatal(err)
 	}
+	// The file is looked at once per credentialRecheck: the next call after it has the
+	// new key.
+	tg.clock.Step(credentialRecheck)
 	if s := tg.post(t, "/model/v1/messages", body, nil).StatusCode; s != http.StatusOK {
 		t.Fatalf("after rotation: status %d", s)
 	}
 	keys := tg.upstream.keys()
 	if keys[len(keys)-1] != "rotated-key-0002" {
 		t.Errorf("keys seen %v", keys)
+	}
+}
+
+// Within credentialRecheck the file is not looked at, unless the upstream refused the
+// key: then the next call reads it again, rather than failing for up to a second.
+func TestCredentialRereadAfterTheUpstreamRefusedIt(t *testing.T) {
+	tg := startGateway(t, "anthropic", nil)
+	body := `{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
+	if s := tg.post(t, "/model/v1/messages", body, nil).StatusCode; s != http.StatusOK {
+		t.Fatalf("status %d", s)
+	}
+	tg.upstream.wantKey = "rotated-key-0003"
+	if err := os.WriteFile(tg.keyFile+".new", []byte("rotated-key-0003"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tg.keyFile+".new", tg.keyFile); err != nil {
+		t.Fatal(err)
+	}
+	// The clock has not moved: the cached key goes, and the provider refuses it.
+	if s := tg.post(t, "/model/v1/messages", body, nil).StatusCode; s != http.StatusUnauthorized {
+		t.Fatalf("first call after rotation: status %d, want the provider's 401", s)
+	}
+	if s := tg.post(t, "/model/v1/messages", body, nil).StatusCode; s != http.StatusOK {
+		t.Fatalf("second call after rotation: status %d, want the new key used", s)
+	}
+	keys := tg.upstream.keys()
+	if got := keys[len(keys)-1]; got != "rotated-key-0003" {
+		t.Errorf("last key seen %q", got)
 	}
 }
 

@@ -194,6 +194,9 @@ func (c *call) tryModel(w http.ResponseWriter, r *http.Request, m gw.Model, suff
 		return false, errMsg
 	}
 	defer func() { _ = resp.Body.Close() }()
+	if refusedKey(resp.StatusCode) {
+		c.g.credential(m.CredentialFile).invalidate()
+	}
 	br.Success(ticket)
 	c.g.metrics.breakerState.WithLabelValues(host(m.Endpoint)).Set(0)
 	c.rec.Upstream = m.Provider + "/" + m.Name

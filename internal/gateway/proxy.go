@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/budget"
@@ -279,10 +281,26 @@ func copyResponseHeaders(dst, src http.Header) {
 	}
 }
 
+// host is an endpoint's host, the label of its metrics and the name in messages. The
+// endpoints come from the configuration, so the parsed hosts are kept: every call
+// names its upstream several times.
 func host(endpoint string) string {
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		return "upstream"
+	if h, ok := endpointHosts.Load(endpoint); ok {
+		return h.(string)
 	}
-	return u.Host
+	h := "upstream"
+	if u, err := url.Parse(endpoint); err == nil {
+		h = u.Host
+	}
+	if endpointHostCount.Add(1) <= maxEndpointHosts { // a bound, whatever the configurations were
+		endpointHosts.Store(endpoint, h)
+	}
+	return h
 }
+
+const maxEndpointHosts = 1024
+
+var (
+	endpointHosts     sync.Map // endpoint -> host
+	endpointHostCount atomic.Int64
+)
