@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -64,14 +65,16 @@ func toUnstructured(obj client.Object) (*unstructured.Unstructured, error) {
 // applyChild makes the live object carry every field of desired, with one field owner.
 // It first compares desired with the cached live object and makes no request when
 // nothing differs: a steady-state reconcile writes nothing.
-func applyChild(ctx context.Context, c client.Client, desired client.Object) (applyResult, error) {
-	return applyChildWith(ctx, c, desired, false)
+func applyChild(ctx context.Context, c client.Client, apiReader client.Reader, desired client.Object) (applyResult, error) {
+	return applyChildWith(ctx, c, apiReader, desired, false)
 }
 
 // applyChildWith is applyChild; force sends the apply even when the live object already
 // carries every field of desired, for a field the operator must stop owning (an apply
-// without it is what releases it).
-func applyChildWith(ctx context.Context, c client.Client, desired client.Object, force bool) (applyResult, error) {
+// without it is what releases it). apiReader reads a child from the API server when
+// its cached copy (trimmed to a digest, AnnotationLiveDigest) does not settle whether
+// it changed; nil: c.
+func applyChildWith(ctx context.Context, c client.Client, apiReader client.Reader, desired client.Object, force bool) (applyResult, error) {
 	want, err := toUnstructured(desired)
 	if err != nil {
 		return applyUnchanged, fmt.Errorf("convert %T: %w", desired, err)
@@ -91,8 +94,14 @@ func applyChildWith(ctx context.Context, c client.Client, desired client.Object,
 		return applyUnchanged, fmt.Errorf("%s %s is controlled by another object (%s); the operator does not take it over: rename or delete one of them",
 			want.GetKind(), want.GetName(), metav1.GetControllerOf(live).Kind+"/"+metav1.GetControllerOf(live).Name)
 	}
-	if exists && !force && unchanged(live.Object, want.Object) {
-		return applyUnchanged, nil
+	if exists && !force {
+		same, err := liveUnchanged(ctx, cmp.Or[client.Reader](apiReader, c), desired, live, want)
+		if err != nil {
+			return applyUnchanged, fmt.Errorf("get %s %s: %w", want.GetKind(), want.GetName(), err)
+		}
+		if same {
+			return applyUnchanged, nil
+		}
 	}
 	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(want),
 		client.FieldOwner(render.FieldOwner), client.ForceOwnership); err != nil {
@@ -105,6 +114,38 @@ func applyChildWith(ctx context.Context, c client.Client, desired client.Object,
 		return applyUpdated, nil
 	}
 	return applyCreated, nil
+}
+
+// liveUnchanged reports whether the live child carries every field of want. A typed
+// child's cached copy holds a digest of the fields the operator owns instead of its
+// spec: equal to want's, nothing changed. When it differs and the operator wants what
+// it last applied (drift, or a field the API server stores otherwise than the typed
+// object renders it), the child is read from the API server and compared field by
+// field: a digest that misses costs a read, never a write.
+func liveUnchanged(ctx context.Context, apiReader client.Reader, desired client.Object, live, want *unstructured.Unstructured) (bool, error) {
+	digest, trimmed := live.GetAnnotations()[AnnotationLiveDigest]
+	if !trimmed {
+		return unchanged(live.Object, want.Object), nil
+	}
+	if digest == digestPrefix+desiredDigest(want) {
+		return true, nil
+	}
+	if live.GetAnnotations()[annotationDesiredHash] != want.GetAnnotations()[annotationDesiredHash] {
+		return false, nil // what the operator wants changed: no need to read what it was
+	}
+	typed := reflect.New(reflect.TypeOf(desired).Elem()).Interface().(client.Object)
+	if err := apiReader.Get(ctx, client.ObjectKeyFromObject(want), typed); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	// Typed objects come back from the API server without apiVersion and kind; want
+	// has them, and so had the cache's copies.
+	typed.GetObjectKind().SetGroupVersionKind(want.GroupVersionKind())
+	liveReads.WithLabelValues(want.GetKind()).Inc()
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(typed)
+	if err != nil {
+		return false, err
+	}
+	return unchanged(m, want.Object), nil
 }
 
 // controlledByAnother says whether live has a controller that is not the one want

@@ -106,7 +106,7 @@ func (r *AuditSinkReconciler) reconcileCredentials(ctx context.Context, sink *v1
 				"Credential %q comes from an external store, but External Secrets Operator is not installed (CRD %s not found).",
 				c.Slot, render.ExternalSecretCRD), nil
 		}
-		if _, err := applyChild(ctx, r.Client, auditSinkExternalSecret(sink, c)); err != nil {
+		if _, err := applyChild(ctx, r.Client, nil, auditSinkExternalSecret(sink, c)); err != nil {
 			return false, "", "", fmt.Errorf("sync credential %q: %w", c.Slot, err)
 		}
 	}

@@ -30,6 +30,11 @@ var (
 		Help: "Children created or updated by server-side apply, by kind and result (created, updated).",
 	}, []string{"kind", "result"})
 
+	liveReads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "voiceagent_operator_child_live_reads_total",
+		Help: "Children read from the API server because their cached digest differed from what the operator wants (a change, drift, or a field the digest does not settle), by kind.",
+	}, []string{"kind"})
+
 	driftCorrections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "voiceagent_operator_drift_corrections_total",
 		Help: "Children put back after they drifted from the spec (edited or deleted by hand) while the VoiceAgent's spec was unchanged, by kind.",
@@ -155,7 +160,7 @@ func countConditions(items []v1alpha1.VoiceAgent) map[string]map[string]int {
 // every manager of the process: an existing registration is kept) and lends the
 // condition collector this manager's cache while it runs.
 func registerMetrics(mgr ctrl.Manager) error {
-	for _, c := range []prometheus.Collector{childrenApplied, driftCorrections, auditRecordsLostOnShutdown, voiceAgentConditions} {
+	for _, c := range []prometheus.Collector{childrenApplied, liveReads, driftCorrections, auditRecordsLostOnShutdown, voiceAgentConditions} {
 		if err := metrics.Registry.Register(c); err != nil {
 			if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok || are.ExistingCollector != c {
 				return fmt.Errorf("register operator metrics: %w", err)

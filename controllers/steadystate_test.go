@@ -16,6 +16,7 @@ import (
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 	"github.com/voiceagent-dev/voiceagent-operator/controllers"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/manager"
 )
 
 // countingClient wraps the manager's cache-backed client and counts every write.
@@ -85,6 +86,7 @@ func TestSteadyStateMakesZeroWrites(t *testing.T) {
 		return nil
 	})
 	before := writes.Load()
+	readsBefore := liveReadsTotal(t)
 	for i := 0; i < 5; i++ {
 		if _, err := r.Reconcile(ctx, req); err != nil {
 			t.Fatal(err)
@@ -93,5 +95,84 @@ func TestSteadyStateMakesZeroWrites(t *testing.T) {
 	if w := n.Load(); w != 0 {
 		t.Errorf("5 steady-state reconciles made %d writes, want 0", w)
 	}
+	// Every child's cached digest matches what the operator wants: none is read back.
+	if r := liveReadsTotal(t) - readsBefore; r != 0 {
+		t.Errorf("5 steady-state reconciles read %v children from the API server, want 0: a cached digest differs from the desired one", r)
+	}
 	t.Logf("steady state: 5 reconciles, %d writes through the client; manager-wide write requests before %d after %d", n.Load(), before, writes.Load())
+}
+
+// liveReadsTotal sums voiceagent_operator_child_live_reads_total over its kinds.
+func liveReadsTotal(t *testing.T) float64 {
+	t.Helper()
+	var total float64
+	for _, kind := range []string{"ServiceAccount", "ConfigMap", "Service", "NetworkPolicy", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler"} {
+		total += counterValue(t, "voiceagent_operator_child_live_reads_total", "kind", kind)
+	}
+	return total
+}
+
+// TestRestartedManagerWritesNothing: a manager started over converged children fills
+// its cache from a list, not from the watch events of its own applies, and must find
+// every child as it wants it, without a read or a write.
+func TestRestartedManagerWritesNothing(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	va := fullVoiceAgent(ns, "restarted")
+	va.Spec.Model.Credentials = secretRef("gemini-key", "api-key")
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	markDeploymentAvailable(t, ns, "restarted")
+	eventually(t, waitFor, conditionIs(ns, "restarted", v1alpha1.ConditionAvailable, metav1.ConditionTrue, ""))
+	var n atomic.Int64
+	first := &controllers.VoiceAgentReconciler{Client: countingClient(&n), GatewayImage: testImage}
+	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(va)}
+	eventually(t, waitFor, func() error {
+		n.Store(0)
+		if _, err := first.Reconcile(ctx, req); err != nil {
+			return err
+		}
+		if w := n.Load(); w != 0 {
+			return fmt.Errorf("%d writes", w)
+		}
+		return nil
+	})
+
+	mgr, err := manager.New(suiteCfg, manager.Options{MetricsAddr: "0", ProbeAddr: "0", GatewayImage: testImage, SkipNameValidation: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("second manager: %v", err)
+		}
+	})
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		t.Fatal("the second manager's cache did not sync")
+	}
+	var w atomic.Int64
+	c := interceptor.NewClient(noWatch{mgr.GetClient()}, interceptor.Funcs{
+		Apply: func(ctx context.Context, c client.WithWatch, o runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+			w.Add(1)
+			return c.Apply(ctx, o, opts...)
+		},
+	})
+	second := &controllers.VoiceAgentReconciler{Client: c, APIReader: mgr.GetAPIReader(), GatewayImage: testImage}
+	// The cache may still be taking in the kinds the controller's watches started.
+	eventually(t, waitFor, func() error {
+		w.Store(0)
+		reads := liveReadsTotal(t)
+		if _, err := second.Reconcile(ctx, req); err != nil {
+			return err
+		}
+		if got, r := w.Load(), liveReadsTotal(t)-reads; got != 0 || r != 0 {
+			return fmt.Errorf("%d applies, %v children read from the API server", got, r)
+		}
+		return nil
+	})
 }

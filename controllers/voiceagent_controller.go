@@ -59,7 +59,10 @@ const RequeueWhileWaiting = 30 * time.Second
 
 // VoiceAgentReconciler reconciles VoiceAgents.
 type VoiceAgentReconciler struct {
-	Client       client.Client
+	Client client.Client
+	// APIReader reads from the API server, not the cache: a child whose cached digest
+	// differs from what is wanted is compared in full (applyChildWith); nil: Client.
+	APIReader    client.Reader
 	Recorder     events.EventRecorder
 	GatewayImage string
 	// ClusterDomain is the cluster's DNS suffix; "cluster.local" when empty.
@@ -141,7 +144,7 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.recordGenerated(va, obs.takeGenerated())
 		// Fail closed: the agent pods keep DNS and their gateway, and lose whatever
 		// wider way out an older policy gave them.
-		if _, lockErr := applyChild(ctx, r.Client, render.LockdownNetworkPolicy(va)); lockErr != nil {
+		if _, lockErr := applyChild(ctx, r.Client, r.APIReader, render.LockdownNetworkPolicy(va)); lockErr != nil {
 			log.FromContext(ctx).Error(lockErr, "lock down the agent pods' NetworkPolicy")
 		}
 		setCondition(va, v1alpha1.ConditionReady, false, v1alpha1.ReasonInvalidSpec,
@@ -223,7 +226,7 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 		g, gctx := errgroup.WithContext(ctx)
 		for i, obj := range stage {
 			g.Go(func() error {
-				res, err := applyChildWith(gctx, r.Client, obj, forceAgent && obj == client.Object(ch.Deployment))
+				res, err := applyChildWith(gctx, r.Client, r.APIReader, obj, forceAgent && obj == client.Object(ch.Deployment))
 				results[i] = res
 				return err
 			})

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -453,6 +455,47 @@ func TestDriftIsReverted(t *testing.T) {
 	if err := k8s.Delete(ctx, np); err != nil {
 		t.Fatal(err)
 	}
+	// And edits the gateway's configuration and a Service's target port: the manager's cache
+	// keeps a digest of these, not their content, and must still see the change.
+	cm := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.ConfigMapName(&v1alpha1.VoiceAgent{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drift"}})}, cm); err != nil {
+		t.Fatal(err)
+	}
+	wantConfig := maps.Clone(cm.Data)
+	cmPatch := client.MergeFrom(cm.DeepCopy())
+	for k := range cm.Data {
+		cm.Data[k] = "{}"
+	}
+	if err := k8s.Patch(ctx, cm, cmPatch, client.FieldOwner("kubectl-edit")); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "drift"}, svc); err != nil {
+		t.Fatal(err)
+	}
+	wantPort := svc.Spec.Ports[0].TargetPort
+	svcPatch := client.MergeFrom(svc.DeepCopy())
+	svc.Spec.Ports[0].TargetPort = intstr.FromInt32(wantPort.IntVal + 1)
+	if err := k8s.Patch(ctx, svc, svcPatch, client.FieldOwner("kubectl-edit")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		got := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(cm), got); err != nil {
+			return err
+		}
+		if !maps.Equal(got.Data, wantConfig) {
+			return fmt.Errorf("gateway configuration not put back yet")
+		}
+		s := &corev1.Service{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(svc), s); err != nil {
+			return err
+		}
+		if s.Spec.Ports[0].TargetPort != wantPort {
+			return fmt.Errorf("service target port %s, want %s", s.Spec.Ports[0].TargetPort.String(), wantPort.String())
+		}
+		return nil
+	})
 	eventually(t, waitFor, func() error {
 		d := &appsv1.Deployment{}
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(dep), d); err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -148,6 +149,50 @@ func replicasOnly(raw []byte) []byte {
 	return nil
 }
 
+// digestChild keeps of a typed child what the operator reads of it: its metadata
+// (names, labels, owners, the desired-hash annotation), a Deployment's replicas and
+// status, and in annotation controllers.AnnotationLiveDigest the digest of the fields
+// the operator's last apply owns, with which a reconcile tells whether the child still
+// carries what it wants (controllers, applyChildWith). The spec itself (a Deployment's
+// pod template, a ConfigMap's gateway configuration, the policies' rules) is not kept:
+// at 1,000 VoiceAgents it was most of the manager's memory. The transform then runs
+// after the digest has read managedFields ("then"). The operator never writes a cached
+// child back.
+func digestChild(then toolscache.TransformFunc) toolscache.TransformFunc {
+	return func(in any) (any, error) {
+		obj, ok := in.(client.Object)
+		if !ok {
+			return in, nil
+		}
+		// Informers may pass an object through twice (a relist): the second time its
+		// managedFields are gone, and the digest it has stays.
+		digest := controllers.CachedDigest(obj)
+		switch o := obj.(type) {
+		case *appsv1.Deployment:
+			o.Spec = appsv1.DeploymentSpec{Replicas: o.Spec.Replicas}
+		case *corev1.ConfigMap:
+			o.Data, o.BinaryData = nil, nil
+		case *corev1.Service:
+			o.Spec, o.Status = corev1.ServiceSpec{}, corev1.ServiceStatus{}
+		case *corev1.ServiceAccount:
+			o.Secrets, o.ImagePullSecrets, o.AutomountServiceAccountToken = nil, nil, nil
+		case *networkingv1.NetworkPolicy:
+			o.Spec = networkingv1.NetworkPolicySpec{}
+		case *policyv1.PodDisruptionBudget:
+			o.Spec, o.Status = policyv1.PodDisruptionBudgetSpec{}, policyv1.PodDisruptionBudgetStatus{}
+		case *autoscalingv2.HorizontalPodAutoscaler:
+			o.Spec, o.Status = autoscalingv2.HorizontalPodAutoscalerSpec{}, autoscalingv2.HorizontalPodAutoscalerStatus{}
+		default:
+			return then(in)
+		}
+		ann := make(map[string]string, len(obj.GetAnnotations())+1)
+		maps.Copy(ann, obj.GetAnnotations())
+		ann[controllers.AnnotationLiveDigest] = digest
+		obj.SetAnnotations(ann)
+		return then(obj)
+	}
+}
+
 // trimPod keeps of a gateway or agent pod what the operator reads (the pods' audit
 // delivery and spend readers, the shutdown-loss watch): its metadata, its containers'
 // names and ports (the admin port), its phase and IPs, and its containers' states
@@ -203,7 +248,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	strip := cache.TransformStripManagedFields()
 	byObject := map[client.Object]cache.ByObject{
 		&v1alpha1.VoiceAgent{}: {Transform: trimManagedFields(specOnly)},
-		&appsv1.Deployment{}:   {Label: ours, Transform: trimManagedFields(replicasOnly)},
+		&appsv1.Deployment{}:   {Label: ours, Transform: digestChild(trimManagedFields(replicasOnly))},
 		// Every Secret's metadata (the referenced ones are the user's, unlabelled), read
 		// by listing a namespace's on every reconcile: without copies, which only
 		// reading them allows.
@@ -211,7 +256,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	}
 	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &corev1.ConfigMap{}, &corev1.Service{},
 		&networkingv1.NetworkPolicy{}, &policyv1.PodDisruptionBudget{}, &autoscalingv2.HorizontalPodAutoscaler{}} {
-		byObject[obj] = cache.ByObject{Label: ours, Transform: strip}
+		byObject[obj] = cache.ByObject{Label: ours, Transform: digestChild(strip)}
 	}
 	byObject[&corev1.Pod{}] = cache.ByObject{Label: ours, Transform: trimPod}
 	// Leader election keeps its own client, never held up by the limit below.
@@ -252,6 +297,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	}
 	va := &controllers.VoiceAgentReconciler{
 		Client:            mgr.GetClient(),
+		APIReader:         mgr.GetAPIReader(),
 		Recorder:          mgr.GetEventRecorder("voiceagent-operator"),
 		GatewayImage:      opts.GatewayImage,
 		ClusterDomain:     opts.ClusterDomain,
