@@ -295,6 +295,9 @@ func run(cfg config) (err error) {
 		if err := settleLogged(ctx, raw, "before the plain client with server-side apply"); err != nil {
 			return err
 		}
+		if err := clearLogged(ctx, k8s, raw, plainNS, cfg.workers); err != nil {
+			return err
+		}
 		logf("plain client, server-side apply: %d workers apply the same objects in namespace %s", cfg.workers, applyNS)
 		if before, err = apiserverRequests(ctx, raw); err != nil {
 			return err
@@ -312,12 +315,12 @@ func run(cfg config) (err error) {
 		logf("plain client, server-side apply: %d objects in %.1fs; CPU of the cluster: %s", created, d.Seconds(), cpuDelta(cpuBefore, clusterCPU(cfg.state)))
 	}
 
-	// The generated Secrets of the plain clients' namespaces go: the manager caches the
-	// metadata of every Secret in the cluster, and would otherwise start with three
-	// times the bench's own.
+	// What the plain clients made goes (clearPlain), their generated Secrets too: the
+	// manager caches the metadata of every Secret in the cluster, and would otherwise
+	// start with three times the bench's own.
 	for _, ns := range []string{plainNS, applyNS} {
-		if err := k8s.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ns)); err != nil {
-			return fmt.Errorf("delete the Secrets of %s: %w", ns, err)
+		if err := clearLogged(ctx, k8s, raw, ns, cfg.workers); err != nil {
+			return err
 		}
 	}
 	if err := settleLogged(ctx, raw, "before the manager starts"); err != nil {
@@ -574,6 +577,18 @@ func settleLogged(ctx context.Context, rc rest.Interface, when string) error {
 	}
 	logf("cluster quiet %s after %.0fs", when, d.Seconds())
 	return nil
+}
+
+// clearLogged deletes what a plain client made in ns (clearPlain) and waits for the
+// cluster to be quiet again.
+func clearLogged(ctx context.Context, c client.Client, rc rest.Interface, ns string, workers int) error {
+	t0 := time.Now()
+	n, err := clearPlain(ctx, c, ns, workers)
+	if err != nil {
+		return fmt.Errorf("delete the plain client's objects in %s: %w", ns, err)
+	}
+	logf("deleted the %d objects of the plain client in %s in %.1fs", n, ns, time.Since(t0).Seconds())
+	return settleLogged(ctx, rc, "after the delete")
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
