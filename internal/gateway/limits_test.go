@@ -230,6 +230,19 @@ func TestRetriesHonourRetryAfterAndErrorsAreSanitised(t *testing.T) {
 	}
 }
 
+// rotateKey swaps the mounted key file as the kubelet does (a new file renamed over
+// the old one), and makes the upstream accept only the new key.
+func (tg *testGateway) rotateKey(t *testing.T, key string) {
+	t.Helper()
+	tg.upstream.wantKey = key
+	if err := os.WriteFile(tg.keyFile+".new", []byte(key), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tg.keyFile+".new", tg.keyFile); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCredentialRotationWithoutRestart(t *testing.T) {
 	tg := startGateway(t, "anthropic", nil)
 	body := `{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
@@ -237,13 +250,7 @@ func TestCredentialRotationWithoutRestart(t *testing.T) {
 		t.Fatalf("status %d", s)
 	}
 	// Rotate: the Secret volume now holds a new key and the upstream only accepts it.
-	tg.upstream.wantKey = "rotated-key-0002"
-	if err := os.WriteFile(tg.keyFile+".new", []byte("rotated-key-0002"), 0o400); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tg.keyFile+".new", tg.keyFile); err != nil {
-		t.Fatal(err)
-	}
+	tg.rotateKey(t, "rotated-key-0002")
 	// The file is looked at once per credentialRecheck: the next call after it has the
 	// new key.
 	tg.clock.Step(credentialRecheck)
@@ -264,13 +271,7 @@ func TestCredentialRereadAfterTheUpstreamRefusedIt(t *testing.T) {
 	if s := tg.post(t, "/model/v1/messages", body, nil).StatusCode; s != http.StatusOK {
 		t.Fatalf("status %d", s)
 	}
-	tg.upstream.wantKey = "rotated-key-0003"
-	if err := os.WriteFile(tg.keyFile+".new", []byte("rotated-key-0003"), 0o400); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tg.keyFile+".new", tg.keyFile); err != nil {
-		t.Fatal(err)
-	}
+	tg.rotateKey(t, "rotated-key-0003")
 	// The clock has not moved: the cached key goes, and the provider refuses it.
 	if s := tg.post(t, "/model/v1/messages", body, nil).StatusCode; s != http.StatusUnauthorized {
 		t.Fatalf("first call after rotation: status %d, want the provider's 401", s)
