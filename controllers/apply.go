@@ -1,17 +1,18 @@
 package controllers
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
@@ -65,16 +66,16 @@ func toUnstructured(obj client.Object) (*unstructured.Unstructured, error) {
 // applyChild makes the live object carry every field of desired, with one field owner.
 // It first compares desired with the cached live object and makes no request when
 // nothing differs: a steady-state reconcile writes nothing.
-func applyChild(ctx context.Context, c client.Client, apiReader client.Reader, desired client.Object) (applyResult, error) {
-	return applyChildWith(ctx, c, apiReader, desired, false)
+func applyChild(ctx context.Context, c client.Client, live *liveChecker, desired client.Object) (applyResult, error) {
+	return applyChildWith(ctx, c, live, desired, false)
 }
 
 // applyChildWith is applyChild; force sends the apply even when the live object already
 // carries every field of desired, for a field the operator must stop owning (an apply
-// without it is what releases it). apiReader reads a child from the API server when
-// its cached copy (trimmed to a digest, AnnotationLiveDigest) does not settle whether
-// it changed; nil: c.
-func applyChildWith(ctx context.Context, c client.Client, apiReader client.Reader, desired client.Object, force bool) (applyResult, error) {
+// without it is what releases it). checker reads a child from the API server when its
+// cached copy (trimmed to a digest, AnnotationLiveDigest) does not settle whether it
+// changed; it may be nil only for children that are never trimmed (unstructured ones).
+func applyChildWith(ctx context.Context, c client.Client, checker *liveChecker, desired client.Object, force bool) (applyResult, error) {
 	want, err := toUnstructured(desired)
 	if err != nil {
 		return applyUnchanged, fmt.Errorf("convert %T: %w", desired, err)
@@ -95,7 +96,7 @@ func applyChildWith(ctx context.Context, c client.Client, apiReader client.Reade
 			want.GetKind(), want.GetName(), metav1.GetControllerOf(live).Kind+"/"+metav1.GetControllerOf(live).Name)
 	}
 	if exists && !force {
-		same, err := liveUnchanged(ctx, cmp.Or[client.Reader](apiReader, c), desired, live, want)
+		same, err := checker.unchanged(ctx, desired, live, want)
 		if err != nil {
 			return applyUnchanged, fmt.Errorf("get %s %s: %w", want.GetKind(), want.GetName(), err)
 		}
@@ -116,25 +117,59 @@ func applyChildWith(ctx context.Context, c client.Client, apiReader client.Reade
 	return applyCreated, nil
 }
 
-// liveUnchanged reports whether the live child carries every field of want. A typed
-// child's cached copy holds a digest of the fields the operator owns instead of its
-// spec: equal to want's, nothing changed. When it differs and the operator wants what
-// it last applied (drift, or a field the API server stores otherwise than the typed
-// object renders it), the child is read from the API server and compared field by
-// field: a digest that misses costs a read, never a write.
-func liveUnchanged(ctx context.Context, apiReader client.Reader, desired client.Object, live, want *unstructured.Unstructured) (bool, error) {
+// liveChecker settles whether a live child carries every field the operator wants.
+// A typed child's cached copy holds a digest of the fields the operator owns instead
+// of its spec: equal to want's, nothing changed. When it differs and the operator
+// wants what it last applied (drift, or a field the API server stores otherwise than
+// the typed object renders it), the child is read from the API server and compared
+// field by field: a digest that misses costs a read, never a write.
+//
+// A child found unchanged that way is remembered by UID with its resourceVersion and
+// the desired digest, so that a digest that keeps missing for an object that is right
+// (a webhook that rewrites a list, the operator's entry stripped from managedFields)
+// costs one read per change of the object or of what is wanted, not one per reconcile.
+type liveChecker struct {
+	reader client.Reader
+	mu     sync.Mutex
+	same   map[types.UID]checkedLive
+}
+
+// checkedLive is a child read from the API server and found to carry everything the
+// operator wants: at that resourceVersion, for that desired digest.
+type checkedLive struct{ resourceVersion, digest string }
+
+// maxCheckedLive bounds what a liveChecker remembers; past it, it starts again empty
+// (entries of deleted children are never removed one by one). Each entry is a child
+// whose digest misses, normally none.
+const maxCheckedLive = 10000
+
+// newLiveChecker reads from reader, which must be the API server and not the cache.
+func newLiveChecker(reader client.Reader) *liveChecker {
+	return &liveChecker{reader: reader, same: map[types.UID]checkedLive{}}
+}
+
+// unchanged reports whether live (the cached copy) carries every field of want.
+func (lc *liveChecker) unchanged(ctx context.Context, desired client.Object, live, want *unstructured.Unstructured) (bool, error) {
 	digest, trimmed := live.GetAnnotations()[AnnotationLiveDigest]
 	if !trimmed {
 		return unchanged(live.Object, want.Object), nil
 	}
-	if digest == digestPrefix+desiredDigest(want) {
+	wantDigest := desiredDigest(want)
+	if digest == digestPrefix+wantDigest {
 		return true, nil
 	}
 	if live.GetAnnotations()[annotationDesiredHash] != want.GetAnnotations()[annotationDesiredHash] {
 		return false, nil // what the operator wants changed: no need to read what it was
 	}
+	if lc == nil || lc.reader == nil {
+		return false, fmt.Errorf("no API reader to compare the cached %s %s with (VoiceAgentReconciler.APIReader is not set)", want.GetKind(), want.GetName())
+	}
+	uid := live.GetUID()
+	if lc.seen(uid, checkedLive{live.GetResourceVersion(), wantDigest}) {
+		return true, nil
+	}
 	typed := reflect.New(reflect.TypeOf(desired).Elem()).Interface().(client.Object)
-	if err := apiReader.Get(ctx, client.ObjectKeyFromObject(want), typed); err != nil {
+	if err := lc.reader.Get(ctx, client.ObjectKeyFromObject(want), typed); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
 	// Typed objects come back from the API server without apiVersion and kind; want
@@ -145,7 +180,27 @@ func liveUnchanged(ctx context.Context, apiReader client.Reader, desired client.
 	if err != nil {
 		return false, err
 	}
-	return unchanged(m, want.Object), nil
+	same := unchanged(m, want.Object)
+	if same && typed.GetUID() == uid {
+		lc.remember(uid, checkedLive{typed.GetResourceVersion(), wantDigest})
+	}
+	return same, nil
+}
+
+func (lc *liveChecker) seen(uid types.UID, c checkedLive) bool {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	got, ok := lc.same[uid]
+	return ok && got == c
+}
+
+func (lc *liveChecker) remember(uid types.UID, c checkedLive) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if len(lc.same) >= maxCheckedLive {
+		clear(lc.same)
+	}
+	lc.same[uid] = c
 }
 
 // controlledByAnother says whether live has a controller that is not the one want

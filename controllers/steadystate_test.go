@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync/atomic"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -17,6 +20,7 @@ import (
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 	"github.com/voiceagent-dev/voiceagent-operator/controllers"
 	"github.com/voiceagent-dev/voiceagent-operator/internal/manager"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
 // countingClient wraps the manager's cache-backed client and counts every write.
@@ -72,7 +76,7 @@ func TestSteadyStateMakesZeroWrites(t *testing.T) {
 	eventually(t, waitFor, conditionIs(ns, "steady", v1alpha1.ConditionAvailable, metav1.ConditionTrue, ""))
 
 	var n atomic.Int64
-	r := &controllers.VoiceAgentReconciler{Client: countingClient(&n), GatewayImage: testImage}
+	r := &controllers.VoiceAgentReconciler{Client: countingClient(&n), APIReader: k8s, GatewayImage: testImage}
 	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(va)}
 	// Converged once the operator's own reconciles have caught up with the cache.
 	eventually(t, waitFor, func() error {
@@ -126,7 +130,7 @@ func TestRestartedManagerWritesNothing(t *testing.T) {
 	markDeploymentAvailable(t, ns, "restarted")
 	eventually(t, waitFor, conditionIs(ns, "restarted", v1alpha1.ConditionAvailable, metav1.ConditionTrue, ""))
 	var n atomic.Int64
-	first := &controllers.VoiceAgentReconciler{Client: countingClient(&n), GatewayImage: testImage}
+	first := &controllers.VoiceAgentReconciler{Client: countingClient(&n), APIReader: k8s, GatewayImage: testImage}
 	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(va)}
 	eventually(t, waitFor, func() error {
 		n.Store(0)
@@ -172,6 +176,87 @@ func TestRestartedManagerWritesNothing(t *testing.T) {
 		}
 		if got, r := w.Load(), liveReadsTotal(t)-reads; got != 0 || r != 0 {
 			return fmt.Errorf("%d applies, %v children read from the API server", got, r)
+		}
+		return nil
+	})
+}
+
+// TestDigestThatKeepsMissingIsReadOnce: a child whose cached digest misses while the
+// object is as the operator wants it (here its managedFields were cleared, so the
+// digest finds nothing the operator owns) is read from the API server once per change
+// of the object, not once per reconcile; and a later edit of that child is still seen
+// and put back.
+func TestDigestThatKeepsMissingIsReadOnce(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	va := fullVoiceAgent(ns, "unowned")
+	va.Spec.Model.Credentials = secretRef("gemini-key", "api-key")
+	if err := k8s.Create(ctx, va); err != nil {
+		t.Fatal(err)
+	}
+	markDeploymentAvailable(t, ns, "unowned")
+	eventually(t, waitFor, conditionIs(ns, "unowned", v1alpha1.ConditionAvailable, metav1.ConditionTrue, ""))
+
+	cmKey := client.ObjectKey{Namespace: ns, Name: render.ConfigMapName(va)}
+	cm := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, cmKey, cm); err != nil {
+		t.Fatal(err)
+	}
+	wantConfig := maps.Clone(cm.Data)
+	if err := k8s.Patch(ctx, cm, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"managedFields":[{}]}}`))); err != nil {
+		t.Fatal(err)
+	}
+	cleared := cm.ResourceVersion
+	eventually(t, waitFor, func() error {
+		cached := &corev1.ConfigMap{}
+		if err := mgrClient.Get(ctx, cmKey, cached); err != nil {
+			return err
+		}
+		if cached.ResourceVersion != cleared {
+			return fmt.Errorf("cache at resourceVersion %s, want %s", cached.ResourceVersion, cleared)
+		}
+		return nil
+	})
+
+	var n atomic.Int64
+	r := &controllers.VoiceAgentReconciler{Client: countingClient(&n), APIReader: k8s, GatewayImage: testImage}
+	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(va)}
+	if _, err := r.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if w := n.Load(); w != 0 {
+		t.Fatalf("the first reconcile after managedFields were cleared made %d writes, want 0 (the object is as wanted)", w)
+	}
+	reads := liveReadsTotal(t)
+	for range 5 {
+		if _, err := r.Reconcile(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := n.Load(); w != 0 {
+		t.Errorf("5 more reconciles made %d writes, want 0", w)
+	}
+	if got := liveReadsTotal(t) - reads; got != 0 {
+		t.Errorf("5 more reconciles of an unchanged child read %v children from the API server, want 0: the first read's answer must be remembered", got)
+	}
+
+	// The child changes: the remembered answer no longer holds, and the edit is reverted.
+	if err := k8s.Get(ctx, cmKey, cm); err != nil {
+		t.Fatal(err)
+	}
+	for k := range cm.Data {
+		cm.Data[k] = "{}"
+	}
+	if err := k8s.Update(ctx, cm, client.FieldOwner("kubectl-edit")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, func() error {
+		got := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, cmKey, got); err != nil {
+			return err
+		}
+		if !maps.Equal(got.Data, wantConfig) {
+			return errors.New("the edited gateway ConfigMap was not put back")
 		}
 		return nil
 	})

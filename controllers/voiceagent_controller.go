@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -61,7 +62,7 @@ const RequeueWhileWaiting = 30 * time.Second
 type VoiceAgentReconciler struct {
 	Client client.Client
 	// APIReader reads from the API server, not the cache: a child whose cached digest
-	// differs from what is wanted is compared in full (applyChildWith); nil: Client.
+	// differs from what is wanted is compared in full (liveChecker). Required.
 	APIReader    client.Reader
 	Recorder     events.EventRecorder
 	GatewayImage string
@@ -79,6 +80,10 @@ type VoiceAgentReconciler struct {
 	MaxConcurrentReconciles int
 
 	optional *optionalAPIs
+	live     struct {
+		once    sync.Once
+		checker *liveChecker
+	}
 	// rotations are the agent token rotations this process completed, and
 	// pendingTokens the ones it announced (pendingToken), by VoiceAgent UID.
 	rotations, pendingTokens sync.Map
@@ -106,6 +111,9 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if r.optional == nil {
 		r.optional = newOptionalAPIs(r.Client)
 	}
+	if r.APIReader == nil {
+		return ctrl.Result{}, errNoAPIReader
+	}
 	va := &v1alpha1.VoiceAgent{}
 	if err := r.Client.Get(ctx, req.NamespacedName, va); err != nil {
 		if isNotFound(err) {
@@ -124,10 +132,7 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.ensureSessionKey(ctx, va, obs); err != nil {
-		return ctrl.Result{}, err
-	}
-	tokenWait, err := r.ensureAgentToken(ctx, va, obs)
+	tokenWait, err := r.ensureSecrets(ctx, va, obs)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -144,7 +149,7 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.recordGenerated(va, obs.takeGenerated())
 		// Fail closed: the agent pods keep DNS and their gateway, and lose whatever
 		// wider way out an older policy gave them.
-		if _, lockErr := applyChild(ctx, r.Client, r.APIReader, render.LockdownNetworkPolicy(va)); lockErr != nil {
+		if _, lockErr := applyChild(ctx, r.Client, r.liveChecker(), render.LockdownNetworkPolicy(va)); lockErr != nil {
 			log.FromContext(ctx).Error(lockErr, "lock down the agent pods' NetworkPolicy")
 		}
 		setCondition(va, v1alpha1.ConditionReady, false, v1alpha1.ReasonInvalidSpec,
@@ -174,20 +179,42 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	return ctrl.Result{RequeueAfter: after}, nil
 }
 
+// errNoAPIReader: without a reader of the API server, a child whose cached digest
+// misses could be settled only by an apply, a write on every reconcile.
+var errNoAPIReader = errors.New("VoiceAgentReconciler.APIReader is not set: give it the manager's GetAPIReader()")
+
+// liveChecker is the reconciler's one liveChecker, made on first use.
+func (r *VoiceAgentReconciler) liveChecker() *liveChecker {
+	r.live.once.Do(func() { r.live.checker = newLiveChecker(r.APIReader) })
+	return r.live.checker
+}
+
 // applyAll applies every wanted child and deletes the ones no longer wanted.
 func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed, ch *render.Children) error {
 	// Policies before pods, so that no pod ever runs unrestricted; the gateway's
-	// certificates before the pods that mount them; the gateway before the agent that
-	// calls it. The children of one stage do not depend on each other and are applied
-	// at once: a new VoiceAgent takes five round trips, not thirteen.
-	stages := [][]client.Object{{ch.ServiceAccount, ch.GatewayServiceAccount, ch.ConfigMap,
-		ch.NetworkPolicy, ch.GatewayNetworkPolicy, ch.Service, ch.GatewayService}}
+	// certificates, and the ExternalSecrets that fill the Secrets the gateway mounts,
+	// before the pods that mount them; a Deployment before what scales it. The children
+	// of one stage do not depend on each other and are applied at once: a new
+	// VoiceAgent takes two round trips for its children (plus its generated Secrets and
+	// its status), not thirteen. The gateway and agent Deployments go together: an
+	// agent pod that starts first finds its gateway's Service there and retries a call
+	// until a gateway pod is ready, as it must after any gateway restart.
+	first := []client.Object{ch.ServiceAccount, ch.GatewayServiceAccount, ch.ConfigMap,
+		ch.NetworkPolicy, ch.GatewayNetworkPolicy, ch.Service, ch.GatewayService}
+	if obs.esoInstalled {
+		for _, es := range ch.ExternalSecrets {
+			first = append(first, es)
+		}
+	}
+	if obs.certManagerInstalled && ch.Certificate != nil {
+		first = append(first, ch.Certificate)
+	}
+	stages := [][]client.Object{first}
 	if obs.certManagerInstalled {
 		for _, o := range ch.GatewayTLS { // in dependency order, one at a time
 			stages = append(stages, []client.Object{o})
 		}
 	}
-	stages = append(stages, []client.Object{ch.GatewayDeployment})
 	forceAgent := false
 	if render.Autoscaled(va) {
 		handedOff, err := r.handOffReplicas(ctx, ch.Deployment, va)
@@ -198,35 +225,26 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 		// nothing else differs, which is what releases it.
 		forceAgent = handedOff
 	}
-	stages = append(stages, []client.Object{ch.Deployment})
-	var last []client.Object
-	switch {
-	case ch.ScaledObject != nil && obs.kedaInstalled:
-		last = append(last, ch.ScaledObject)
-	case ch.HorizontalPodAutoscaler != nil:
-		last = append(last, ch.HorizontalPodAutoscaler)
-	}
+	workloads := []client.Object{ch.GatewayDeployment, ch.Deployment}
 	for _, pdb := range []*policyv1.PodDisruptionBudget{ch.PodDisruptionBudget, ch.GatewayPodDisruptionBudget} {
 		if pdb != nil {
-			last = append(last, pdb)
+			workloads = append(workloads, pdb)
 		}
 	}
-	if obs.esoInstalled {
-		for _, es := range ch.ExternalSecrets {
-			last = append(last, es)
-		}
+	stages = append(stages, workloads)
+	switch {
+	case ch.ScaledObject != nil && obs.kedaInstalled:
+		stages = append(stages, []client.Object{ch.ScaledObject})
+	case ch.HorizontalPodAutoscaler != nil:
+		stages = append(stages, []client.Object{ch.HorizontalPodAutoscaler})
 	}
-	if obs.certManagerInstalled && ch.Certificate != nil {
-		last = append(last, ch.Certificate)
-	}
-	stages = append(stages, last)
 	var created, updated []string
 	for _, stage := range stages {
 		results := make([]applyResult, len(stage))
 		g, gctx := errgroup.WithContext(ctx)
 		for i, obj := range stage {
 			g.Go(func() error {
-				res, err := applyChildWith(gctx, r.Client, r.APIReader, obj, forceAgent && obj == client.Object(ch.Deployment))
+				res, err := applyChildWith(gctx, r.Client, r.liveChecker(), obj, forceAgent && obj == client.Object(ch.Deployment))
 				results[i] = res
 				return err
 			})
@@ -611,30 +629,54 @@ func (r *VoiceAgentReconciler) patchSecret(ctx context.Context, secret *corev1.S
 	return r.Client.Patch(ctx, secret, client.RawPatch(types.MergePatchType, data), client.FieldOwner(render.FieldOwner))
 }
 
-// ensureSessionKey creates the generated session key once. The operator never reads it
-// back: it only learns from metadata that it exists.
-func (r *VoiceAgentReconciler) ensureSessionKey(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed) error {
-	if !render.GeneratesSessionKey(va) {
-		return nil
+// ensureSecrets makes the Secrets the operator generates (the session key, the agent
+// token) exist, both at once: for a new VoiceAgent they are one round trip, not two.
+// It returns ensureAgentToken's wait.
+func (r *VoiceAgentReconciler) ensureSecrets(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed) (time.Duration, error) {
+	_, haveSessionKey := obs.secrets[render.SessionKeySecretName(va)]
+	if haveSessionKey || !render.GeneratesSessionKey(va) {
+		return r.ensureAgentToken(ctx, va, obs)
 	}
-	if _, ok := obs.secrets[render.SessionKeySecretName(va)]; ok {
-		return nil
+	var (
+		sessionKey *corev1.Secret
+		tokenWait  time.Duration
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		sessionKey, err = r.createSessionKey(gctx, va)
+		return err
+	})
+	g.Go(func() (err error) {
+		tokenWait, err = r.ensureAgentToken(gctx, va, obs)
+		return err
+	})
+	err := g.Wait()
+	if sessionKey != nil {
+		obs.secrets[sessionKey.Name] = sessionKey.ResourceVersion
+		obs.generated = append([]generatedSecret{{reason: "SessionKeyGenerated",
+			note: fmt.Sprintf("the AES-256-GCM session key in Secret %s", sessionKey.Name)}}, obs.generated...)
 	}
+	return tokenWait, err
+}
+
+// createSessionKey creates the generated session key, which the operator never reads
+// back: it only learns from metadata that it exists. It returns the Secret created,
+// nil when it was there already (the cache was behind; the next event brings its
+// version). It touches nothing of the reconcile's observed state: ensureSecrets runs
+// it beside ensureAgentToken.
+func (r *VoiceAgentReconciler) createSessionKey(ctx context.Context, va *v1alpha1.VoiceAgent) (*corev1.Secret, error) {
 	key := make([]byte, render.SessionKeySize)
 	if _, err := rand.Read(key); err != nil {
-		return fmt.Errorf("generate session key: %w", err)
+		return nil, fmt.Errorf("generate session key: %w", err)
 	}
 	secret := render.SessionKeySecret(va, key)
 	if err := r.Client.Create(ctx, secret, client.FieldOwner(render.FieldOwner)); err != nil {
 		if isAlreadyExists(err) {
-			return nil // the cache was behind; the next event brings its version
+			return nil, nil
 		}
-		return fmt.Errorf("create session key Secret: %w", err)
+		return nil, fmt.Errorf("create session key Secret: %w", err)
 	}
-	obs.secrets[secret.Name] = secret.ResourceVersion
-	obs.generated = append(obs.generated, generatedSecret{reason: "SessionKeyGenerated",
-		note: fmt.Sprintf("the AES-256-GCM session key in Secret %s", secret.Name)})
-	return nil
+	return secret, nil
 }
 
 // pruneStale deletes children of va that the spec no longer wants: the Certificate when
@@ -771,6 +813,9 @@ func (r *VoiceAgentReconciler) handOffReplicas(ctx context.Context, want *appsv1
 // SetupWithManager registers the controller, its watches and field indexes.
 func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	ctx := context.Background()
+	if r.APIReader == nil {
+		return errNoAPIReader
+	}
 	if err := registerMetrics(mgr); err != nil {
 		return err
 	}
