@@ -17,6 +17,9 @@ import (
 // observed is what a reconcile reads from the cluster before rendering. Secrets are
 // read as metadata only: the operator never holds a credential's value.
 type observed struct {
+	// created are the children this reconcile created, as "Kind/name": the cache may
+	// not show them yet when status is written.
+	created      map[string]bool
 	sinks        []v1alpha1.AuditSink // referenced sinks that exist, in spec order
 	missingSinks []string
 	// secrets maps the name of every Secret in the namespace to its resourceVersion.
@@ -124,4 +127,9 @@ func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain 
 		CarriedSpend:        carriedSpend(va.Status.Spend),
 		KEDA:                obs.kedaInstalled,
 	}
+}
+
+// justCreated says whether this reconcile created the child kind/name.
+func (o *observed) justCreated(kind, name string) bool {
+	return o.created[kind+"/"+name]
 }

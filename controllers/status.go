@@ -45,7 +45,7 @@ func (r *VoiceAgentReconciler) updateStatus(ctx context.Context, va *v1alpha1.Vo
 	setCondition(va, v1alpha1.ConditionAgentTrafficEncrypted, ok, reason, msg)
 	ok, reason, msg = autoscalingCondition(va, obs)
 	setCondition(va, v1alpha1.ConditionAutoscaling, ok, reason, msg)
-	r.availability(ctx, va)
+	r.availability(ctx, va, obs)
 
 	var pending []string
 	for _, t := range []string{v1alpha1.ConditionCredentialsReady, v1alpha1.ConditionCertificateReady,
@@ -116,7 +116,7 @@ func (r *VoiceAgentReconciler) credentialsCondition(ctx context.Context, va *v1a
 					"Credential %q comes from an external store, but External Secrets Operator is not installed (CRD %s not found). Install it, or use credentials.secretRef.",
 					c.Slot, render.ExternalSecretCRD)
 			}
-			ready, msg := r.externalSecretReady(ctx, va.Namespace, c.SecretName)
+			ready, msg := r.externalSecretReady(ctx, obs, va.Namespace, c.SecretName)
 			if !ready {
 				return false, v1alpha1.ReasonExternalSecretNotSynced, fmt.Sprintf(
 					"ExternalSecret %s (credential %q) has not synced yet: %s", c.SecretName, c.Slot, msg)
@@ -131,8 +131,8 @@ func (r *VoiceAgentReconciler) credentialsCondition(ctx context.Context, va *v1a
 	return true, v1alpha1.ReasonCredentialsSynced, fmt.Sprintf("All %d credentials are present; provider and integration credentials are mounted into the gateway pods only.", len(ch.Credentials))
 }
 
-func (r *VoiceAgentReconciler) externalSecretReady(ctx context.Context, ns, name string) (bool, string) {
-	es, err := r.getUnstructured(ctx, render.ExternalSecretGVK, ns, name)
+func (r *VoiceAgentReconciler) externalSecretReady(ctx context.Context, obs *observed, ns, name string) (bool, string) {
+	es, err := r.getUnstructured(ctx, obs, render.ExternalSecretGVK, ns, name)
 	if isNotFound(err) {
 		return false, "not found yet"
 	}
@@ -143,10 +143,17 @@ func (r *VoiceAgentReconciler) externalSecretReady(ctx context.Context, ns, name
 	return readyCondition(es)
 }
 
-func (r *VoiceAgentReconciler) getUnstructured(ctx context.Context, gvk schema.GroupVersionKind, ns, name string) (*unstructured.Unstructured, error) {
+// getUnstructured reads a child from the cache. One this reconcile created and the
+// cache does not show yet reads as it was created: with no status.
+func (r *VoiceAgentReconciler) getUnstructured(ctx context.Context, obs *observed, gvk schema.GroupVersionKind, ns, name string) (*unstructured.Unstructured, error) {
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(gvk)
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, u); err != nil {
+		if isNotFound(err) && obs.justCreated(gvk.Kind, name) {
+			u.SetNamespace(ns)
+			u.SetName(name)
+			return u, nil
+		}
 		return nil, fmt.Errorf("get %s %s/%s: %w", gvk.Kind, ns, name, err)
 	}
 	return u, nil
@@ -177,7 +184,7 @@ func (r *VoiceAgentReconciler) certificateCondition(ctx context.Context, va *v1a
 			"TLS is requested but cert-manager is not installed (CRD %s not found). Install cert-manager; the VoiceAgent recovers by itself.",
 			render.CertificateCRD), nil
 	}
-	cert, err := r.getUnstructured(ctx, render.CertificateGVK, va.Namespace, va.Name)
+	cert, err := r.getUnstructured(ctx, obs, render.CertificateGVK, va.Namespace, va.Name)
 	if isNotFound(err) {
 		return false, v1alpha1.ReasonCertificateNotReady, "Certificate " + va.Name + " is not in the cache yet.", nil
 	}
@@ -228,7 +235,7 @@ func (r *VoiceAgentReconciler) agentTrafficCondition(ctx context.Context, va *v1
 			render.CertificateCRD)
 	}
 	name := render.GatewayName(va)
-	cert, err := r.getUnstructured(ctx, render.CertificateGVK, va.Namespace, name)
+	cert, err := r.getUnstructured(ctx, obs, render.CertificateGVK, va.Namespace, name)
 	if isNotFound(err) {
 		return false, v1alpha1.ReasonGatewayCertificateNotReady, "Certificate " + name + " is not in the cache yet."
 	}
@@ -265,9 +272,9 @@ func autoscalingCondition(va *v1alpha1.VoiceAgent, obs *observed) (bool, string,
 
 // availability mirrors both Deployments into Available and the replica counts: the
 // VoiceAgent is available only when its agent pods and its gateway pods both are.
-func (r *VoiceAgentReconciler) availability(ctx context.Context, va *v1alpha1.VoiceAgent) {
-	agent, agentMsg := r.deploymentAvailable(ctx, va.Namespace, va.Name, render.MinAgentReplicas(va), "agent")
-	gateway, gatewayMsg := r.deploymentAvailable(ctx, va.Namespace, render.GatewayName(va), render.GatewayReplicas(va), "gateway")
+func (r *VoiceAgentReconciler) availability(ctx context.Context, va *v1alpha1.VoiceAgent, obs *observed) {
+	agent, agentMsg := r.deploymentAvailable(ctx, obs, va.Namespace, va.Name, render.MinAgentReplicas(va), "agent")
+	gateway, gatewayMsg := r.deploymentAvailable(ctx, obs, va.Namespace, render.GatewayName(va), render.GatewayReplicas(va), "gateway")
 	va.Status.Replicas, va.Status.ReadyReplicas = agent.replicas, agent.ready
 	va.Status.GatewayReplicas, va.Status.GatewayReadyReplicas = gateway.replicas, gateway.ready
 	if agent.available && gateway.available {
@@ -283,9 +290,13 @@ type deploymentState struct {
 	available       bool
 }
 
-func (r *VoiceAgentReconciler) deploymentAvailable(ctx context.Context, ns, name string, want int32, what string) (deploymentState, string) {
+// deploymentAvailable reads a Deployment from the cache. One this reconcile created
+// reads as it was created (no status) while the cache does not show it yet: the status
+// written now is then the one the next reconcile, which sees it, computes too, and
+// does not write again.
+func (r *VoiceAgentReconciler) deploymentAvailable(ctx context.Context, obs *observed, ns, name string, want int32, what string) (deploymentState, string) {
 	dep := &appsv1.Deployment{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, dep); err != nil {
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, dep); err != nil && !(isNotFound(err) && obs.justCreated("Deployment", name)) {
 		log.FromContext(ctx).V(1).Info("Deployment not readable yet", "deployment", name, "error", err.Error())
 		return deploymentState{}, fmt.Sprintf("The %s Deployment %s is not created yet.", what, name)
 	}

@@ -255,6 +255,10 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 			switch r.recordApply(va, obj, results[i]) {
 			case applyCreated:
 				created = append(created, name)
+				if obs.created == nil {
+					obs.created = map[string]bool{}
+				}
+				obs.created[name] = true
 			case applyUpdated:
 				updated = append(updated, name)
 			}
