@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"math"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -41,6 +42,7 @@ func runManager(args []string) error {
 		return nil
 	})
 	goMemLimit := fs.String("go-memory-limit", manager.DefaultGoMemoryLimit, "the Go heap's soft memory limit (runtime/debug.SetMemoryLimit): a percentage of the container's memory limit (env "+manager.MemoryLimitEnv+", bytes, from the downward API), a quantity (200Mi), or off; the default gives way to GOMEMLIMIT when that is set")
+	goGC := fs.String("go-gc-percent", manager.DefaultGoGCPercent, "how far the Go heap grows past its live size between collections, in percent (runtime/debug.SetGCPercent), or off (the soft memory limit alone); the default gives way to GOGC when that is set")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file; default: $KUBECONFIG, then in-cluster")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -57,6 +59,14 @@ func runManager(args []string) error {
 		debug.SetMemoryLimit(limit)
 	}
 	ctrl.Log.WithName("setup").Info("Go memory limit", "bytes", debug.SetMemoryLimit(-1), "from", why)
+	pct, set, why, err := manager.GoGCPercent(*goGC, os.Getenv("GOGC"), debug.SetMemoryLimit(-1) != math.MaxInt64)
+	if err != nil {
+		return err
+	}
+	if set {
+		debug.SetGCPercent(pct)
+	}
+	ctrl.Log.WithName("setup").Info("Go GC percent", "from", why)
 	if *kubeconfig != "" {
 		if err := os.Setenv("KUBECONFIG", *kubeconfig); err != nil {
 			return err
