@@ -288,9 +288,13 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		LeaderElectionID:        "voiceagent-operator.voiceagent.dev",
 		LeaderElectionNamespace: opts.LeaderElectionNS,
 		LeaderElectionConfig:    electionCfg,
-		Cache:                   cache.Options{ByObject: byObject, DefaultTransform: strip},
-		Client:                  client.Options{Cache: &client.CacheOptions{Unstructured: true}},
-		Controller:              config.Controller{SkipNameValidation: &opts.SkipNameValidation},
+		// A manager that is stopped (a rolling update, a drained node) releases the Lease,
+		// so that the standby takes over at once rather than after the lease duration
+		// (15 s). Safe because the command exits as soon as Start returns.
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         cache.Options{ByObject: byObject, DefaultTransform: strip},
+		Client:                        client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		Controller:                    config.Controller{SkipNameValidation: &opts.SkipNameValidation},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)

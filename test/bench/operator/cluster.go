@@ -102,11 +102,14 @@ type managerProc struct {
 	done                chan struct{}
 }
 
-func startManager(ctx context.Context, c *cluster, run int, profile bool, extra []string) (*managerProc, error) {
+// startManager starts a manager with leader election. It returns once the manager's
+// VoiceAgent workers have started, or for a standby, once it waits for the Lease.
+func startManager(ctx context.Context, c *cluster, run int, profile, standby bool, extra []string) (*managerProc, error) {
 	metrics, probe := freePort(), freePort()
 	m := &managerProc{metricsURL: "http://" + metrics + "/metrics", log: filepath.Join(c.state, fmt.Sprintf("manager-%d.log", run)), done: make(chan struct{})}
 	args := []string{"manager", "--kubeconfig", c.kubeconfig, "--gateway-image", gatewayImage,
-		"--metrics-bind-address", metrics, "--metrics-secure=false", "--health-probe-bind-address", probe}
+		"--metrics-bind-address", metrics, "--metrics-secure=false", "--health-probe-bind-address", probe,
+		"--leader-elect", "--leader-election-namespace", leaseNamespace}
 	if profile {
 		m.pprofAt = freePort()
 		args = append(args, "--pprof-bind-address", m.pprofAt)
@@ -124,26 +127,37 @@ func startManager(ctx context.Context, c *cluster, run int, profile bool, extra 
 		return nil, err
 	}
 	go func() { _ = m.cmd.Wait(); _ = f.Close(); close(m.done) }()
-	// Ready once its VoiceAgent controller has started its workers (caches synced).
-	deadline := time.Now().Add(time.Minute)
+	ready := []string{`"Starting workers"`, `"controller":"voiceagent"`}
+	if standby {
+		ready = []string{"attempting to acquire leader lease"} // client-go's leaderelection
+	}
+	if err := m.waitLog(ctx, time.Minute, ready...); err != nil {
+		m.stop()
+		return nil, err
+	}
+	return m, nil
+}
+
+// waitLog waits until a line of the manager's log has all of want and its metrics
+// endpoint answers.
+func (m *managerProc) waitLog(ctx context.Context, within time.Duration, want ...string) error {
+	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		select {
 		case <-m.done:
-			return nil, fmt.Errorf("the manager exited at start; see %s", m.log)
+			return fmt.Errorf("the manager exited; see %s", m.log)
 		case <-ctx.Done():
-			m.stop()
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
-		if logHas(m.log, `"Starting workers"`, `"controller":"voiceagent"`) {
+		if logHas(m.log, want...) {
 			if resp, err := http.Get(m.metricsURL); err == nil {
 				_ = resp.Body.Close()
-				return m, nil
+				return nil
 			}
 		}
 	}
-	m.stop()
-	return nil, fmt.Errorf("the manager did not start its workers in a minute; see %s", m.log)
+	return fmt.Errorf("the manager's log has no %q after %s; see %s", want, within, m.log)
 }
 
 func (m *managerProc) pid() int { return m.cmd.Process.Pid }

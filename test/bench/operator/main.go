@@ -146,6 +146,9 @@ type results struct {
 	RestartWrites     float64            `json:"restartWrites"`
 	RestartClient     float64            `json:"restartClientWrites"`
 	RestartGets       float64            `json:"restartClientGets"`
+	RestartPuts       float64            `json:"restartClientPuts"`
+	RestartLease      float64            `json:"restartLeaseWrites"`
+	HandOverSeconds   float64            `json:"handOverSeconds"`
 	PeakRSS           int64              `json:"peakRSSBytes"`
 	RestartRSS        int64              `json:"restartPeakRSSBytes"`
 	TotalCPU          float64            `json:"firstManagerCPUSeconds"`
@@ -327,7 +330,8 @@ func run(cfg config) (err error) {
 		return err
 	}
 	logf("starting the manager %v", cfg.managerArgs)
-	if mgr, err = startManager(ctx, cl, 1, cfg.profileDir != "", cfg.managerArgs); err != nil {
+	leases := watchLease(ctx, cs)
+	if mgr, err = startManager(ctx, cl, 1, cfg.profileDir != "", false, cfg.managerArgs); err != nil {
 		return err
 	}
 	mBefore, err := scrapeManager(mgr.metricsURL)
@@ -497,16 +501,32 @@ func run(cfg config) (err error) {
 	res.SpecReconcile = mAfter.minus(mBefore).reconciles / float64(cfg.n)
 	res.PeakRSS, res.TotalCPU = procStats(mgr.pid())
 
-	// A restart: a new manager process over N converged VoiceAgents.
-	logf("restart: stopping the manager, starting a new one, counting writes for %s", cfg.restart)
-	mgr.stop()
+	// A hand-over, as a rolling update of the operator makes one: a second manager starts
+	// as a standby (its caches fill while it waits for the Lease), the leader is stopped
+	// (SIGTERM: it steps down and releases the Lease), and the standby takes over N
+	// converged VoiceAgents.
+	logf("restart: a standby manager, then the leader stopped; counting writes for %s", cfg.restart)
+	standby, err := startManager(ctx, cl, 2, cfg.profileDir != "", true, cfg.managerArgs)
+	if err != nil {
+		return err
+	}
 	if before, err = apiserverRequests(ctx, raw); err != nil {
+		standby.stop()
 		return err
 	}
-	if mgr, err = startManager(ctx, cl, 2, cfg.profileDir != "", cfg.managerArgs); err != nil {
+	t0 = time.Now()
+	mgr.stop()
+	mgr = standby
+	if mBefore, err = scrapeManager(mgr.metricsURL); err != nil {
 		return err
 	}
-	if err := sleep(ctx, cfg.restart); err != nil {
+	lease0 := leases.count()
+	if err := mgr.waitLog(ctx, time.Minute, `"Starting workers"`, `"controller":"voiceagent"`); err != nil {
+		return err
+	}
+	res.HandOverSeconds = time.Since(t0).Seconds()
+	logf("restart: the standby started its workers %.1fs after the leader was stopped", res.HandOverSeconds)
+	if err := sleep(ctx, cfg.restart-time.Since(t0)); err != nil {
 		return err
 	}
 	if after, err = apiserverRequests(ctx, raw); err != nil {
@@ -517,8 +537,10 @@ func run(cfg config) (err error) {
 	}
 	verbs, events = byVerb(before, after, nil)
 	res.RestartWrites = sumWrites(verbs) + events
-	res.RestartClient = mAfter.clientWrites()
-	res.RestartGets = mAfter.clientRequests["GET"]
+	delta = mAfter.minus(mBefore)
+	res.RestartClient = delta.clientWrites()
+	res.RestartGets = delta.clientRequests["GET"]
+	res.RestartPuts, res.RestartLease = delta.clientPuts(), leases.count()-lease0
 	res.RestartRSS, _ = procStats(mgr.pid())
 	logf("restart: peak RSS %.0f MiB; %s", float64(res.RestartRSS)/(1<<20), mAfter.memory())
 	if cfg.profileDir != "" {
@@ -654,7 +676,8 @@ func printTable(out io.Writer, r results) {
 		{fmt.Sprintf("writes at rest, %.0f s (API server / manager client)", r.RestWindow), fmt.Sprintf("%.0f / %.0f (%.0f reconciles)", r.RestWrites, r.RestClient, r.RestReconciles)},
 		{"spec change: every gateway ConfigMap / status", fmt.Sprintf("%.1f s / %.1f s", r.SpecSeconds, r.SpecStatus)},
 		{"API requests per VoiceAgent, spec change", fmt.Sprintf("%.2f: %s; events %.2f (%.2f reconciles)", total(r.SpecVerbs), formatVerbs(r.SpecVerbs, r.N), r.SpecEvents/n, r.SpecReconcile)},
-		{fmt.Sprintf("writes in %.0f s after a restart (API server / manager client)", r.RestartWindow), fmt.Sprintf("%.0f / %.0f (%.0f GETs)", r.RestartWrites, r.RestartClient, r.RestartGets)},
+		{fmt.Sprintf("writes in %.0f s after a hand-over to a standby (API server / manager client)", r.RestartWindow), fmt.Sprintf("%.0f / %.0f (%.0f GETs; %.0f PUTs, %.0f Lease writes)", r.RestartWrites, r.RestartClient, r.RestartGets, r.RestartPuts, r.RestartLease)},
+		{"hand-over: the leader stopped until the standby's workers start", fmt.Sprintf("%.1f s", r.HandOverSeconds)},
 		{"manager peak RSS (VmHWM): first run / after restart", mib(r.PeakRSS) + " / " + mib(r.RestartRSS)},
 		{"manager CPU seconds, first run (create, rest, spec change)", fmt.Sprintf("%.1f s", r.TotalCPU)},
 	}
