@@ -129,7 +129,7 @@ func startManager(ctx context.Context, c *cluster, run int, profile, standby boo
 	go func() { _ = m.cmd.Wait(); _ = f.Close(); close(m.done) }()
 	ready := []string{`"Starting workers"`, `"controller":"voiceagent"`}
 	if standby {
-		ready = []string{"attempting to acquire leader lease"} // client-go's leaderelection
+		ready = []string{"acquire leader lease"} // client-go's leaderelection: "Attempting to acquire leader lease..."
 	}
 	if err := m.waitLog(ctx, time.Minute, ready...); err != nil {
 		m.stop()
