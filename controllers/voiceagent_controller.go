@@ -849,27 +849,19 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// Status the reconciler neither reads nor writes starts no reconcile: its own status
 	// writes on the VoiceAgent, kube-controller-manager's on the PodDisruptionBudgets
 	// (each pod change) and HorizontalPodAutoscalers (every 15 s).
-	//
-	// Nor does the create of a child, one a VoiceAgent controls: the reconcile that
-	// created it has done what another would, and at a manager's start the VoiceAgents'
-	// own creates reconcile every one. At 1,000 VoiceAgents these were most of the create
-	// phase's second reconciles (make bench-operator: 1.91 reconciles per VoiceAgent). A
-	// child deleted, or changed by someone else, still starts one; a Secret the spec
-	// references (the operator's to wait for, not to make) does when it is created.
-	notCreated := builder.WithPredicates(notCreatedByVoiceAgent)
-	notCreatedNorStatusOnly := builder.WithPredicates(notCreatedByVoiceAgent, predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	notStatusOnly := builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		return metadataOrSpecChanged(e.ObjectOld, e.ObjectNew)
 	}})
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.VoiceAgent{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: voiceAgentChanged})).
-		Owns(&corev1.ServiceAccount{}, notCreated).
-		Owns(&corev1.ConfigMap{}, notCreated).
-		Owns(&corev1.Service{}, notCreated).
-		Owns(&appsv1.Deployment{}, notCreated).
-		Owns(&networkingv1.NetworkPolicy{}, notCreated).
-		Owns(&policyv1.PodDisruptionBudget{}, notCreatedNorStatusOnly).
-		Owns(&autoscalingv2.HorizontalPodAutoscaler{}, notCreatedNorStatusOnly).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForSecret), notCreated).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Service{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Owns(&policyv1.PodDisruptionBudget{}, notStatusOnly).
+		Owns(&autoscalingv2.HorizontalPodAutoscaler{}, notStatusOnly).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForSecret)).
 		Watches(&v1alpha1.AuditSink{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexAuditSinks))).
 		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.allVoiceAgentsOnCRD)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
@@ -882,13 +874,6 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.optional.startWatch = watchStarter(c, mgr, owner)
 	return nil
 }
-
-// notCreatedByVoiceAgent drops the create of an object a VoiceAgent controls (see
-// SetupWithManager), and passes every other event.
-var notCreatedByVoiceAgent = predicate.Funcs{CreateFunc: func(e event.CreateEvent) bool {
-	ref := metav1.GetControllerOf(e.Object)
-	return ref == nil || ref.Kind != "VoiceAgent" || ref.APIVersion != v1alpha1.GroupVersion.String()
-}}
 
 // voiceAgentChanged passes a VoiceAgent update that a reconcile acts on: its spec
 // (generation), metadata (the rotation annotation, deletion) or status.spend (carried
