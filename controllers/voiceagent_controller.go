@@ -864,7 +864,12 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForSecret)).
 		Watches(&v1alpha1.AuditSink{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexAuditSinks))).
 		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.allVoiceAgentsOnCRD)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
+		// A standby starts this controller's watches before it leads (warm-up), so that
+		// a hand-over does not wait for 1,000 VoiceAgents' children to be listed (8.2 s
+		// from the leader's SIGTERM to the standby's workers without, 6.6 s with). Its
+		// event handlers only read the cache. Not the AuditSink controller: its pod
+		// handler records shutdown losses, which a standby must not.
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1), EnableWarmup: ptr.To(true)}).
 		Named("voiceagent").
 		Build(r)
 	if err != nil {

@@ -296,10 +296,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         cache.Options{ByObject: byObject, DefaultTransform: strip},
 		Client:                        client.Options{Cache: &client.CacheOptions{Unstructured: true}},
-		// A standby starts its controllers' watches before it leads (warm-up), so that a
-		// hand-over does not wait for 1,000 VoiceAgents' children to be listed: it took
-		// 8.2 s from the leader's SIGTERM to the standby's workers without.
-		Controller: config.Controller{SkipNameValidation: &opts.SkipNameValidation, EnableWarmup: ptr.To(true)},
+		Controller:                    config.Controller{SkipNameValidation: &opts.SkipNameValidation},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
