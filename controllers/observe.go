@@ -129,7 +129,10 @@ func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain 
 	}
 }
 
+// childKey names a child in events and in observed.created: "Kind/name".
+func childKey(kind, name string) string { return kind + "/" + name }
+
 // justCreated says whether this reconcile created the child kind/name.
 func (o *observed) justCreated(kind, name string) bool {
-	return o.created[kind+"/"+name]
+	return o.created[childKey(kind, name)]
 }

@@ -251,7 +251,7 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 		}
 		err := g.Wait()
 		for i, obj := range stage {
-			name := obj.GetObjectKind().GroupVersionKind().Kind + "/" + obj.GetName()
+			name := childKey(obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName())
 			switch r.recordApply(va, obj, results[i]) {
 			case applyCreated:
 				created = append(created, name)

@@ -22,7 +22,8 @@ const (
 // leaseWrites counts the writes of the manager's leader election Lease as the API server
 // reports them (a watch event per write that changed it: every renewal changes renewTime).
 // The manager's rest_client_requests_total counts those PUTs with its reconciles' requests,
-// by method and no resource; the bench takes them out of the manager's figures with this.
+// by method and no resource; the bench leaves PUTs out of the manager's writes (the operator
+// makes none) and shows them beside this count, which they should equal.
 type leaseWrites struct{ n atomic.Int64 }
 
 func watchLease(ctx context.Context, cs kubernetes.Interface) *leaseWrites {
