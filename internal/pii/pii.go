@@ -68,9 +68,11 @@ const (
 // against the surrounding words, which would otherwise be swallowed into the match.
 const (
 	emailLetters = `\p{Latin}\p{Greek}\p{Cyrillic}\p{Armenian}\p{Hebrew}\p{Arabic}\p{Devanagari}`
-	emailLocal   = `[` + emailLetters + `0-9._%+\-]+`
-	emailLabel   = `[` + emailLetters + `0-9\-]+`
-	emailTLD     = `[` + emailLetters + `]{2,}`
+	// At most 64 before the '@' (RFC 5321), so that the whole text and the windows around
+	// each '@' (maxEmailSide) find the same address in a long run of local-part characters.
+	emailLocal = `[` + emailLetters + `0-9._%+\-]{1,64}`
+	emailLabel = `[` + emailLetters + `0-9\-]+`
+	emailTLD   = `[` + emailLetters + `]{2,}`
 )
 
 var (
