@@ -69,7 +69,7 @@ const (
 const (
 	emailLetters = `\p{Latin}\p{Greek}\p{Cyrillic}\p{Armenian}\p{Hebrew}\p{Arabic}\p{Devanagari}`
 	// At most 64 before the '@' (RFC 5321), so that the whole text and the windows around
-	// each '@' (maxEmailSide) find the same address in a long run of local-part characters.
+	// each '@' (maxEmailLocal) find the same address in a long run of local-part characters.
 	emailLocal = `[` + emailLetters + `0-9._%+\-]{1,64}`
 	emailLabel = `[` + emailLetters + `0-9\-]+`
 	emailTLD   = `[` + emailLetters + `]{2,}`
@@ -277,23 +277,30 @@ func ibanWindows(s string) []window {
 	return ws
 }
 
-// maxEmailSide bounds how far from an '@' an address is looked for (RFC 5321 allows 64
-// bytes before it and 255 after).
-const maxEmailSide = 256
+// maxEmailLocal bounds how far before an '@' an address is looked for: emailLocal allows
+// 64 characters (RFC 5321), at most 4 bytes each.
+const maxEmailLocal = 64 * utf8.UTFMax
 
-// atWindows returns the whitespace-delimited tokens around each '@'; an address never
-// contains whitespace.
+// atWindows returns, around each '@', up to maxEmailLocal bytes before it and the rest
+// of its whitespace-delimited token after it; an address never contains whitespace.
+// The domain side is not capped: a cap there let the whole text find an address whose
+// domain ran past the window (CI's FuzzRedact: a 2,700-byte label before ".om"). One
+// long token is scanned once however many '@' it holds.
 func atWindows(s string) []window {
 	var ws []window
+	tokenEnd := -1 // the end of the token the previous '@' was in
 	for i := strings.IndexByte(s, '@'); i >= 0; {
-		start, end := i, i+1
-		for start > 0 && i-start < maxEmailSide && !isSpace(s[start-1]) {
+		start := i
+		for start > 0 && i-start < maxEmailLocal && !isSpace(s[start-1]) {
 			start--
 		}
-		for end < len(s) && end-i < maxEmailSide && !isSpace(s[end]) {
-			end++
+		if i >= tokenEnd {
+			tokenEnd = i + 1
+			for tokenEnd < len(s) && !isSpace(s[tokenEnd]) {
+				tokenEnd++
+			}
 		}
-		ws = addWindow(ws, window{start, end})
+		ws = addWindow(ws, window{start, tokenEnd})
 		next := strings.IndexByte(s[i+1:], '@')
 		if next < 0 {
 			break

@@ -22,6 +22,7 @@ var redactCases = []struct {
 	{"email in JSON without spaces", `{"email":"bob@example.org","phone":"+14155552671"}`, `{"email":"[EMAIL]","phone":"[PHONE]"}`},
 	{"two emails in one token", "a@example.com,b@example.net", "[EMAIL],[EMAIL]"},
 	{"email at the very start and end", "x.y@example.com", "[EMAIL]"},
+	{"email with a domain longer than 256 bytes", "to y@" + strings.Repeat("sub.", 70) + "example.com now", "to [EMAIL] now"},
 
 	// Phone numbers.
 	{"E.164", "call +14155552671 now", "call [PHONE] now"},
@@ -270,7 +271,15 @@ func TestWindowsChangeNothing(t *testing.T) {
 	for _, tt := range redactCases {
 		inputs = append(inputs, tt.in)
 	}
-	inputs = append(inputs, transcript)
+	inputs = append(inputs, transcript,
+		// Addresses longer than any window the search could use: a long local part (in
+		// 4-byte Latin letters too), a long label, many labels, many '@' in one token.
+		strings.Repeat("+", 1500)+"E+tag@Sub.Ex",
+		strings.Repeat("\U0001DF00", 70)+"@example.com",
+		"y@x"+strings.Repeat("3", 2700)+"x.om",
+		"y@"+strings.Repeat("ab.", 400)+"com",
+		strings.Repeat("a@b", 3000)+".com",
+	)
 	pieces := []string{
 		"0", "1", "4", "5", "7", "9", "12", "020", "4111", "2026", "+", "(", ")", " ", " ", "-", ".", "/", ":", ",",
 		"@", "example.com", "a", "Q", "GB82", "WEST", "C", "DE", "x", "ä", "電", "€", "#", "%", `\n`, "T",
