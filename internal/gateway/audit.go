@@ -147,10 +147,7 @@ func (c *call) admitAudit(w http.ResponseWriter) bool {
 
 // writeAudit chains and queues the call's record before the handler returns.
 func (c *call) writeAudit() {
-	payload, err := json.Marshal(&c.rec)
-	if err == nil {
-		_, err = c.g.trail.Append(payload, c.reserved)
-	}
+	_, err := c.g.trail.AppendValue(&c.rec, c.reserved)
 	if err != nil {
 		c.g.log.Error("audit record not kept", "requestId", c.rec.RequestID, "decision", c.rec.Decision, "error", err.Error())
 	}
@@ -182,10 +179,7 @@ func (g *Gateway) recordConfig(old, cfg *gw.Config, reason string) {
 		RequestID: newRequestID(), Route: "config", Target: cfg.VoiceAgent, Decision: "applied", Reason: reason,
 		Generation: cfg.Generation, SpecManagers: cfg.SpecManagers, Changed: changedSections(old, cfg),
 	}
-	payload, err := json.Marshal(&rec)
-	if err == nil {
-		_, err = g.trail.Append(payload, false)
-	}
+	_, err := g.trail.AppendValue(&rec, false)
 	if err != nil {
 		g.log.Error("audit record of a configuration change not kept", "generation", cfg.Generation, "error", err.Error())
 	}

@@ -26,11 +26,13 @@ func (inMemoryUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_ = r.Body.Close()
 	}
+	const answer = `{"id":"c","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3}}`
 	return &http.Response{
 		StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header:  http.Header{"Content-Type": []string{"application/json"}},
-		Body:    io.NopCloser(strings.NewReader(`{"id":"c","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3}}`)),
-		Request: r,
+		Header:        http.Header{"Content-Type": []string{"application/json"}},
+		Body:          io.NopCloser(strings.NewReader(answer)),
+		ContentLength: int64(len(answer)), // as net/http's transport reports a Content-Length
+		Request:       r,
 	}, nil
 }
 

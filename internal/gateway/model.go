@@ -42,7 +42,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	if !c.admitAudit(w) || !c.admitModelCall(w) {
 		return
 	}
-	body, releaseBody, status := g.readBody(r.Body, maxRequestBody)
+	body, releaseBody, status := g.readBody(r.Body, maxRequestBody, r.ContentLength)
 	if status != 0 {
 		c.denyBody(w, status)
 		return
@@ -310,7 +310,7 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr 
 	default:
 		// A small answer is read whole, charged and recorded before the agent has it, so
 		// that calls one after another never spend past the budget; a bigger one streams.
-		head, complete, release, status := c.g.readPrefix(resp.Body, smallAnswer)
+		head, complete, release, status := c.g.readPrefix(resp.Body, smallAnswer, resp.ContentLength)
 		defer release()
 		if status == 0 && complete {
 			scan := &usageScanner{}
@@ -375,7 +375,7 @@ func (c *call) relay(w http.ResponseWriter, resp *http.Response, m gw.Model, tr 
 // relayTranslatedAnswer reads a fallback's whole answer (within the memory budget),
 // charges it, and translates it into the agent's format.
 func (c *call) relayTranslatedAnswer(w http.ResponseWriter, resp *http.Response, m gw.Model, tr *translate.Translation, scrub *scrubber, now time.Time, priced bool) {
-	data, release, status := c.g.readBody(resp.Body, maxResponseBody)
+	data, release, status := c.g.readBody(resp.Body, maxResponseBody, resp.ContentLength)
 	defer release()
 	if status != 0 {
 		c.rec.Reason = "upstream answer too large or unreadable"

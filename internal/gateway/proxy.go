@@ -222,8 +222,8 @@ func (c *call) denyBody(w http.ResponseWriter, status int) {
 // gateway's memory budget for buffered bodies, so that no mix of concurrent calls
 // takes the gateway past its container's memory limit. status is 413 for a body over
 // limit or unreadable, 503 when the budget is used up; release gives the memory back.
-func (g *Gateway) readBody(body io.Reader, limit int64) (data []byte, release func(), status int) {
-	data, complete, release, status := g.readPrefix(body, limit)
+func (g *Gateway) readBody(body io.Reader, limit, declared int64) (data []byte, release func(), status int) {
+	data, complete, release, status := g.readPrefix(body, limit, declared)
 	if status == 0 && !complete {
 		release()
 		return nil, func() {}, http.StatusRequestEntityTooLarge
@@ -233,15 +233,22 @@ func (g *Gateway) readBody(body io.Reader, limit int64) (data []byte, release fu
 
 // readPrefix reads at most limit bytes of body (and one more, to know whether that was
 // all) within the memory budget; complete says the body ended. On an error other than
-// the budget, what was read so far is returned as not complete.
-func (g *Gateway) readPrefix(body io.Reader, limit int64) (data []byte, complete bool, release func(), status int) {
+// the budget, what was read so far is returned as not complete. declared is the
+// body's Content-Length (-1 when unknown): a small body gets a small first buffer. It
+// only ever shrinks that buffer, never grows it, since the sender chooses it.
+func (g *Gateway) readPrefix(body io.Reader, limit, declared int64) (data []byte, complete bool, release func(), status int) {
 	var taken int64
 	release = func() { g.bodyMemory.Release(taken); taken = 0 }
-	const step = 64 << 10
-	buf := make([]byte, 0, 4<<10)
+	const first, minRoom = 4 << 10, 512
+	size := int64(first)
+	if declared >= 0 {
+		// minRoom past the body, so that the read that finds its end does not grow it.
+		size = min(size, declared+minRoom)
+	}
+	buf := make([]byte, 0, size)
 	for {
-		if int64(cap(buf)-len(buf)) < 512 {
-			grow := min(max(int64(cap(buf)), step), 4<<20)
+		if int64(cap(buf)-len(buf)) < minRoom {
+			grow := min(max(int64(cap(buf)), first), 4<<20) // doubles, 4 MiB a step at most
 			if !g.bodyMemory.TryAcquire(grow) {
 				release()
 				return nil, false, func() {}, http.StatusServiceUnavailable

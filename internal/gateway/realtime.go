@@ -809,10 +809,7 @@ func (s *session) chargeCost(cost budget.Micros) {
 func (g *Gateway) recordSessionOpened(c *call) {
 	rec := c.rec
 	rec.Reason = "session opened"
-	payload, err := json.Marshal(&rec)
-	if err == nil {
-		_, err = g.trail.Append(payload, false)
-	}
+	_, err := g.trail.AppendValue(&rec, false)
 	if err != nil {
 		g.log.Error("audit record of a session's start not kept", "requestId", c.rec.RequestID, "error", err.Error())
 	}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
@@ -81,10 +80,7 @@ func (g *Gateway) flushRefusals() {
 			Reason: fmt.Sprintf("%d calls refused by %s between %s and %s, beyond %d records a second",
 				n, kind, since.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano), refusalRecordsPerSecond),
 		}
-		payload, err := json.Marshal(&rec)
-		if err == nil {
-			_, err = g.trail.Append(payload, false)
-		}
+		_, err := g.trail.AppendValue(&rec, false)
 		if err != nil {
 			g.log.Error("audit summary of refused calls not kept", "kind", kind, "count", n, "error", err.Error())
 		}
