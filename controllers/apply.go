@@ -76,9 +76,17 @@ func applyChild(ctx context.Context, c client.Client, live *liveChecker, desired
 // cached copy (trimmed to a digest, AnnotationLiveDigest) does not settle whether it
 // changed; it may be nil only for children that are never trimmed (unstructured ones).
 func applyChildWith(ctx context.Context, c client.Client, checker *liveChecker, desired client.Object, force bool) (applyResult, error) {
+	res, _, err := applyChildObject(ctx, c, checker, desired, force)
+	return res, err
+}
+
+// applyChildObject is applyChildWith, and returns the object as the API server
+// answered the apply (nil when nothing was sent): for a child it created, what the
+// reconcile reads instead of the cache, which may not show it yet.
+func applyChildObject(ctx context.Context, c client.Client, checker *liveChecker, desired client.Object, force bool) (applyResult, *unstructured.Unstructured, error) {
 	want, err := toUnstructured(desired)
 	if err != nil {
-		return applyUnchanged, fmt.Errorf("convert %T: %w", desired, err)
+		return applyUnchanged, nil, fmt.Errorf("convert %T: %w", desired, err)
 	}
 	hash := desiredHash(want)
 	ann := want.GetAnnotations()
@@ -89,32 +97,32 @@ func applyChildWith(ctx context.Context, c client.Client, checker *liveChecker, 
 	want.SetAnnotations(ann)
 	live, exists, err := getLive(ctx, c, desired, want)
 	if err != nil {
-		return applyUnchanged, fmt.Errorf("get %s %s: %w", want.GetKind(), want.GetName(), err)
+		return applyUnchanged, nil, fmt.Errorf("get %s %s: %w", want.GetKind(), want.GetName(), err)
 	}
 	if exists && controlledByAnother(live, want) {
-		return applyUnchanged, fmt.Errorf("%s %s is controlled by another object (%s); the operator does not take it over: rename or delete one of them",
+		return applyUnchanged, nil, fmt.Errorf("%s %s is controlled by another object (%s); the operator does not take it over: rename or delete one of them",
 			want.GetKind(), want.GetName(), metav1.GetControllerOf(live).Kind+"/"+metav1.GetControllerOf(live).Name)
 	}
 	if exists && !force {
 		same, err := checker.unchanged(ctx, desired, live, want)
 		if err != nil {
-			return applyUnchanged, fmt.Errorf("get %s %s: %w", want.GetKind(), want.GetName(), err)
+			return applyUnchanged, nil, fmt.Errorf("get %s %s: %w", want.GetKind(), want.GetName(), err)
 		}
 		if same {
-			return applyUnchanged, nil
+			return applyUnchanged, nil, nil
 		}
 	}
 	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(want),
 		client.FieldOwner(render.FieldOwner), client.ForceOwnership); err != nil {
-		return applyUnchanged, fmt.Errorf("apply %s %s: %w", want.GetKind(), want.GetName(), err)
+		return applyUnchanged, nil, fmt.Errorf("apply %s %s: %w", want.GetKind(), want.GetName(), err)
 	}
 	switch {
 	case exists && live.GetAnnotations()[annotationDesiredHash] == hash:
-		return applyDrifted, nil
+		return applyDrifted, want, nil
 	case exists:
-		return applyUpdated, nil
+		return applyUpdated, want, nil
 	}
-	return applyCreated, nil
+	return applyCreated, want, nil
 }
 
 // liveChecker settles whether a live child carries every field the operator wants.

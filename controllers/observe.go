@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
@@ -17,9 +18,11 @@ import (
 // observed is what a reconcile reads from the cluster before rendering. Secrets are
 // read as metadata only: the operator never holds a credential's value.
 type observed struct {
-	// created are the children this reconcile created, as "Kind/name": the cache may
-	// not show them yet when status is written.
-	created      map[string]bool
+	// created are the children this reconcile created, by "Kind/name", as the API
+	// server answered their apply: the cache may not show them yet when status is
+	// written, and a status read from exactly that object is what lets their create
+	// event start no reconcile (ownCreates).
+	created      map[string]*unstructured.Unstructured
 	sinks        []v1alpha1.AuditSink // referenced sinks that exist, in spec order
 	missingSinks []string
 	// secrets maps the name of every Secret in the namespace to its resourceVersion.
@@ -132,7 +135,8 @@ func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain 
 // childKey names a child in events and in observed.created: "Kind/name".
 func childKey(kind, name string) string { return kind + "/" + name }
 
-// justCreated says whether this reconcile created the child kind/name.
-func (o *observed) justCreated(kind, name string) bool {
+// justCreated returns the child kind/name as this reconcile's apply created it, nil
+// when this reconcile did not create it.
+func (o *observed) justCreated(kind, name string) *unstructured.Unstructured {
 	return o.created[childKey(kind, name)]
 }

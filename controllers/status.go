@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -144,15 +145,13 @@ func (r *VoiceAgentReconciler) externalSecretReady(ctx context.Context, obs *obs
 }
 
 // getUnstructured reads a child from the cache. One this reconcile created and the
-// cache does not show yet reads as it was created: with no status.
+// cache does not show yet reads as the API server answered its apply.
 func (r *VoiceAgentReconciler) getUnstructured(ctx context.Context, obs *observed, gvk schema.GroupVersionKind, ns, name string) (*unstructured.Unstructured, error) {
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(gvk)
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, u); err != nil {
-		if isNotFound(err) && obs.justCreated(gvk.Kind, name) {
-			u.SetNamespace(ns)
-			u.SetName(name)
-			return u, nil
+		if created := obs.justCreated(gvk.Kind, name); isNotFound(err) && created != nil {
+			return created.DeepCopy(), nil
 		}
 		return nil, fmt.Errorf("get %s %s/%s: %w", gvk.Kind, ns, name, err)
 	}
@@ -291,14 +290,22 @@ type deploymentState struct {
 }
 
 // deploymentAvailable reads a Deployment from the cache. One this reconcile created
-// reads as it was created (no status) while the cache does not show it yet: the status
-// written now is then the one the next reconcile, which sees it, computes too, and
-// does not write again.
+// reads as the API server answered its apply while the cache does not show it yet: the
+// status written now is then the one a reconcile that sees it in the cache computes
+// too, and does not write again.
 func (r *VoiceAgentReconciler) deploymentAvailable(ctx context.Context, obs *observed, ns, name string, want int32, what string) (deploymentState, string) {
 	dep := &appsv1.Deployment{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, dep); err != nil && !(isNotFound(err) && obs.justCreated("Deployment", name)) {
-		log.FromContext(ctx).V(1).Info("Deployment not readable yet", "deployment", name, "error", err.Error())
-		return deploymentState{}, fmt.Sprintf("The %s Deployment %s is not created yet.", what, name)
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, dep); err != nil {
+		created := obs.justCreated("Deployment", name)
+		if !isNotFound(err) || created == nil {
+			log.FromContext(ctx).V(1).Info("Deployment not readable yet", "deployment", name, "error", err.Error())
+			return deploymentState{}, fmt.Sprintf("The %s Deployment %s is not created yet.", what, name)
+		}
+		dep = &appsv1.Deployment{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(created.Object, dep); err != nil {
+			log.FromContext(ctx).Error(err, "read the Deployment the apply returned", "deployment", name)
+			return deploymentState{}, fmt.Sprintf("The %s Deployment %s is not created yet.", what, name)
+		}
 	}
 	st := deploymentState{replicas: dep.Status.Replicas, ready: dep.Status.ReadyReplicas}
 	for _, c := range dep.Status.Conditions {

@@ -209,6 +209,17 @@ func eventually(t *testing.T, timeout time.Duration, check func() error) {
 	}
 }
 
+// consistently polls check for the whole window and fails on the first error: what
+// must stay true after the event that could break it has been seen.
+func consistently(t *testing.T, window time.Duration, check func() error) {
+	t.Helper()
+	for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if err := check(); err != nil {
+			t.Fatalf("stopped being true within %s: %v", window, err)
+		}
+	}
+}
+
 var nsCounter atomic.Int64
 
 // newNamespace creates a namespace for one test, labelled to enforce Pod Security

@@ -80,7 +80,10 @@ type VoiceAgentReconciler struct {
 	MaxConcurrentReconciles int
 
 	optional *optionalAPIs
-	live     struct {
+	// creates are the children and Secrets this process just created, whose create
+	// events start no reconcile (ownCreates).
+	creates ownCreates
+	live    struct {
 		once    sync.Once
 		checker *liveChecker
 	}
@@ -133,6 +136,10 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, err
 	}
 	tokenWait, err := r.ensureSecrets(ctx, va, obs)
+	if errors.Is(err, errCacheBehind) {
+		log.FromContext(ctx).V(1).Info("a generated Secret exists that the cache does not show yet; retrying", "after", cacheBehindRetry)
+		return ctrl.Result{RequeueAfter: cacheBehindRetry}, nil
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -179,6 +186,16 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	return ctrl.Result{RequeueAfter: after}, nil
 }
 
+// errCacheBehind: a generated Secret's create found it there already, so the cache
+// is behind the API server (an earlier reconcile made it). The reconcile stops there
+// and comes back after cacheBehindRetry, rather than render the pods' restart hash
+// without the Secret's version and count on an event (the Secret's create, which
+// ownCreates may have dropped) to correct it.
+var errCacheBehind = errors.New("a generated Secret exists that the cache does not show yet")
+
+// cacheBehindRetry is how soon a reconcile stopped by errCacheBehind runs again.
+const cacheBehindRetry = 200 * time.Millisecond
+
 // errNoAPIReader: without a reader of the API server, a child whose cached digest
 // misses could be settled only by an apply, a write on every reconcile.
 var errNoAPIReader = errors.New("VoiceAgentReconciler.APIReader is not set: give it the manager's GetAPIReader()")
@@ -215,15 +232,15 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 			stages = append(stages, []client.Object{o})
 		}
 	}
-	forceAgent := false
+	forceAgent, handOffPending := false, false
 	if render.Autoscaled(va) {
-		handedOff, err := r.handOffReplicas(ctx, ch.Deployment, va)
+		handedOff, pending, err := r.handOffReplicas(ctx, ch.Deployment, va)
 		if err != nil {
 			return err
 		}
 		// The operator owned the count: the Deployment is applied without it now, even if
 		// nothing else differs, which is what releases it.
-		forceAgent = handedOff
+		forceAgent, handOffPending = handedOff, pending
 	}
 	workloads := []client.Object{ch.GatewayDeployment, ch.Deployment}
 	for _, pdb := range []*policyv1.PodDisruptionBudget{ch.PodDisruptionBudget, ch.GatewayPodDisruptionBudget} {
@@ -241,24 +258,36 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 	var created, updated []string
 	for _, stage := range stages {
 		results := make([]applyResult, len(stage))
+		answers := make([]*unstructured.Unstructured, len(stage))
 		g, gctx := errgroup.WithContext(ctx)
 		for i, obj := range stage {
 			g.Go(func() error {
-				res, err := applyChildWith(gctx, r.Client, r.liveChecker(), obj, forceAgent && obj == client.Object(ch.Deployment))
-				results[i] = res
+				isAgent := obj == client.Object(ch.Deployment)
+				res, answer, err := applyChildObject(gctx, r.Client, r.liveChecker(), obj, forceAgent && isAgent)
+				// A new autoscaled agent Deployment gets its minimum replicas from the
+				// reconcile its create event starts: that one is not dropped.
+				if res == applyCreated && !(isAgent && handOffPending) {
+					r.creates.record(answer, client.ObjectKeyFromObject(va))
+				}
+				results[i], answers[i] = res, answer
 				return err
 			})
 		}
 		err := g.Wait()
 		for i, obj := range stage {
 			name := childKey(obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName())
+			// Status reads every child this reconcile's apply created as the apply
+			// answered, also one re-created as drift (recordApply's applyUnchanged): its
+			// create event starts no reconcile.
+			if results[i] == applyCreated {
+				if obs.created == nil {
+					obs.created = map[string]*unstructured.Unstructured{}
+				}
+				obs.created[name] = answers[i]
+			}
 			switch r.recordApply(va, obj, results[i]) {
 			case applyCreated:
 				created = append(created, name)
-				if obs.created == nil {
-					obs.created = map[string]bool{}
-				}
-				obs.created[name] = true
 			case applyUpdated:
 				updated = append(updated, name)
 			}
@@ -465,10 +494,11 @@ func (r *VoiceAgentReconciler) ensureAgentToken(ctx context.Context, va *v1alpha
 		secret := render.AgentTokenSecret(va, token, want)
 		if err := r.Client.Create(ctx, secret, client.FieldOwner(render.FieldOwner)); err != nil {
 			if isAlreadyExists(err) {
-				return 0, nil // the cache was behind; the next event brings its version
+				return 0, errCacheBehind
 			}
 			return 0, fmt.Errorf("create agent token Secret: %w", err)
 		}
+		r.creates.record(secret, client.ObjectKeyFromObject(va))
 		obs.secrets[secret.Name] = secret.ResourceVersion
 		obs.agentTokenRotation, obs.agentTokenUID = want, string(secret.UID)
 		r.rotations.Store(va.UID, want)
@@ -656,6 +686,7 @@ func (r *VoiceAgentReconciler) ensureSecrets(ctx context.Context, va *v1alpha1.V
 	})
 	err := g.Wait()
 	if sessionKey != nil {
+		r.creates.record(sessionKey, client.ObjectKeyFromObject(va))
 		obs.secrets[sessionKey.Name] = sessionKey.ResourceVersion
 		obs.generated = append([]generatedSecret{{reason: "SessionKeyGenerated",
 			note: fmt.Sprintf("the AES-256-GCM session key in Secret %s", sessionKey.Name)}}, obs.generated...)
@@ -665,9 +696,8 @@ func (r *VoiceAgentReconciler) ensureSecrets(ctx context.Context, va *v1alpha1.V
 
 // createSessionKey creates the generated session key, which the operator never reads
 // back: it only learns from metadata that it exists. It returns the Secret created,
-// nil when it was there already (the cache was behind; the next event brings its
-// version). It touches nothing of the reconcile's observed state: ensureSecrets runs
-// it beside ensureAgentToken.
+// or errCacheBehind when it was there already. It touches nothing of the reconcile's
+// observed state: ensureSecrets runs it beside ensureAgentToken.
 func (r *VoiceAgentReconciler) createSessionKey(ctx context.Context, va *v1alpha1.VoiceAgent) (*corev1.Secret, error) {
 	key := make([]byte, render.SessionKeySize)
 	if _, err := rand.Read(key); err != nil {
@@ -676,7 +706,7 @@ func (r *VoiceAgentReconciler) createSessionKey(ctx context.Context, va *v1alpha
 	secret := render.SessionKeySecret(va, key)
 	if err := r.Client.Create(ctx, secret, client.FieldOwner(render.FieldOwner)); err != nil {
 		if isAlreadyExists(err) {
-			return nil, nil
+			return nil, errCacheBehind
 		}
 		return nil, fmt.Errorf("create session key Secret: %w", err)
 	}
@@ -783,22 +813,24 @@ func (r *VoiceAgentReconciler) listChildren(ctx context.Context, va *v1alpha1.Vo
 const replicasHandOff = render.FieldOwner + "-autoscaling-handoff"
 
 // handOffReplicas gives the agent Deployment's replicas to replicasHandOff when the
-// operator still owns them or the Deployment is new; at rest it writes nothing.
-func (r *VoiceAgentReconciler) handOffReplicas(ctx context.Context, want *appsv1.Deployment, va *v1alpha1.VoiceAgent) (bool, error) {
+// operator still owns them or the Deployment is new; at rest it writes nothing. It
+// says whether the operator owned them (handedOff), and whether the Deployment is not
+// there yet (pending: the reconcile its create starts hands them off).
+func (r *VoiceAgentReconciler) handOffReplicas(ctx context.Context, want *appsv1.Deployment, va *v1alpha1.VoiceAgent) (handedOff, pending bool, err error) {
 	live := &appsv1.Deployment{}
-	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), live)
+	err = r.Client.Get(ctx, client.ObjectKeyFromObject(want), live)
 	switch {
 	case isNotFound(err):
 		// Created below without replicas (so 1); the minimum follows at once.
-		return false, nil
+		return false, true, nil
 	case err != nil:
-		return false, fmt.Errorf("get Deployment %s: %w", want.Name, err)
+		return false, false, fmt.Errorf("get Deployment %s: %w", want.Name, err)
 	}
 	replicas := ptr.Deref(live.Spec.Replicas, 1)
 	owned := render.OwnsField(live.ManagedFields, render.FieldOwner, "f:spec", "f:replicas")
 	if !owned {
 		if render.OwnsField(live.ManagedFields, "", "f:spec", "f:replicas") {
-			return false, nil // someone else (the autoscaler, or this hand-off) holds it
+			return false, false, nil // someone else (the autoscaler, or this hand-off) holds it
 		}
 		replicas = max(replicas, render.MinAgentReplicas(va))
 	}
@@ -809,9 +841,9 @@ func (r *VoiceAgentReconciler) handOffReplicas(ctx context.Context, want *appsv1
 	}}
 	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
 		client.FieldOwner(replicasHandOff), client.ForceOwnership); err != nil {
-		return false, fmt.Errorf("hand the replicas of Deployment %s to the autoscaler: %w", want.Name, err)
+		return false, false, fmt.Errorf("hand the replicas of Deployment %s to the autoscaler: %w", want.Name, err)
 	}
-	return owned, nil
+	return owned, false, nil
 }
 
 // SetupWithManager registers the controller, its watches and field indexes.
@@ -849,19 +881,24 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// Status the reconciler neither reads nor writes starts no reconcile: its own status
 	// writes on the VoiceAgent, kube-controller-manager's on the PodDisruptionBudgets
 	// (each pod change) and HorizontalPodAutoscalers (every 15 s).
-	notStatusOnly := builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	//
+	// Nor does the create event of a child or generated Secret a reconcile just made,
+	// the very object its apply or create returned (ownCreates).
+	notStatusOnly := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		return metadataOrSpecChanged(e.ObjectOld, e.ObjectNew)
-	}})
+	}}
+	notOwnCreate := r.creates.notOwnChildCreate()
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.VoiceAgent{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: voiceAgentChanged})).
-		Owns(&corev1.ServiceAccount{}).
-		Owns(&corev1.ConfigMap{}).
-		Owns(&corev1.Service{}).
-		Owns(&appsv1.Deployment{}).
-		Owns(&networkingv1.NetworkPolicy{}).
-		Owns(&policyv1.PodDisruptionBudget{}, notStatusOnly).
-		Owns(&autoscalingv2.HorizontalPodAutoscaler{}, notStatusOnly).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForSecret)).
+		Owns(&corev1.ServiceAccount{}, builder.WithPredicates(notOwnCreate)).
+		Owns(&corev1.ConfigMap{}, builder.WithPredicates(notOwnCreate)).
+		Owns(&corev1.Service{}, builder.WithPredicates(notOwnCreate)).
+		Owns(&appsv1.Deployment{}, builder.WithPredicates(notOwnCreate)).
+		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(notOwnCreate)).
+		Owns(&policyv1.PodDisruptionBudget{}, builder.WithPredicates(notOwnCreate, notStatusOnly)).
+		Owns(&autoscalingv2.HorizontalPodAutoscaler{}, builder.WithPredicates(notOwnCreate, notStatusOnly)).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForSecret),
+			builder.WithPredicates(r.creates.notOwnSecretCreate(r.voiceAgentsForSecret))).
 		Watches(&v1alpha1.AuditSink{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexAuditSinks))).
 		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.allVoiceAgentsOnCRD)).
 		// A standby starts this controller's watches before it leads (warm-up), so that
@@ -876,7 +913,7 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return fmt.Errorf("build the VoiceAgent controller: %w", err)
 	}
 	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.VoiceAgent{}, handler.OnlyControllerOwner())
-	r.optional.startWatch = watchStarter(c, mgr, owner)
+	r.optional.startWatch = watchStarter(c, mgr, owner, notOwnCreate)
 	return nil
 }
 
@@ -904,11 +941,11 @@ func metadataOrSpecChanged(oldObj, newObj client.Object) bool {
 }
 
 // watchStarter starts a watch on an optional kind once its CRD is found.
-func watchStarter(c controller.Controller, mgr ctrl.Manager, h handler.EventHandler) func(schema.GroupVersionKind) error {
+func watchStarter(c controller.Controller, mgr ctrl.Manager, h handler.EventHandler, preds ...predicate.Predicate) func(schema.GroupVersionKind) error {
 	return func(gvk schema.GroupVersionKind) error {
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(gvk)
-		if err := c.Watch(source.Kind[client.Object](mgr.GetCache(), u, h)); err != nil {
+		if err := c.Watch(source.Kind[client.Object](mgr.GetCache(), u, h, preds...)); err != nil {
 			return fmt.Errorf("watch %s: %w", gvk.Kind, err)
 		}
 		return nil

@@ -694,3 +694,52 @@ func TestInvalidSpecLocksTheAgentDown(t *testing.T) {
 	eventually(t, waitFor, conditionIs(ns, "locked", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonInvalidSpec))
 	eventually(t, waitFor, egressRules(2)) // DNS and the gateway only
 }
+
+// A child whose managed-by label someone strips leaves the manager's cache (a delete
+// there), is put back by a re-apply, and comes back to the cache as a create: the one
+// of the very object the apply answered, which starts no reconcile (ownCreates). The
+// status that reconcile wrote must be read from that answer, status and all: an
+// available Deployment stays Available, not "not created yet" until some later event.
+func TestStrippedLabelKeepsStatus(t *testing.T) {
+	ns := newNamespace(t)
+	createSecret(t, ns, "gemini-key", "api-key", "x")
+	if err := k8s.Create(ctx, minimalVoiceAgent(ns, "stripped")); err != nil {
+		t.Fatal(err)
+	}
+	markDeploymentAvailable(t, ns, "stripped")
+	dep := &appsv1.Deployment{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "stripped-gateway"}, dep); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(dep.DeepCopy())
+	delete(dep.Labels, render.LabelManagedBy)
+	if err := k8s.Patch(ctx, dep, patch, client.FieldOwner("kubectl-edit")); err != nil {
+		t.Fatal(err)
+	}
+	stripped := dep.ResourceVersion
+	eventually(t, waitFor, func() error {
+		d := &appsv1.Deployment{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(dep), d); err != nil {
+			return err
+		}
+		if d.ResourceVersion == stripped || d.Labels[render.LabelManagedBy] != render.FieldOwner {
+			return fmt.Errorf("managed-by label not put back yet")
+		}
+		return nil
+	})
+	// The reconcile that put it back reports it (before it writes status); then status
+	// must stay Available: no later reconcile would correct a stale one here.
+	eventually(t, waitFor, func() error {
+		evs := &eventsv1.EventList{}
+		if err := k8s.List(ctx, evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "DriftCorrected" && strings.Contains(e.Note, "Deployment stripped-gateway") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no DriftCorrected event for the Deployment yet")
+	})
+	consistently(t, 2*time.Second, conditionIs(ns, "stripped", v1alpha1.ConditionAvailable, metav1.ConditionTrue, ""))
+}
