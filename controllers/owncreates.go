@@ -3,55 +3,95 @@ package controllers
 import (
 	"context"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 )
 
-// ownCreates remembers the objects this process's reconciles created, each by UID with
-// the resourceVersion the create returned and the VoiceAgent it was made for, until the
-// watch delivers its create.
+// ownCreates keeps the create event of an object a reconcile just made from starting
+// a second reconcile of its VoiceAgent. That event, of that object (same UID) at that
+// resourceVersion, would start a reconcile that finds nothing to do: the one that made
+// it computed its rendering and status from exactly that object (observed.created).
+// At 1,000 new VoiceAgents these were most of the create phase's reconciles.
 //
-// That create event, of that object at that resourceVersion, would start a reconcile
-// of the VoiceAgent that made it, which already computed its status from exactly that
-// object (observed.created): the reconcile would find nothing to do. At 1,000 new
-// VoiceAgents these were most of the create phase's reconciles (1.65 to 1.91 per
-// VoiceAgent). Any other create still starts one: an object at another
+// The event and the create's response race each other. A response that comes first is
+// recorded (record) and the event that follows is dropped. An event that comes first,
+// while a reconcile of its VoiceAgent runs, is held: the response that follows takes
+// it, and at the reconcile's end (end) any held event no response took starts a
+// reconcile as it would have. Any other create passes at once: an object at another
 // resourceVersion (changed since, or delivered by a re-list after a watch gap), an
-// object a reconcile re-applied that the cache had lost (a label stripped: the
-// response is the object at its new resourceVersion, status and all), anything
-// another client made. Updates and deletes are never dropped.
-//
-// An entry whose event came before the create's response (then the event passed) is
-// never taken: past maxOwnCreates entries, the ones older than ownCreateEventWait go,
-// and if that is not enough the set starts again empty, which costs reconciles and
-// never drops one it should not.
+// object a reconcile re-applied that the cache had lost (a label stripped: the answer
+// is the object at its new resourceVersion, status and all), anything another client
+// made while no reconcile of its VoiceAgent ran. Updates and deletes are never held.
 type ownCreates struct {
 	mu sync.Mutex
-	m  map[types.UID]ownCreate
+	// made are the objects whose create responded before its event came.
+	made map[types.UID]madeObject
+	// running counts the reconciles in flight, by VoiceAgent.
+	running map[types.NamespacedName]int
+	// held are the create events that came during a reconcile of their VoiceAgent and
+	// before any response.
+	held map[types.NamespacedName][]heldCreate
 }
 
-type ownCreate struct {
+type madeObject struct {
 	resourceVersion string
 	creator         types.NamespacedName
 	at              time.Time
 }
 
-// maxOwnCreates bounds the set: a burst of 1,000 new VoiceAgents with 15 objects each
-// holds far fewer at once, since each entry goes when its event comes.
-const maxOwnCreates = 8192
+type heldCreate struct {
+	uid             types.UID
+	resourceVersion string
+	queue           workqueue.TypedRateLimitingInterface[reconcile.Request]
+}
 
-// ownCreateEventWait is how long an entry waits for its event before it may be swept
-// (when the set is full): an event comes within a watch's latency, or came before
-// the entry (then it is never taken).
-const ownCreateEventWait = time.Minute
+// maxMadeObjects bounds made: each entry goes when its event comes, so a burst of
+// 1,000 new VoiceAgents with 15 objects each holds far fewer at once.
+const maxMadeObjects = 8192
 
-// record remembers obj, as the create's response returned it, as made for creator.
+// madeEventWait is how long an entry of made waits for its event before it may be
+// swept (when made is full).
+const madeEventWait = time.Minute
+
+// begin and end bracket a reconcile of va. end starts another reconcile of va if an
+// event it held was not of an object this reconcile made.
+func (o *ownCreates) begin(va types.NamespacedName) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.running == nil {
+		o.running = map[types.NamespacedName]int{}
+	}
+	o.running[va]++
+}
+
+func (o *ownCreates) end(va types.NamespacedName) {
+	o.mu.Lock()
+	o.running[va]--
+	var left []heldCreate
+	if o.running[va] <= 0 {
+		delete(o.running, va)
+		left = o.held[va]
+		delete(o.held, va)
+	}
+	o.mu.Unlock()
+	if len(left) > 0 {
+		left[0].queue.Add(reconcile.Request{NamespacedName: va})
+	}
+}
+
+// record remembers obj, as its create or apply returned it, as made for creator; or,
+// when its event came first and is held, lets that event go.
 func (o *ownCreates) record(obj metav1.Object, creator types.NamespacedName) {
 	if obj.GetUID() == "" || obj.GetResourceVersion() == "" {
 		return
@@ -59,55 +99,81 @@ func (o *ownCreates) record(obj metav1.Object, creator types.NamespacedName) {
 	now := time.Now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.m == nil {
-		o.m = map[types.UID]ownCreate{}
+	held := o.held[creator]
+	if i := slices.IndexFunc(held, func(h heldCreate) bool {
+		return h.uid == obj.GetUID() && h.resourceVersion == obj.GetResourceVersion()
+	}); i >= 0 {
+		o.held[creator] = slices.Delete(held, i, i+1)
+		return
 	}
-	if len(o.m) >= maxOwnCreates {
-		maps.DeleteFunc(o.m, func(_ types.UID, c ownCreate) bool { return now.Sub(c.at) > ownCreateEventWait })
+	if o.made == nil {
+		o.made = map[types.UID]madeObject{}
 	}
-	if len(o.m) >= maxOwnCreates {
-		clear(o.m)
+	if len(o.made) >= maxMadeObjects {
+		maps.DeleteFunc(o.made, func(_ types.UID, m madeObject) bool { return now.Sub(m.at) > madeEventWait })
 	}
-	o.m[obj.GetUID()] = ownCreate{resourceVersion: obj.GetResourceVersion(), creator: creator, at: now}
+	if len(o.made) >= maxMadeObjects {
+		clear(o.made)
+	}
+	o.made[obj.GetUID()] = madeObject{resourceVersion: obj.GetResourceVersion(), creator: creator, at: now}
 }
 
-// take forgets obj's entry and returns its creator when obj is the very object
-// recorded: same UID, same resourceVersion.
-func (o *ownCreates) take(obj metav1.Object) (types.NamespacedName, bool) {
+// createEvent says whether the create event of obj, whose one request is va's, is
+// dropped (obj is what a reconcile of va made) or held (a reconcile of va runs), so
+// that it starts no reconcile now.
+func (o *ownCreates) createEvent(obj client.Object, va types.NamespacedName, q workqueue.TypedRateLimitingInterface[reconcile.Request]) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	c, ok := o.m[obj.GetUID()]
-	if !ok {
+	if m, ok := o.made[obj.GetUID()]; ok {
+		delete(o.made, obj.GetUID())
+		if m.resourceVersion == obj.GetResourceVersion() && m.creator == va {
+			return true
+		}
+	}
+	if o.running[va] > 0 {
+		if o.held == nil {
+			o.held = map[types.NamespacedName][]heldCreate{}
+		}
+		o.held[va] = append(o.held[va], heldCreate{uid: obj.GetUID(), resourceVersion: obj.GetResourceVersion(), queue: q})
+		return true
+	}
+	return false
+}
+
+// handler wraps inner, a handler whose requests for obj are the VoiceAgents soleVoiceAgent
+// returns when it returns exactly one, so that the create event of an object a
+// reconcile made starts no second one. Every other event goes to inner as it is.
+func (o *ownCreates) handler(inner handler.EventHandler, soleVoiceAgent func(context.Context, client.Object) (types.NamespacedName, bool)) handler.EventHandler {
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if va, ok := soleVoiceAgent(ctx, e.Object); ok && o.createEvent(e.Object, va, q) {
+				return
+			}
+			inner.Create(ctx, e, q)
+		},
+		UpdateFunc:  inner.Update,
+		DeleteFunc:  inner.Delete,
+		GenericFunc: inner.Generic,
+	}
+}
+
+// controllingVoiceAgent is the VoiceAgent that controls obj: the one request of
+// EnqueueRequestForOwner with OnlyControllerOwner.
+func controllingVoiceAgent(_ context.Context, obj client.Object) (types.NamespacedName, bool) {
+	ref := metav1.GetControllerOf(obj)
+	if ref == nil || ref.Kind != "VoiceAgent" || ref.APIVersion != v1alpha1.GroupVersion.String() {
 		return types.NamespacedName{}, false
 	}
-	delete(o.m, obj.GetUID())
-	return c.creator, c.resourceVersion == obj.GetResourceVersion()
+	return types.NamespacedName{Namespace: obj.GetNamespace(), Name: ref.Name}, true
 }
 
-// notOwnChildCreate drops the create event of a child a reconcile just created, for
-// the watches whose one request is the child's controller: it passes unless the
-// VoiceAgent that controls the object is the one recorded as its creator.
-func (o *ownCreates) notOwnChildCreate() predicate.Funcs {
-	return predicate.Funcs{CreateFunc: func(e event.CreateEvent) bool {
-		creator, ok := o.take(e.Object)
-		if !ok {
-			return true
+// soleMapped is the one VoiceAgent mapped returns for obj, if it returns one.
+func soleMapped(mapped handler.MapFunc) func(context.Context, client.Object) (types.NamespacedName, bool) {
+	return func(ctx context.Context, obj client.Object) (types.NamespacedName, bool) {
+		reqs := mapped(ctx, obj)
+		if len(reqs) != 1 {
+			return types.NamespacedName{}, false
 		}
-		ref := metav1.GetControllerOf(e.Object)
-		return ref == nil || ref.Kind != "VoiceAgent" || ref.Name != creator.Name || e.Object.GetNamespace() != creator.Namespace
-	}}
-}
-
-// notOwnSecretCreate drops the create event of a Secret a reconcile generated when the
-// VoiceAgent it was made for is the only one the Secret maps to (mapped): another
-// VoiceAgent that references it still hears of it.
-func (o *ownCreates) notOwnSecretCreate(mapped handler.MapFunc) predicate.Funcs {
-	return predicate.Funcs{CreateFunc: func(e event.CreateEvent) bool {
-		creator, ok := o.take(e.Object)
-		if !ok {
-			return true
-		}
-		reqs := mapped(context.Background(), e.Object)
-		return len(reqs) != 1 || reqs[0].NamespacedName != creator
-	}}
+		return reqs[0].NamespacedName, true
+	}
 }

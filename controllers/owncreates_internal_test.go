@@ -8,105 +8,175 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
 )
 
-// Only the create event of the very object a reconcile created, at the resourceVersion
-// its create returned, and controlled by the VoiceAgent it was made for, is dropped;
-// every other event passes.
-func TestOwnChildCreateDropsOnlyThatObject(t *testing.T) {
-	creator := types.NamespacedName{Namespace: "ns", Name: "a"}
-	child := func(uid, rv, controller string) *corev1.ConfigMap {
-		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-config", UID: types.UID(uid), ResourceVersion: rv}}
-		if controller != "" {
-			cm.OwnerReferences = []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "VoiceAgent",
-				Name: controller, UID: "va", Controller: ptr.To(true)}}
-		}
-		return cm
-	}
-	for _, c := range []struct {
-		name     string
-		recorded client.Object // nil: nothing recorded
-		event    client.Object
-		passes   bool
-	}{
-		{"the object the reconcile created", child("u1", "10", "a"), child("u1", "10", "a"), false},
-		{"changed since (a re-list after a watch gap)", child("u1", "10", "a"), child("u1", "11", "a"), true},
-		{"another object", child("u1", "10", "a"), child("u2", "10", "a"), true},
-		{"controlled by another VoiceAgent", child("u1", "10", "a"), child("u1", "10", "b"), true},
-		{"controlled by nothing", child("u1", "10", "a"), child("u1", "10", ""), true},
-		{"nothing recorded", nil, child("u1", "10", "a"), true},
-	} {
-		var oc ownCreates
-		if c.recorded != nil {
-			oc.record(c.recorded, creator)
-		}
-		p := oc.notOwnChildCreate()
-		if !p.Update(event.UpdateEvent{ObjectOld: c.event, ObjectNew: c.event}) || !p.Delete(event.DeleteEvent{Object: c.event}) {
-			t.Errorf("%s: an update or delete was dropped", c.name)
-		}
-		if got := p.Create(event.CreateEvent{Object: c.event}); got != c.passes {
-			t.Errorf("%s: create passes = %v, want %v", c.name, got, c.passes)
-		}
-		if !p.Create(event.CreateEvent{Object: c.event}) {
-			t.Errorf("%s: a second create of the same object was dropped; an entry must be taken once", c.name)
-		}
+func newTestQueue(t *testing.T) workqueue.TypedRateLimitingInterface[reconcile.Request] {
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	t.Cleanup(q.ShutDown)
+	return q
+}
+
+// countingHandler stands for the handler ownCreates wraps: it counts what reaches it.
+type countingHandler struct{ creates, updates, deletes int }
+
+func (c *countingHandler) handler() handler.EventHandler {
+	return handler.Funcs{
+		CreateFunc: func(context.Context, event.CreateEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			c.creates++
+		},
+		UpdateFunc: func(context.Context, event.UpdateEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			c.updates++
+		},
+		DeleteFunc: func(context.Context, event.DeleteEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			c.deletes++
+		},
 	}
 }
 
-// A generated Secret's create is dropped only when the VoiceAgent it was made for is
-// the only one it maps to.
-func TestOwnSecretCreateKeepsOtherVoiceAgents(t *testing.T) {
-	creator := types.NamespacedName{Namespace: "ns", Name: "a"}
-	other := types.NamespacedName{Namespace: "ns", Name: "b"}
+func childOf(uid, rv, controller string) *corev1.ConfigMap {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-config", UID: types.UID(uid), ResourceVersion: rv}}
+	if controller != "" {
+		cm.OwnerReferences = []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "VoiceAgent",
+			Name: controller, UID: "va", Controller: ptr.To(true)}}
+	}
+	return cm
+}
+
+// Only the create event of the very object a reconcile made, at the resourceVersion
+// its create returned, is kept from starting a reconcile, whichever of the event and
+// the response comes first; every other event reaches the handler, or, held during a
+// reconcile, starts one when that reconcile ends.
+func TestOwnCreatesKeepsOnlyThatObjectsCreate(t *testing.T) {
+	a := types.NamespacedName{Namespace: "ns", Name: "a"}
 	for _, c := range []struct {
-		name   string
-		maps   []types.NamespacedName
-		passes bool
+		name string
+		// recorded is what the reconcile's create returned (nil: nothing); event is the
+		// create event; running: a reconcile of a runs while the event comes;
+		// eventFirst: the event comes before the response.
+		recorded, event     client.Object
+		running, eventFirst bool
+		// reaches: the event reaches the handler; requeued: a reconcile of a is added
+		// when the running reconcile ends.
+		reaches, requeued bool
 	}{
-		{"only its VoiceAgent", []types.NamespacedName{creator}, false},
-		{"another VoiceAgent references it too", []types.NamespacedName{creator, other}, true},
-		{"only another VoiceAgent", []types.NamespacedName{other}, true},
+		{name: "made, response first", recorded: childOf("u1", "10", "a"), event: childOf("u1", "10", "a")},
+		{name: "made, response first, reconcile still running", recorded: childOf("u1", "10", "a"), event: childOf("u1", "10", "a"), running: true},
+		{name: "made, event first during the reconcile", recorded: childOf("u1", "10", "a"), event: childOf("u1", "10", "a"), running: true, eventFirst: true},
+		{name: "changed since it was made", recorded: childOf("u1", "10", "a"), event: childOf("u1", "11", "a"), reaches: true},
+		{name: "changed since, during the reconcile", recorded: childOf("u1", "10", "a"), event: childOf("u1", "11", "a"), running: true, eventFirst: true, requeued: true},
+		{name: "another object", recorded: childOf("u1", "10", "a"), event: childOf("u2", "10", "a"), reaches: true},
+		{name: "made for a, controlled by b", recorded: childOf("u1", "10", "a"), event: childOf("u1", "10", "b"), reaches: true},
+		{name: "controlled by nothing", recorded: childOf("u1", "10", "a"), event: childOf("u1", "10", ""), reaches: true},
+		{name: "nothing made, no reconcile", event: childOf("u1", "10", "a"), reaches: true},
+		{name: "nothing made, during the reconcile", event: childOf("u1", "10", "a"), running: true, requeued: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var oc ownCreates
+			inner := &countingHandler{}
+			h := oc.handler(inner.handler(), controllingVoiceAgent)
+			q := newTestQueue(t)
+			if c.running {
+				oc.begin(a)
+			}
+			if c.recorded != nil && !c.eventFirst {
+				oc.record(c.recorded, a)
+			}
+			h.Create(context.Background(), event.CreateEvent{Object: c.event}, q)
+			if c.recorded != nil && c.eventFirst {
+				oc.record(c.recorded, a)
+			}
+			if c.running {
+				oc.end(a)
+			}
+			if got := inner.creates == 1; got != c.reaches {
+				t.Errorf("the create reached the handler: %v, want %v", got, c.reaches)
+			}
+			if got := q.Len() == 1; got != c.requeued {
+				t.Errorf("a reconcile added at the end: %v (queue length %d), want %v", got, q.Len(), c.requeued)
+			}
+			h.Update(context.Background(), event.UpdateEvent{ObjectOld: c.event, ObjectNew: c.event}, q)
+			h.Delete(context.Background(), event.DeleteEvent{Object: c.event}, q)
+			if inner.updates != 1 || inner.deletes != 1 {
+				t.Errorf("updates %d, deletes %d reached the handler; want 1 each", inner.updates, inner.deletes)
+			}
+			before := inner.creates
+			h.Create(context.Background(), event.CreateEvent{Object: c.event}, q)
+			if inner.creates != before+1 {
+				t.Error("a second create of the same object, with no reconcile running, did not reach the handler: an entry must be taken once")
+			}
+		})
+	}
+}
+
+// A generated Secret's create is kept back only when the VoiceAgent it was made for is
+// the only one it maps to.
+func TestOwnSecretCreateReachesOtherVoiceAgents(t *testing.T) {
+	a := types.NamespacedName{Namespace: "ns", Name: "a"}
+	b := types.NamespacedName{Namespace: "ns", Name: "b"}
+	for _, c := range []struct {
+		name    string
+		maps    []types.NamespacedName
+		reaches bool
+	}{
+		{"only its VoiceAgent", []types.NamespacedName{a}, false},
+		{"another VoiceAgent references it too", []types.NamespacedName{a, b}, true},
+		{"only another VoiceAgent", []types.NamespacedName{b}, true},
 	} {
 		var oc ownCreates
 		secret := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-agent-token", UID: "s1", ResourceVersion: "7"}}
-		oc.record(secret, creator)
-		p := oc.notOwnSecretCreate(func(context.Context, client.Object) []reconcile.Request {
+		oc.record(secret, a)
+		inner := &countingHandler{}
+		h := oc.handler(inner.handler(), soleMapped(func(context.Context, client.Object) []reconcile.Request {
 			reqs := make([]reconcile.Request, 0, len(c.maps))
 			for _, n := range c.maps {
 				reqs = append(reqs, reconcile.Request{NamespacedName: n})
 			}
 			return reqs
-		})
-		if got := p.Create(event.CreateEvent{Object: secret}); got != c.passes {
-			t.Errorf("%s: create passes = %v, want %v", c.name, got, c.passes)
+		}))
+		h.Create(context.Background(), event.CreateEvent{Object: secret}, newTestQueue(t))
+		if got := inner.creates == 1; got != c.reaches {
+			t.Errorf("%s: the create reached the handler: %v, want %v", c.name, got, c.reaches)
 		}
 	}
 }
 
-// The set is bounded: past maxOwnCreates entries it starts again, which only lets a
-// create through.
+// made is bounded: past maxMadeObjects entries it starts again, which only lets a
+// create through; running and held are emptied by end.
 func TestOwnCreatesIsBounded(t *testing.T) {
 	var oc ownCreates
-	creator := types.NamespacedName{Namespace: "ns", Name: "a"}
+	a := types.NamespacedName{Namespace: "ns", Name: "a"}
 	first := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: "first", ResourceVersion: "1"}}
-	oc.record(first, creator)
-	for i := range maxOwnCreates {
-		oc.record(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: types.UID(strconv.Itoa(i)), ResourceVersion: "1"}}, creator)
+	oc.record(first, a)
+	for i := range maxMadeObjects {
+		oc.record(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: types.UID(strconv.Itoa(i)), ResourceVersion: "1"}}, a)
 	}
-	if len(oc.m) > maxOwnCreates {
-		t.Fatalf("%d entries, want at most %d", len(oc.m), maxOwnCreates)
+	if len(oc.made) > maxMadeObjects {
+		t.Fatalf("%d entries, want at most %d", len(oc.made), maxMadeObjects)
 	}
-	if _, ok := oc.take(first); ok {
+	if _, ok := oc.made["first"]; ok {
 		t.Error("the first entry survived past the bound")
 	}
-	oc.record(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: "no-version"}}, creator)
-	if _, ok := oc.m["no-version"]; ok {
+	oc.record(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: "no-version"}}, a)
+	if _, ok := oc.made["no-version"]; ok {
 		t.Error("an object without a resourceVersion was recorded")
+	}
+	oc.begin(a)
+	oc.begin(a)
+	oc.createEvent(childOf("u9", "1", "a"), a, newTestQueue(t))
+	oc.end(a)
+	if len(oc.held[a]) != 1 {
+		t.Errorf("held %d events after one of two overlapping reconciles ended, want 1", len(oc.held[a]))
+	}
+	oc.end(a)
+	if len(oc.running) != 0 || len(oc.held) != 0 {
+		t.Errorf("running %v, held %v after every reconcile ended; want both empty", oc.running, oc.held)
 	}
 }

@@ -80,8 +80,8 @@ type VoiceAgentReconciler struct {
 	MaxConcurrentReconciles int
 
 	optional *optionalAPIs
-	// creates are the children and Secrets this process just created, whose create
-	// events start no reconcile (ownCreates).
+	// creates keeps the create events of the children and Secrets a reconcile made
+	// from starting another (ownCreates).
 	creates ownCreates
 	live    struct {
 		once    sync.Once
@@ -117,6 +117,8 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if r.APIReader == nil {
 		return ctrl.Result{}, errNoAPIReader
 	}
+	r.creates.begin(req.NamespacedName)
+	defer r.creates.end(req.NamespacedName)
 	va := &v1alpha1.VoiceAgent{}
 	if err := r.Client.Get(ctx, req.NamespacedName, va); err != nil {
 		if isNotFound(err) {
@@ -884,21 +886,21 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	//
 	// Nor does the create event of a child or generated Secret a reconcile just made,
 	// the very object its apply or create returned (ownCreates).
-	notStatusOnly := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	notStatusOnly := builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		return metadataOrSpecChanged(e.ObjectOld, e.ObjectNew)
-	}}
-	notOwnCreate := r.creates.notOwnChildCreate()
+	}})
+	owner := r.creates.handler(handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.VoiceAgent{}, handler.OnlyControllerOwner()),
+		controllingVoiceAgent)
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.VoiceAgent{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: voiceAgentChanged})).
-		Owns(&corev1.ServiceAccount{}, builder.WithPredicates(notOwnCreate)).
-		Owns(&corev1.ConfigMap{}, builder.WithPredicates(notOwnCreate)).
-		Owns(&corev1.Service{}, builder.WithPredicates(notOwnCreate)).
-		Owns(&appsv1.Deployment{}, builder.WithPredicates(notOwnCreate)).
-		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(notOwnCreate)).
-		Owns(&policyv1.PodDisruptionBudget{}, builder.WithPredicates(notOwnCreate, notStatusOnly)).
-		Owns(&autoscalingv2.HorizontalPodAutoscaler{}, builder.WithPredicates(notOwnCreate, notStatusOnly)).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForSecret),
-			builder.WithPredicates(r.creates.notOwnSecretCreate(r.voiceAgentsForSecret))).
+		Watches(&corev1.ServiceAccount{}, owner).
+		Watches(&corev1.ConfigMap{}, owner).
+		Watches(&corev1.Service{}, owner).
+		Watches(&appsv1.Deployment{}, owner).
+		Watches(&networkingv1.NetworkPolicy{}, owner).
+		Watches(&policyv1.PodDisruptionBudget{}, owner, notStatusOnly).
+		Watches(&autoscalingv2.HorizontalPodAutoscaler{}, owner, notStatusOnly).
+		WatchesMetadata(&corev1.Secret{}, r.creates.handler(handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForSecret), soleMapped(r.voiceAgentsForSecret))).
 		Watches(&v1alpha1.AuditSink{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexAuditSinks))).
 		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.allVoiceAgentsOnCRD)).
 		// A standby starts this controller's watches before it leads (warm-up), so that
@@ -912,8 +914,7 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err != nil {
 		return fmt.Errorf("build the VoiceAgent controller: %w", err)
 	}
-	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.VoiceAgent{}, handler.OnlyControllerOwner())
-	r.optional.startWatch = watchStarter(c, mgr, owner, notOwnCreate)
+	r.optional.startWatch = watchStarter(c, mgr, owner)
 	return nil
 }
 
@@ -941,11 +942,11 @@ func metadataOrSpecChanged(oldObj, newObj client.Object) bool {
 }
 
 // watchStarter starts a watch on an optional kind once its CRD is found.
-func watchStarter(c controller.Controller, mgr ctrl.Manager, h handler.EventHandler, preds ...predicate.Predicate) func(schema.GroupVersionKind) error {
+func watchStarter(c controller.Controller, mgr ctrl.Manager, h handler.EventHandler) func(schema.GroupVersionKind) error {
 	return func(gvk schema.GroupVersionKind) error {
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(gvk)
-		if err := c.Watch(source.Kind[client.Object](mgr.GetCache(), u, h, preds...)); err != nil {
+		if err := c.Watch(source.Kind[client.Object](mgr.GetCache(), u, h)); err != nil {
 			return fmt.Errorf("watch %s: %w", gvk.Kind, err)
 		}
 		return nil
