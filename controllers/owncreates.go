@@ -8,6 +8,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -77,16 +78,19 @@ func (o *ownCreates) begin(va types.NamespacedName) {
 
 func (o *ownCreates) end(va types.NamespacedName) {
 	o.mu.Lock()
-	o.running[va]--
 	var left []heldCreate
-	if o.running[va] <= 0 {
+	if o.running[va] <= 1 { // 0: an end without its begin, which holds nothing
 		delete(o.running, va)
 		left = o.held[va]
 		delete(o.held, va)
+	} else {
+		o.running[va]--
 	}
 	o.mu.Unlock()
-	if len(left) > 0 {
-		left[0].queue.Add(reconcile.Request{NamespacedName: va})
+	// Through each held event's queue: a priority queue keeps the highest priority of
+	// the adds it merges.
+	for _, h := range left {
+		h.queue.Add(reconcile.Request{NamespacedName: va})
 	}
 }
 
@@ -161,7 +165,12 @@ func (o *ownCreates) handler(inner handler.EventHandler, soleVoiceAgent func(con
 // EnqueueRequestForOwner with OnlyControllerOwner.
 func controllingVoiceAgent(_ context.Context, obj client.Object) (types.NamespacedName, bool) {
 	ref := metav1.GetControllerOf(obj)
-	if ref == nil || ref.Kind != "VoiceAgent" || ref.APIVersion != v1alpha1.GroupVersion.String() {
+	if ref == nil || ref.Kind != "VoiceAgent" {
+		return types.NamespacedName{}, false
+	}
+	// By group, as EnqueueRequestForOwner matches: an owner reference written at
+	// another version of the API is still the VoiceAgent's.
+	if gv, err := schema.ParseGroupVersion(ref.APIVersion); err != nil || gv.Group != v1alpha1.GroupVersion.Group {
 		return types.NamespacedName{}, false
 	}
 	return types.NamespacedName{Namespace: obj.GetNamespace(), Name: ref.Name}, true
