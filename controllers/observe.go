@@ -18,11 +18,11 @@ import (
 // observed is what a reconcile reads from the cluster before rendering. Secrets are
 // read as metadata only: the operator never holds a credential's value.
 type observed struct {
-	// created are the children this reconcile created, by "Kind/name", as the API
-	// server answered their apply: the cache may not show them yet when status is
-	// written, and a status read from exactly that object is what lets their create
-	// event start no reconcile (ownCreates).
-	created      map[string]*unstructured.Unstructured
+	// applied are the children this reconcile applied, by "Kind/name", as the API
+	// server answered: the cache may not show them yet when status is written, and a
+	// status read from exactly those objects is what lets their events start no
+	// reconcile (ownApplies).
+	applied      map[string]*unstructured.Unstructured
 	sinks        []v1alpha1.AuditSink // referenced sinks that exist, in spec order
 	missingSinks []string
 	// secrets maps the name of every Secret in the namespace to its resourceVersion.
@@ -132,11 +132,11 @@ func (obs *observed) renderInputs(va *v1alpha1.VoiceAgent, image, clusterDomain 
 	}
 }
 
-// childKey names a child in events and in observed.created: "Kind/name".
+// childKey names a child in events and in observed.applied: "Kind/name".
 func childKey(kind, name string) string { return kind + "/" + name }
 
-// justCreated returns the child kind/name as this reconcile's apply created it, nil
-// when this reconcile did not create it.
-func (o *observed) justCreated(kind, name string) *unstructured.Unstructured {
-	return o.created[childKey(kind, name)]
+// justApplied returns the child kind/name as this reconcile's apply answered, nil
+// when this reconcile did not apply it.
+func (o *observed) justApplied(kind, name string) *unstructured.Unstructured {
+	return o.applied[childKey(kind, name)]
 }

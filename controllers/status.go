@@ -144,15 +144,15 @@ func (r *VoiceAgentReconciler) externalSecretReady(ctx context.Context, obs *obs
 	return readyCondition(es)
 }
 
-// getUnstructured reads a child from the cache. One this reconcile created and the
-// cache does not show yet reads as the API server answered its apply.
+// getUnstructured reads a child: as the API server answered this reconcile's apply
+// of it, if there was one (the cache may not show that yet), else from the cache.
 func (r *VoiceAgentReconciler) getUnstructured(ctx context.Context, obs *observed, gvk schema.GroupVersionKind, ns, name string) (*unstructured.Unstructured, error) {
+	if applied := obs.justApplied(gvk.Kind, name); applied != nil {
+		return applied.DeepCopy(), nil
+	}
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(gvk)
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, u); err != nil {
-		if created := obs.justCreated(gvk.Kind, name); isNotFound(err) && created != nil {
-			return created.DeepCopy(), nil
-		}
 		return nil, fmt.Errorf("get %s %s/%s: %w", gvk.Kind, ns, name, err)
 	}
 	return u, nil
@@ -289,23 +289,21 @@ type deploymentState struct {
 	available       bool
 }
 
-// deploymentAvailable reads a Deployment from the cache. One this reconcile created
-// reads as the API server answered its apply while the cache does not show it yet: the
-// status written now is then the one a reconcile that sees it in the cache computes
-// too, and does not write again.
+// deploymentAvailable reads a Deployment as the API server answered this reconcile's
+// apply of it, if there was one (the cache may not show that yet), else from the
+// cache: the status written now is then the one a reconcile that sees the same object
+// in the cache computes too, and does not write again. Any later change of the
+// Deployment (its rollout) comes as an event of its own.
 func (r *VoiceAgentReconciler) deploymentAvailable(ctx context.Context, obs *observed, ns, name string, want int32, what string) (deploymentState, string) {
 	dep := &appsv1.Deployment{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, dep); err != nil {
-		created := obs.justCreated("Deployment", name)
-		if !isNotFound(err) || created == nil {
-			log.FromContext(ctx).V(1).Info("Deployment not readable yet", "deployment", name, "error", err.Error())
-			return deploymentState{}, fmt.Sprintf("The %s Deployment %s is not created yet.", what, name)
-		}
-		dep = &appsv1.Deployment{}
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(created.Object, dep); err != nil {
+	if applied := obs.justApplied("Deployment", name); applied != nil {
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(applied.Object, dep); err != nil {
 			log.FromContext(ctx).Error(err, "read the Deployment the apply returned", "deployment", name)
 			return deploymentState{}, fmt.Sprintf("The %s Deployment %s is not created yet.", what, name)
 		}
+	} else if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, dep); err != nil {
+		log.FromContext(ctx).V(1).Info("Deployment not readable yet", "deployment", name, "error", err.Error())
+		return deploymentState{}, fmt.Sprintf("The %s Deployment %s is not created yet.", what, name)
 	}
 	st := deploymentState{replicas: dep.Status.Replicas, ready: dep.Status.ReadyReplicas}
 	for _, c := range dep.Status.Conditions {

@@ -80,9 +80,9 @@ type VoiceAgentReconciler struct {
 	MaxConcurrentReconciles int
 
 	optional *optionalAPIs
-	// creates keeps the create events of the children and Secrets a reconcile made
-	// from starting another (ownCreates).
-	creates ownCreates
+	// applies keeps the events of the children and Secrets a reconcile wrote from
+	// starting another (ownApplies).
+	applies ownApplies
 	live    struct {
 		once    sync.Once
 		checker *liveChecker
@@ -117,8 +117,8 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if r.APIReader == nil {
 		return ctrl.Result{}, errNoAPIReader
 	}
-	r.creates.begin(req.NamespacedName)
-	defer r.creates.end(req.NamespacedName)
+	r.applies.begin(req.NamespacedName)
+	defer r.applies.end(req.NamespacedName)
 	va := &v1alpha1.VoiceAgent{}
 	if err := r.Client.Get(ctx, req.NamespacedName, va); err != nil {
 		if isNotFound(err) {
@@ -192,7 +192,7 @@ func (r *VoiceAgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 // is behind the API server (an earlier reconcile made it). The reconcile stops there
 // and comes back after cacheBehindRetry, rather than render the pods' restart hash
 // without the Secret's version and count on an event (the Secret's create, which
-// ownCreates may have dropped) to correct it.
+// ownApplies may have dropped) to correct it.
 var errCacheBehind = errors.New("a generated Secret exists that the cache does not show yet")
 
 // cacheBehindRetry is how soon a reconcile stopped by errCacheBehind runs again.
@@ -268,8 +268,8 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 				res, answer, err := applyChildObject(gctx, r.Client, r.liveChecker(), obj, forceAgent && isAgent)
 				// A new autoscaled agent Deployment gets its minimum replicas from the
 				// reconcile its create event starts: that one is not dropped.
-				if res == applyCreated && !(isAgent && handOffPending) {
-					r.creates.record(answer, client.ObjectKeyFromObject(va))
+				if answer != nil && !(res == applyCreated && isAgent && handOffPending) {
+					r.applies.record(answer, client.ObjectKeyFromObject(va))
 				}
 				results[i], answers[i] = res, answer
 				return err
@@ -278,14 +278,14 @@ func (r *VoiceAgentReconciler) applyAll(ctx context.Context, va *v1alpha1.VoiceA
 		err := g.Wait()
 		for i, obj := range stage {
 			name := childKey(obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName())
-			// Status reads every child this reconcile's apply created as the apply
-			// answered, also one re-created as drift (recordApply's applyUnchanged): its
-			// create event starts no reconcile.
-			if results[i] == applyCreated {
-				if obs.created == nil {
-					obs.created = map[string]*unstructured.Unstructured{}
+			// Status reads every child this reconcile applied as the apply answered
+			// (also one re-created as drift, which recordApply reports as unchanged):
+			// the event of that answer starts no reconcile.
+			if answers[i] != nil {
+				if obs.applied == nil {
+					obs.applied = map[string]*unstructured.Unstructured{}
 				}
-				obs.created[name] = answers[i]
+				obs.applied[name] = answers[i]
 			}
 			switch r.recordApply(va, obj, results[i]) {
 			case applyCreated:
@@ -500,7 +500,7 @@ func (r *VoiceAgentReconciler) ensureAgentToken(ctx context.Context, va *v1alpha
 			}
 			return 0, fmt.Errorf("create agent token Secret: %w", err)
 		}
-		r.creates.record(secret, client.ObjectKeyFromObject(va))
+		r.applies.record(secret, client.ObjectKeyFromObject(va))
 		obs.secrets[secret.Name] = secret.ResourceVersion
 		obs.agentTokenRotation, obs.agentTokenUID = want, string(secret.UID)
 		r.rotations.Store(va.UID, want)
@@ -688,7 +688,7 @@ func (r *VoiceAgentReconciler) ensureSecrets(ctx context.Context, va *v1alpha1.V
 	})
 	err := g.Wait()
 	if sessionKey != nil {
-		r.creates.record(sessionKey, client.ObjectKeyFromObject(va))
+		r.applies.record(sessionKey, client.ObjectKeyFromObject(va))
 		obs.secrets[sessionKey.Name] = sessionKey.ResourceVersion
 		obs.generated = append([]generatedSecret{{reason: "SessionKeyGenerated",
 			note: fmt.Sprintf("the AES-256-GCM session key in Secret %s", sessionKey.Name)}}, obs.generated...)
@@ -884,12 +884,12 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// writes on the VoiceAgent, kube-controller-manager's on the PodDisruptionBudgets
 	// (each pod change) and HorizontalPodAutoscalers (every 15 s).
 	//
-	// Nor does the create event of a child or generated Secret a reconcile just made,
-	// the very object its apply or create returned (ownCreates).
+	// Nor does the event of a child or generated Secret a reconcile just wrote, the
+	// very object its apply or create returned (ownApplies).
 	notStatusOnly := builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		return metadataOrSpecChanged(e.ObjectOld, e.ObjectNew)
 	}})
-	owner := r.creates.handler(handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.VoiceAgent{}, handler.OnlyControllerOwner()),
+	owner := r.applies.handler(handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.VoiceAgent{}, handler.OnlyControllerOwner()),
 		controllingVoiceAgent)
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.VoiceAgent{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: voiceAgentChanged})).
@@ -900,7 +900,7 @@ func (r *VoiceAgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&networkingv1.NetworkPolicy{}, owner).
 		Watches(&policyv1.PodDisruptionBudget{}, owner, notStatusOnly).
 		Watches(&autoscalingv2.HorizontalPodAutoscaler{}, owner, notStatusOnly).
-		WatchesMetadata(&corev1.Secret{}, r.creates.handler(handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForSecret), soleMapped(r.voiceAgentsForSecret))).
+		WatchesMetadata(&corev1.Secret{}, r.applies.handler(handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForSecret), soleMapped(r.voiceAgentsForSecret))).
 		Watches(&v1alpha1.AuditSink{}, handler.EnqueueRequestsFromMapFunc(r.voiceAgentsForIndex(indexAuditSinks))).
 		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.allVoiceAgentsOnCRD)).
 		// A standby starts this controller's watches before it leads (warm-up), so that

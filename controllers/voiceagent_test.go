@@ -697,7 +697,7 @@ func TestInvalidSpecLocksTheAgentDown(t *testing.T) {
 
 // A child whose managed-by label someone strips leaves the manager's cache (a delete
 // there), is put back by a re-apply, and comes back to the cache as a create: the one
-// of the very object the apply answered, which starts no reconcile (ownCreates). The
+// of the very object the apply answered, which starts no reconcile (ownApplies). The
 // status that reconcile wrote must be read from that answer, status and all: an
 // available Deployment stays Available, not "not created yet" until some later event.
 func TestStrippedLabelKeepsStatus(t *testing.T) {

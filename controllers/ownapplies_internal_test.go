@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 
@@ -24,7 +25,7 @@ func newTestQueue(t *testing.T) workqueue.TypedRateLimitingInterface[reconcile.R
 	return q
 }
 
-// countingHandler stands for the handler ownCreates wraps: it counts what reaches it.
+// countingHandler stands for the handler ownApplies wraps: it counts what reaches it.
 type countingHandler struct{ creates, updates, deletes int }
 
 func (c *countingHandler) handler() handler.EventHandler {
@@ -50,11 +51,11 @@ func childOf(uid, rv, controller string) *corev1.ConfigMap {
 	return cm
 }
 
-// Only the create event of the very object a reconcile made, at the resourceVersion
-// its create returned, is kept from starting a reconcile, whichever of the event and
-// the response comes first; every other event reaches the handler, or, held during a
-// reconcile, starts one when that reconcile ends.
-func TestOwnCreatesKeepsOnlyThatObjectsCreate(t *testing.T) {
+// Only the create or update event of the very object a reconcile wrote, at the
+// resourceVersion its write returned, is kept from starting a reconcile, whichever of
+// the event and the response comes first; every other event reaches the handler, or,
+// held during a reconcile, starts one when that reconcile ends. Deletes always reach it.
+func TestOwnAppliesKeepsOnlyThatObjectsEvents(t *testing.T) {
 	a := types.NamespacedName{Namespace: "ns", Name: "a"}
 	for _, c := range []struct {
 		name string
@@ -78,41 +79,46 @@ func TestOwnCreatesKeepsOnlyThatObjectsCreate(t *testing.T) {
 		{name: "nothing made, no reconcile", event: childOf("u1", "10", "a"), reaches: true},
 		{name: "nothing made, during the reconcile", event: childOf("u1", "10", "a"), running: true, requeued: true},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			var oc ownCreates
-			inner := &countingHandler{}
-			h := oc.handler(inner.handler(), controllingVoiceAgent)
-			q := newTestQueue(t)
-			if c.running {
-				oc.begin(a)
-			}
-			if c.recorded != nil && !c.eventFirst {
-				oc.record(c.recorded, a)
-			}
-			h.Create(context.Background(), event.CreateEvent{Object: c.event}, q)
-			if c.recorded != nil && c.eventFirst {
-				oc.record(c.recorded, a)
-			}
-			if c.running {
-				oc.end(a)
-			}
-			if got := inner.creates == 1; got != c.reaches {
-				t.Errorf("the create reached the handler: %v, want %v", got, c.reaches)
-			}
-			if got := q.Len() == 1; got != c.requeued {
-				t.Errorf("a reconcile added at the end: %v (queue length %d), want %v", got, q.Len(), c.requeued)
-			}
-			h.Update(context.Background(), event.UpdateEvent{ObjectOld: c.event, ObjectNew: c.event}, q)
-			h.Delete(context.Background(), event.DeleteEvent{Object: c.event}, q)
-			if inner.updates != 1 || inner.deletes != 1 {
-				t.Errorf("updates %d, deletes %d reached the handler; want 1 each", inner.updates, inner.deletes)
-			}
-			before := inner.creates
-			h.Create(context.Background(), event.CreateEvent{Object: c.event}, q)
-			if inner.creates != before+1 {
-				t.Error("a second create of the same object, with no reconcile running, did not reach the handler: an entry must be taken once")
-			}
-		})
+		for _, update := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, update %v", c.name, update), func(t *testing.T) {
+				var oc ownApplies
+				inner := &countingHandler{}
+				h := oc.handler(inner.handler(), controllingVoiceAgent)
+				q := newTestQueue(t)
+				if c.running {
+					oc.begin(a)
+				}
+				if c.recorded != nil && !c.eventFirst {
+					oc.record(c.recorded, a)
+				}
+				if update {
+					h.Update(context.Background(), event.UpdateEvent{ObjectOld: childOf("u1", "9", "a"), ObjectNew: c.event}, q)
+				} else {
+					h.Create(context.Background(), event.CreateEvent{Object: c.event}, q)
+				}
+				if c.recorded != nil && c.eventFirst {
+					oc.record(c.recorded, a)
+				}
+				if c.running {
+					oc.end(a)
+				}
+				if got := inner.creates+inner.updates == 1; got != c.reaches {
+					t.Errorf("the event reached the handler: %v, want %v", got, c.reaches)
+				}
+				if got := q.Len() == 1; got != c.requeued {
+					t.Errorf("a reconcile added at the end: %v (queue length %d), want %v", got, q.Len(), c.requeued)
+				}
+				h.Delete(context.Background(), event.DeleteEvent{Object: c.event}, q)
+				if inner.deletes != 1 {
+					t.Errorf("%d deletes reached the handler; want 1", inner.deletes)
+				}
+				before := inner.creates + inner.updates
+				h.Create(context.Background(), event.CreateEvent{Object: c.event}, q)
+				if inner.creates+inner.updates != before+1 {
+					t.Error("a second event of the same object, with no reconcile running, did not reach the handler: an entry must be taken once")
+				}
+			})
+		}
 	}
 }
 
@@ -130,7 +136,7 @@ func TestOwnSecretCreateReachesOtherVoiceAgents(t *testing.T) {
 		{"another VoiceAgent references it too", []types.NamespacedName{a, b}, true},
 		{"only another VoiceAgent", []types.NamespacedName{b}, true},
 	} {
-		var oc ownCreates
+		var oc ownApplies
 		secret := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-agent-token", UID: "s1", ResourceVersion: "7"}}
 		oc.record(secret, a)
 		inner := &countingHandler{}
@@ -148,29 +154,29 @@ func TestOwnSecretCreateReachesOtherVoiceAgents(t *testing.T) {
 	}
 }
 
-// made is bounded: past maxMadeObjects entries it starts again, which only lets a
+// made is bounded: past maxWrittenObjects entries it starts again, which only lets a
 // create through; running and held are emptied by end.
 func TestOwnCreatesIsBounded(t *testing.T) {
-	var oc ownCreates
+	var oc ownApplies
 	a := types.NamespacedName{Namespace: "ns", Name: "a"}
 	first := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: "first", ResourceVersion: "1"}}
 	oc.record(first, a)
-	for i := range maxMadeObjects {
+	for i := range maxWrittenObjects {
 		oc.record(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: types.UID(strconv.Itoa(i)), ResourceVersion: "1"}}, a)
 	}
-	if len(oc.made) > maxMadeObjects {
-		t.Fatalf("%d entries, want at most %d", len(oc.made), maxMadeObjects)
+	if len(oc.written) > maxWrittenObjects {
+		t.Fatalf("%d entries, want at most %d", len(oc.written), maxWrittenObjects)
 	}
-	if _, ok := oc.made["first"]; ok {
+	if _, ok := oc.written["first"]; ok {
 		t.Error("the first entry survived past the bound")
 	}
 	oc.record(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: "no-version"}}, a)
-	if _, ok := oc.made["no-version"]; ok {
+	if _, ok := oc.written["no-version"]; ok {
 		t.Error("an object without a resourceVersion was recorded")
 	}
 	oc.begin(a)
 	oc.begin(a)
-	oc.createEvent(childOf("u9", "1", "a"), a, newTestQueue(t))
+	oc.ownEvent(childOf("u9", "1", "a"), a, newTestQueue(t))
 	oc.end(a)
 	if len(oc.held[a]) != 1 {
 		t.Errorf("held %d events after one of two overlapping reconciles ended, want 1", len(oc.held[a]))
