@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
 // ownApplies keeps the watch event of an object a reconcile just wrote (created,
@@ -97,9 +98,13 @@ func (o *ownApplies) end(va types.NamespacedName) {
 }
 
 // record remembers obj, as its write returned it, as written for writer; or, when its
-// event came first and is held, lets that event go.
+// event came first and is held, lets that event go. An answer is remembered only when
+// every field manager of the object is the operator's (writtenOnlyByOperator): an
+// apply that changed nothing (the cache was behind) answers with the object at its
+// latest resourceVersion, which may be another client's write (the Deployment
+// controller's status, an autoscaler's replicas), whose event must start a reconcile.
 func (o *ownApplies) record(obj metav1.Object, writer types.NamespacedName) {
-	if obj.GetUID() == "" || obj.GetResourceVersion() == "" {
+	if obj.GetUID() == "" || obj.GetResourceVersion() == "" || !writtenOnlyByOperator(obj) {
 		return
 	}
 	now := time.Now()
@@ -133,9 +138,12 @@ func (o *ownApplies) ownEvent(obj client.Object, va types.NamespacedName, q work
 	// An entry goes with the event at its resourceVersion only: the watch delivers an
 	// object's events in order, so one at another version came before it (someone
 	// else's change) or after a gap that skipped it.
+	// An entry older than writtenEventWait drops nothing: its event has long come (it
+	// came before the response, or a re-list skipped it), and a later event at the same
+	// resourceVersion is a resync, which passes.
 	if w, ok := o.written[obj.GetUID()]; ok && w.resourceVersion == obj.GetResourceVersion() {
 		delete(o.written, obj.GetUID())
-		if w.writer == va {
+		if w.writer == va && time.Since(w.at) <= writtenEventWait {
 			return true
 		}
 	}
@@ -162,8 +170,12 @@ func (o *ownApplies) handler(inner handler.EventHandler, soleVoiceAgent func(con
 			inner.Create(ctx, e, q)
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if va, ok := soleVoiceAgent(ctx, e.ObjectNew); ok && o.ownEvent(e.ObjectNew, va, q) {
-				return
+			// Only when the old and the new object are one VoiceAgent's: an update that
+			// moves an object from one to another reconciles both.
+			if va, ok := soleVoiceAgent(ctx, e.ObjectNew); ok {
+				if was, wasOK := soleVoiceAgent(ctx, e.ObjectOld); wasOK && was == va && o.ownEvent(e.ObjectNew, va, q) {
+					return
+				}
 			}
 			inner.Update(ctx, e, q)
 		},
@@ -196,4 +208,14 @@ func soleMapped(mapped handler.MapFunc) func(context.Context, client.Object) (ty
 		}
 		return reqs[0].NamespacedName, true
 	}
+}
+
+// writtenOnlyByOperator says whether every field manager of obj is the operator's own
+// (render.FieldOwner, by apply or by create): then the object at its resourceVersion
+// is a write of the operator's, whatever the cache showed. Any other manager (a
+// controller writing status, an autoscaler, a hand-off, kubectl) makes it false; so
+// does an object without managed fields.
+func writtenOnlyByOperator(obj metav1.Object) bool {
+	mf := obj.GetManagedFields()
+	return len(mf) > 0 && !slices.ContainsFunc(mf, func(e metav1.ManagedFieldsEntry) bool { return e.Manager != render.FieldOwner })
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/voiceagent-dev/voiceagent-operator/api/v1alpha1"
+	"github.com/voiceagent-dev/voiceagent-operator/internal/render"
 )
 
 func newTestQueue(t *testing.T) workqueue.TypedRateLimitingInterface[reconcile.Request] {
@@ -42,8 +44,12 @@ func (c *countingHandler) handler() handler.EventHandler {
 	}
 }
 
+// operatorsOnly is the managed fields of an object only the operator wrote.
+var operatorsOnly = []metav1.ManagedFieldsEntry{{Manager: render.FieldOwner, Operation: metav1.ManagedFieldsOperationApply}}
+
 func childOf(uid, rv, controller string) *corev1.ConfigMap {
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-config", UID: types.UID(uid), ResourceVersion: rv}}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-config", UID: types.UID(uid), ResourceVersion: rv,
+		ManagedFields: operatorsOnly}}
 	if controller != "" {
 		cm.OwnerReferences = []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "VoiceAgent",
 			Name: controller, UID: "va", Controller: ptr.To(true)}}
@@ -76,6 +82,7 @@ func TestOwnAppliesKeepsOnlyThatObjectsEvents(t *testing.T) {
 		{name: "another object", recorded: childOf("u1", "10", "a"), event: childOf("u2", "10", "a"), reaches: true},
 		{name: "made for a, controlled by b", recorded: childOf("u1", "10", "a"), event: childOf("u1", "10", "b"), reaches: true},
 		{name: "controlled by nothing", recorded: childOf("u1", "10", "a"), event: childOf("u1", "10", ""), reaches: true},
+		{name: "the answer carries another manager's write", recorded: withStatusWriter(childOf("u1", "10", "a")), event: childOf("u1", "10", "a"), reaches: true},
 		{name: "nothing made, no reconcile", event: childOf("u1", "10", "a"), reaches: true},
 		{name: "nothing made, during the reconcile", event: childOf("u1", "10", "a"), running: true, requeued: true},
 	} {
@@ -122,6 +129,59 @@ func TestOwnAppliesKeepsOnlyThatObjectsEvents(t *testing.T) {
 	}
 }
 
+// withStatusWriter is obj as another controller left it after writing its status.
+func withStatusWriter(obj *corev1.ConfigMap) *corev1.ConfigMap {
+	obj.ManagedFields = append(slices.Clone(obj.ManagedFields), metav1.ManagedFieldsEntry{Manager: "kube-controller-manager",
+		Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status"})
+	return obj
+}
+
+// An answer is remembered only when the operator is the object's only field manager.
+func TestWrittenOnlyByOperator(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		mf   []metav1.ManagedFieldsEntry
+		want bool
+	}{
+		{"the operator's apply", operatorsOnly, true},
+		{"the operator's create", []metav1.ManagedFieldsEntry{{Manager: render.FieldOwner, Operation: metav1.ManagedFieldsOperationUpdate}}, true},
+		{"and a status writer", withStatusWriter(childOf("u", "1", "a")).ManagedFields, false},
+		{"and the replicas hand-off", append(slices.Clone(operatorsOnly), metav1.ManagedFieldsEntry{Manager: replicasHandOff}), false},
+		{"no managed fields", nil, false},
+	} {
+		if got := writtenOnlyByOperator(&metav1.ObjectMeta{ManagedFields: c.mf}); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// An entry older than writtenEventWait drops nothing.
+func TestOldEntryDropsNothing(t *testing.T) {
+	var oc ownApplies
+	a := types.NamespacedName{Namespace: "ns", Name: "a"}
+	oc.record(childOf("u1", "10", "a"), a)
+	w := oc.written["u1"]
+	w.at = w.at.Add(-2 * writtenEventWait)
+	oc.written["u1"] = w
+	if oc.ownEvent(childOf("u1", "10", "a"), a, newTestQueue(t)) {
+		t.Error("an entry older than writtenEventWait dropped an event (a resync)")
+	}
+}
+
+// An update that moves an object from one VoiceAgent to another reaches the handler.
+func TestUpdateToAnotherVoiceAgentReachesTheHandler(t *testing.T) {
+	var oc ownApplies
+	b := types.NamespacedName{Namespace: "ns", Name: "b"}
+	inner := &countingHandler{}
+	h := oc.handler(inner.handler(), controllingVoiceAgent)
+	oc.begin(b)
+	h.Update(context.Background(), event.UpdateEvent{ObjectOld: childOf("u1", "10", "a"), ObjectNew: childOf("u1", "11", "b")}, newTestQueue(t))
+	oc.end(b)
+	if inner.updates != 1 {
+		t.Errorf("an update from VoiceAgent a to b, during b's reconcile, reached the handler %d times, want 1 (a must hear of it)", inner.updates)
+	}
+}
+
 // A generated Secret's create is kept back only when the VoiceAgent it was made for is
 // the only one it maps to.
 func TestOwnSecretCreateReachesOtherVoiceAgents(t *testing.T) {
@@ -137,7 +197,7 @@ func TestOwnSecretCreateReachesOtherVoiceAgents(t *testing.T) {
 		{"only another VoiceAgent", []types.NamespacedName{b}, true},
 	} {
 		var oc ownApplies
-		secret := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-agent-token", UID: "s1", ResourceVersion: "7"}}
+		secret := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-agent-token", UID: "s1", ResourceVersion: "7", ManagedFields: operatorsOnly}}
 		oc.record(secret, a)
 		inner := &countingHandler{}
 		h := oc.handler(inner.handler(), soleMapped(func(context.Context, client.Object) []reconcile.Request {
@@ -159,10 +219,10 @@ func TestOwnSecretCreateReachesOtherVoiceAgents(t *testing.T) {
 func TestOwnCreatesIsBounded(t *testing.T) {
 	var oc ownApplies
 	a := types.NamespacedName{Namespace: "ns", Name: "a"}
-	first := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: "first", ResourceVersion: "1"}}
+	first := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: "first", ResourceVersion: "1", ManagedFields: operatorsOnly}}
 	oc.record(first, a)
 	for i := range maxWrittenObjects {
-		oc.record(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: types.UID(strconv.Itoa(i)), ResourceVersion: "1"}}, a)
+		oc.record(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: types.UID(strconv.Itoa(i)), ResourceVersion: "1", ManagedFields: operatorsOnly}}, a)
 	}
 	if len(oc.written) > maxWrittenObjects {
 		t.Fatalf("%d entries, want at most %d", len(oc.written), maxWrittenObjects)

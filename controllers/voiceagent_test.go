@@ -696,10 +696,11 @@ func TestInvalidSpecLocksTheAgentDown(t *testing.T) {
 }
 
 // A child whose managed-by label someone strips leaves the manager's cache (a delete
-// there), is put back by a re-apply, and comes back to the cache as a create: the one
-// of the very object the apply answered, which starts no reconcile (ownApplies). The
-// status that reconcile wrote must be read from that answer, status and all: an
-// available Deployment stays Available, not "not created yet" until some later event.
+// there), is put back by a re-apply, and comes back to the cache as a create. The
+// status the re-applying reconcile writes must be read from the apply's answer, status
+// and all: an available Deployment stays Available, not "not created yet" until the
+// next reconcile (or, were that create kept back as the operator's own write, for
+// good: ownApplies keeps back only objects no other field manager wrote).
 func TestStrippedLabelKeepsStatus(t *testing.T) {
 	ns := newNamespace(t)
 	createSecret(t, ns, "gemini-key", "api-key", "x")
