@@ -306,7 +306,13 @@ func run(cfg config) (err error) {
 			return err
 		}
 		cpuBefore = clusterCPU(cfg.state)
+		// The same window of the API server's CPU as the operator phase's profile: the
+		// two side by side say what the operator's requests cost beyond plain applies.
+		applyProfile := profileAPIServer(ctx, raw, cfg, "apiserver-plain-apply.pprof")
 		d, created, err := plainClient(ctx, k8s, template, applyNS, cfg.n, cfg.workers, true)
+		if err := applyProfile(); err != nil {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("plain client, server-side apply: %w", err)
 		}
