@@ -67,22 +67,18 @@ func toUnstructured(obj client.Object) (*unstructured.Unstructured, error) {
 // It first compares desired with the cached live object and makes no request when
 // nothing differs: a steady-state reconcile writes nothing.
 func applyChild(ctx context.Context, c client.Client, live *liveChecker, desired client.Object) (applyResult, error) {
-	return applyChildWith(ctx, c, live, desired, false)
-}
-
-// applyChildWith is applyChild; force sends the apply even when the live object already
-// carries every field of desired, for a field the operator must stop owning (an apply
-// without it is what releases it). checker reads a child from the API server when its
-// cached copy (trimmed to a digest, AnnotationLiveDigest) does not settle whether it
-// changed; it may be nil only for children that are never trimmed (unstructured ones).
-func applyChildWith(ctx context.Context, c client.Client, checker *liveChecker, desired client.Object, force bool) (applyResult, error) {
-	res, _, err := applyChildObject(ctx, c, checker, desired, force)
+	res, _, err := applyChildObject(ctx, c, live, desired, false)
 	return res, err
 }
 
-// applyChildObject is applyChildWith, and returns the object as the API server
-// answered the apply (nil when nothing was sent): for a child it created, what the
-// reconcile reads instead of the cache, which may not show it yet.
+// applyChildObject is applyChild, and returns the object as the API server answered
+// the apply (nil when nothing was sent): what the reconcile reads instead of the
+// cache, which may not show it yet. force sends the apply even when the live object
+// already carries every field of desired, for a field the operator must stop owning
+// (an apply without it is what releases it). checker reads a child from the API server
+// when its cached copy (trimmed to a digest, AnnotationLiveDigest) does not settle
+// whether it changed; it may be nil only for children that are never trimmed
+// (unstructured ones).
 func applyChildObject(ctx context.Context, c client.Client, checker *liveChecker, desired client.Object, force bool) (applyResult, *unstructured.Unstructured, error) {
 	want, err := toUnstructured(desired)
 	if err != nil {

@@ -157,6 +157,16 @@ func (o *ownApplies) ownEvent(obj client.Object, va types.NamespacedName, q work
 	return false
 }
 
+// idle says that no event of obj can be kept back now: no reconcile runs and no write
+// of obj is remembered. The handler then skips mapping obj to its VoiceAgent, an index
+// lookup for every Secret in the cluster.
+func (o *ownApplies) idle(obj client.Object) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, written := o.written[obj.GetUID()]
+	return len(o.running) == 0 && !written
+}
+
 // handler wraps inner, a handler whose requests for obj are the VoiceAgents
 // soleVoiceAgent returns when it returns exactly one, so that the create or update
 // event of an object a reconcile wrote starts no second one. Deletes and generic
@@ -164,12 +174,18 @@ func (o *ownApplies) ownEvent(obj client.Object, va types.NamespacedName, q work
 func (o *ownApplies) handler(inner handler.EventHandler, soleVoiceAgent func(context.Context, client.Object) (types.NamespacedName, bool)) handler.EventHandler {
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if va, ok := soleVoiceAgent(ctx, e.Object); ok && o.ownEvent(e.Object, va, q) {
-				return
+			if !o.idle(e.Object) {
+				if va, ok := soleVoiceAgent(ctx, e.Object); ok && o.ownEvent(e.Object, va, q) {
+					return
+				}
 			}
 			inner.Create(ctx, e, q)
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if o.idle(e.ObjectNew) {
+				inner.Update(ctx, e, q)
+				return
+			}
 			// Only when the old and the new object are one VoiceAgent's: an update that
 			// moves an object from one to another reconciles both.
 			if va, ok := soleVoiceAgent(ctx, e.ObjectNew); ok {
